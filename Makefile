@@ -1,0 +1,32 @@
+# The two commands a new user needs (README): `make sun-eval` and `make test`.
+# Both create .venv and install everything on first use (infra/setup_env.sh).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export OPENBLAS_NUM_THREADS ?= 1
+export OMP_NUM_THREADS ?= 1
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+
+.PHONY: setup sun-eval test test-slow lint benchmarks clean
+
+setup:
+	@bash infra/setup_env.sh
+
+## The main job on the embedded default (quick profile, CPU).
+sun-eval: setup
+	@bash infra/run_quick.sh
+
+## The default test suite (fast; slow checks are behind the `slow` marker).
+test: setup
+	$(VENV)/bin/pytest -m "not slow" -q
+
+test-slow: setup
+	$(VENV)/bin/pytest -m slow -q
+
+lint: setup
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+benchmarks: setup
+	@bash benchmarks/run_all.sh
+
+clean:
+	rm -rf runs .pytest_cache

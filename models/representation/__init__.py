@@ -1,0 +1,1 @@
+"""Crystal representations shared by the models: Wyckoff tokens (SymADiT), atom order (MCFlow)."""
