@@ -6,8 +6,9 @@ from pathlib import Path
 
 from prefect import flow, task
 
-from tasks.config import DatasetSource, IngestConfig, PipelineConfig
+from tasks.config import DatasetSource, IngestConfig
 from tasks.ingest import IngestResult, ingest_source, sources_in, split_dir, write_summary
+from tasks.pipeline_config import PipelineConfig
 
 
 @task(name="ingest-source", task_run_name="ingest-{name}")

@@ -1,8 +1,8 @@
 """Typed configuration: pydantic models loaded from YAML with unknown keys forbidden.
 
 Every stage defines its own config model (subclass of :class:`StrictModel`) next to the code
-that uses it; :class:`PipelineConfig` composes them. A typo or a bad value is a
-:class:`ConfigError` naming the file and the dotted key.
+that uses it; :class:`tasks.pipeline_config.PipelineConfig` composes them. A typo or a bad
+value is a :class:`ConfigError` naming the file and the dotted key.
 """
 
 from __future__ import annotations
@@ -71,16 +71,6 @@ class IngestConfig(StrictModel):
     plots: bool = True
 
 
-class PipelineConfig(StrictModel):
-    """The resolved configuration of one run."""
-
-    profile: str = "quick"
-    seed: int = 0
-    run_root: Path = Path("runs")
-    datasets: dict[str, DatasetSource] = Field(default_factory=dict)
-    ingest: IngestConfig = Field(default_factory=IngestConfig)
-
-
 def _format_errors(err: ValidationError, source: str) -> str:
     lines = [f"invalid configuration in {source}:"]
     for item in err.errors():
@@ -112,7 +102,7 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
 
 def load_config(
     name_or_path: str | Path,
-    model: type[M] = PipelineConfig,  # type: ignore[assignment]
+    model: type[M],
     overrides: dict[str, Any] | None = None,
 ) -> M:
     """Load a YAML file (or a profile name) into a typed config.
@@ -122,7 +112,7 @@ def load_config(
     name_or_path
         A YAML path or the name of a profile in ``configs/``.
     model
-        The pydantic model to validate into (default :class:`PipelineConfig`).
+        The pydantic model to validate into (e.g. ``PipelineConfig``).
     overrides
         Dotted-key overrides applied after loading, e.g. ``{"ingest.symprec": 0.01}``.
     """

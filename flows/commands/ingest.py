@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from tasks.config import ConfigError, PipelineConfig, load_config
+from tasks.config import ConfigError, load_config
+from tasks.pipeline_config import PipelineConfig
 
 
 def ingest(

@@ -5,7 +5,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.ingest import ingest_flow
-from tasks.config import PipelineConfig
+from tasks.pipeline_config import PipelineConfig
 from tasks.records import read_records
 
 

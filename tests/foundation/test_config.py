@@ -2,11 +2,12 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import ConfigError, IngestConfig, PipelineConfig, config_hash, load_config
+from tasks.config import ConfigError, IngestConfig, config_hash, load_config
+from tasks.pipeline_config import PipelineConfig
 
 
 def test_quick_profile_loads_by_name() -> None:
-    config = load_config("quick")
+    config = load_config("quick", PipelineConfig)
     assert isinstance(config, PipelineConfig)
     assert config.profile == "quick"
     assert config.datasets["train"].kind == "csv"
@@ -16,7 +17,7 @@ def test_unknown_key_names_file_and_key(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("ingest:\n  symprecc: 0.1\n")
     with pytest.raises(ConfigError) as info:
-        load_config(path)
+        load_config(path, PipelineConfig)
     assert str(path) in str(info.value)
     assert "ingest.symprecc" in str(info.value)
 
@@ -25,27 +26,27 @@ def test_bad_value_names_key(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("ingest:\n  symprec: -1\n")
     with pytest.raises(ConfigError, match=r"ingest\.symprec"):
-        load_config(path)
+        load_config(path, PipelineConfig)
 
 
 def test_source_kind_requires_path(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("datasets:\n  train:\n    kind: csv\n")
     with pytest.raises(ConfigError, match="needs a 'path'"):
-        load_config(path)
+        load_config(path, PipelineConfig)
 
 
 def test_overrides_and_hash() -> None:
-    base = load_config("quick")
-    tweaked = load_config("quick", overrides={"ingest.symprec": 0.01})
+    base = load_config("quick", PipelineConfig)
+    tweaked = load_config("quick", PipelineConfig, overrides={"ingest.symprec": 0.01})
     assert tweaked.ingest.symprec == 0.01
     assert config_hash(base) != config_hash(tweaked)
-    assert config_hash(base) == config_hash(load_config("quick"))
+    assert config_hash(base) == config_hash(load_config("quick", PipelineConfig))
 
 
 def test_missing_profile_is_clear() -> None:
     with pytest.raises(ConfigError, match="neither a file nor a profile"):
-        load_config("no-such-profile")
+        load_config("no-such-profile", PipelineConfig)
 
 
 def test_assignment_is_validated() -> None:

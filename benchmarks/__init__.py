@@ -1,0 +1,1 @@
+"""Benchmarks: one command each, results with machine and date in ``benchmarks/results/``."""

@@ -1,0 +1,150 @@
+"""``discovery dft``: submit DFT batches to SLURM, follow them, collect the DFT hull."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+if TYPE_CHECKING:
+    from flows.dft_batch import DftStageConfig
+
+dft_app = typer.Typer(
+    help="DFT (atomate2 VASP MPRelaxSet) on a SLURM cluster: submit, status, collect, resubmit.",
+    no_args_is_help=True,
+)
+
+CONFIG_NAME = "config.json"
+
+
+def _load_stage_config(config: Path | None, workdir: Path | None) -> DftStageConfig:
+    """The stage config: ``--config`` YAML, else the one saved in the work directory."""
+    from flows.dft_batch import DftStageConfig
+    from tasks.config import load_config, validate_config
+
+    if config is not None:
+        return load_config(config, DftStageConfig)
+    saved = workdir / CONFIG_NAME if workdir is not None else None
+    if saved is not None and saved.exists():
+        return validate_config(json.loads(saved.read_text()), DftStageConfig, str(saved))
+    return DftStageConfig()
+
+
+@dft_app.command("submit")
+def submit(
+    candidates: Path = typer.Argument(..., help="Records parquet, CSV with cif, CIF or CIF dir."),
+    workdir: Path = typer.Option(..., "--workdir", "-w", help="DFT work dir (shared FS)."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML: dft/slurm/hull."),
+    limit: int | None = typer.Option(None, help="Submit only the first N candidates."),
+) -> None:
+    """Submit candidates as one SLURM array batch (already-known calculations are skipped)."""
+    from tasks.atomic import write_json_atomic
+    from tasks.dft import read_candidates
+    from tasks.hpc import submit_candidates
+
+    stage = _load_stage_config(config, workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(workdir / CONFIG_NAME, stage.model_dump(mode="json"))
+    report = submit_candidates(read_candidates(candidates, limit), workdir, stage.dft, stage.slurm)
+    typer.echo(
+        f"batch {report.batch_id} (SLURM job {report.job_id}): {len(report.submitted)} submitted, "
+        f"{len(report.skipped)} skipped, {len(report.rejected)} rejected"
+    )
+    for key, why in {**report.skipped, **report.rejected}.items():
+        typer.echo(f"  {key}: {why}")
+
+
+@dft_app.command("status")
+def status(
+    workdir: Path = typer.Option(..., "--workdir", "-w"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON list."),
+) -> None:
+    """Show every calculation's status (SLURM queue + results store)."""
+    from tasks.hpc import calc_statuses, status_summary, statuses_as_dicts
+
+    statuses = calc_statuses(workdir)
+    if as_json:
+        typer.echo(json.dumps(statuses_as_dicts(statuses), indent=1))
+        return
+    for s in statuses:
+        extra = f" [{s.scheduler_id} {s.scheduler_state}]" if s.scheduler_state else ""
+        reason = f": {s.reason.splitlines()[-1] if s.reason else ''}" if s.reason else ""
+        typer.echo(f"{s.candidate_id:24s} {s.formula:12s} {s.status:10s}{extra}{reason}")
+    typer.echo(json.dumps(status_summary(statuses)))
+
+
+@dft_app.command("collect")
+def collect(
+    workdir: Path = typer.Option(..., "--workdir", "-w"),
+    config: Path | None = typer.Option(None, "--config", "-c"),
+    entries: Path | None = typer.Option(None, help="Reference entries JSON (offline hull)."),
+    mp_cache: Path | None = typer.Option(None, help="Per-chemsys MP entries cache directory."),
+    earlier: list[Path] = typer.Option([], help="dft_results.json of earlier rounds."),
+    vun_rate: float = typer.Option(1.0, help="V.U.N. fraction before DFT (for S.U.N.)."),
+) -> None:
+    """Collect finished calculations into E_hull and the DFT S.U.N. count."""
+    from tasks.dft_hull import collect_results, sun_summary, write_results
+
+    hull = _load_stage_config(config, workdir).hull
+    updates = {"entries_file": entries, "mp_cache_dir": mp_cache}
+    hull = hull.model_copy(update={k: v for k, v in updates.items() if v is not None})
+    if earlier:
+        hull = hull.model_copy(update={"earlier_results": list(earlier)})
+    results = collect_results(workdir, hull)
+    summary = sun_summary(results, vun_rate=vun_rate)
+    path = write_results(workdir, results, summary)
+    for r in results:
+        e_hull = f"{r.e_hull_dft:+.3f}" if r.e_hull_dft is not None else "   n/a"
+        flag = "stable" if r.stable else "metastable" if r.metastable else ""
+        typer.echo(f"{r.id:24s} {r.formula:12s} {r.dft_status:10s} {e_hull} {flag} {r.reason}")
+    typer.echo(f"S.U.N. {summary['sun']}  M.S.U.N. {summary['msun']}  -> {path}")
+
+
+@dft_app.command("resubmit")
+def resubmit(
+    workdir: Path = typer.Option(..., "--workdir", "-w"),
+    failed: bool = typer.Option(False, "--failed", help="Resubmit the failed calculations."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="New SLURM settings."),
+) -> None:
+    """Resubmit failed calculations (next attempt, same DFT settings)."""
+    from tasks.hpc import resubmit_failed
+
+    if not failed:
+        raise typer.BadParameter("nothing selected: pass --failed")
+    report = resubmit_failed(workdir, _load_stage_config(config, workdir).slurm)
+    typer.echo(
+        f"batch {report.batch_id} (SLURM job {report.job_id}): {len(report.submitted)} resubmitted"
+    )
+
+
+@dft_app.command("write-inputs")
+def write_inputs(
+    structure: Path = typer.Argument(..., help="A structure file (CIF, POSCAR...)."),
+    outdir: Path = typer.Argument(..., help="Where to write INCAR/KPOINTS/POSCAR/POTCAR(.spec)."),
+    config: Path | None = typer.Option(None, "--config", "-c"),
+    potcar_spec: bool = typer.Option(True, help="Write POTCAR.spec instead of POTCAR."),
+) -> None:
+    """Dry run: write the relaxation's VASP inputs for one structure."""
+    from pymatgen.core import Structure
+
+    from tasks.dft import write_relax_inputs
+
+    settings = _load_stage_config(config, None).dft.model_copy(update={"potcar_spec": potcar_spec})
+    write_relax_inputs(Structure.from_file(structure), outdir, settings)
+    typer.echo(f"wrote inputs to {outdir}")
+
+
+@dft_app.command("run-task", hidden=True)
+def run_task(batch_file: Path, index: int) -> None:
+    """Run one array task of a batch on this node (called by the sbatch script)."""
+    from tasks.hpc import run_batch_task
+
+    if not run_batch_task(batch_file, index):
+        raise typer.Exit(code=1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``dft`` command group."""
+    app.add_typer(dft_app, name="dft")

@@ -1,0 +1,284 @@
+"""Flow ``discovery`` (deployment ``sun-eval``): the closed-loop S.U.N. estimation graph.
+
+ingest → train or load a checkpoint → sample → validity / uniqueness / novelty → MLIP
+relaxation + MLIP hull → pick candidates → DFT batch → S.U.N. estimate → report; then the
+DFT-confirmed (meta)stable crystals join the reference set and the next round starts.
+
+Every stage is a Prefect task whose inputs and outputs are files under
+``runs/<run id>/``; tasks are cached on the content of their inputs (dataset, checkpoint and
+config hashes) with persisted results, so rerunning a run id after a crash redoes nothing
+that finished. The stage functions themselves live in ``tasks/`` and ``models/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.context import TaskRunContext
+from pydantic import BaseModel
+
+from tasks.atomic import write_json_atomic, write_text_atomic
+from tasks.config import ConfigError, config_hash, load_config
+from tasks.pipeline_config import ModelRun, PipelineConfig
+from tasks.report import ModelReport, html_report, markdown_report, spacegroups_and_orbits
+from tasks.rundir import RunDir
+from tasks.sun import FunnelStage, estimate_as_dict, funnel_rate
+
+log = logging.getLogger(__name__)
+
+
+def _digest(value: Any) -> str:
+    """Content digest of a stage input: files by bytes, configs by value."""
+    if isinstance(value, BaseModel):
+        return config_hash(value)
+    if isinstance(value, str | Path) and Path(value).is_file():
+        return hashlib.sha256(Path(value).read_bytes()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def input_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    """Cache key of a stage: its name plus the digests of all its inputs."""
+    parts = [context.task.name] + [f"{k}={_digest(v)}" for k, v in sorted(parameters.items())]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+STAGE = {"cache_key_fn": input_cache_key, "persist_result": True}
+
+
+@task(name="ingest")
+def ingest_stage(config: PipelineConfig, out_dir: Path) -> dict[str, str]:
+    """Ingest every dataset of the profile (content-cached, so a rerun is instant)."""
+    from tasks.ingest import ingest_sources
+
+    results = ingest_sources(config.datasets, out_dir, config.ingest)
+    return {key: str(r.dataset) for key, r in zip(config.datasets, results, strict=True)}
+
+
+@task(name="train", **STAGE)
+def train_stage(model: ModelRun, dataset: str, out_dir: str) -> str:
+    """Train the model on the dataset (resuming a crashed run), or use its checkpoint."""
+    if model.checkpoint is not None:
+        return str(model.checkpoint)
+    api = importlib.import_module(f"models.{model.name}.api")
+    return str(api.train(model.profile, dataset, out_dir, resume=True))
+
+
+@task(name="sample", **STAGE)
+def sample_stage(model: ModelRun, checkpoint: str, out_dir: str, seed: int) -> str:
+    """Draw the model's de novo samples; failed samples are kept with their reason."""
+    api = importlib.import_module(f"models.{model.name}.api")
+    if model.name == "mcflow":
+        api.sample(
+            checkpoint, "dng", n=model.n_samples, out_dir=out_dir, seed=seed, steps=model.steps
+        )
+    else:
+        api.sample(checkpoint, model.n_samples, out_dir, seed=seed, steps=model.steps)
+    return str(Path(out_dir) / "samples.parquet")
+
+
+@task(name="evaluate", **STAGE)
+def evaluate_stage(samples: str, reference: str, out_dir: str, config: PipelineConfig) -> str:
+    """Validity, uniqueness, novelty and distribution metrics against the reference set."""
+    from tasks.evaluate import Reference, evaluate_samples, write_evaluation
+    from tasks.structure_io import read_structures
+
+    result = evaluate_samples(
+        read_structures(samples), Reference(Path(reference), config.evaluate), config.evaluate
+    )
+    write_evaluation(result, out_dir, name=Path(samples).parent.name)
+    return str(Path(out_dir) / "verdicts.parquet")
+
+
+@task(name="mlip-relax", **STAGE)
+def relax_stage(candidates: str, out_dir: str, config: PipelineConfig) -> str:
+    """Relax the V.U.N. candidates with the MLIP (chunked, resumable per chunk)."""
+    from tasks.relax import run_relax
+
+    run_relax(candidates, out_dir, config.mlip, config.relax)
+    return out_dir
+
+
+@task(name="mlip-hull", **STAGE)
+def hull_stage(relaxed: str, reference: str, out_dir: str, config: PipelineConfig) -> str:
+    """E_hull of every relaxed candidate against the same MLIP's hull of the reference."""
+    from tasks.hull import run_hull
+
+    return str(run_hull(relaxed, reference, out_dir, config.mlip, config.relax, config.hull))
+
+
+@task(name="dft-batch", **STAGE)
+def dft_stage(candidates: str, reference: str, workdir: str, config: PipelineConfig) -> str:
+    """Run the DFT batch (local stand-in or SLURM), wait, collect E_hull."""
+    from tasks.dft_stage import mlip_reference_entries, run_dft_stage
+
+    entries = None
+    if config.dft.mode == "standin":
+        entries = mlip_reference_entries(
+            Path(candidates), Path(reference), config.mlip, config.relax, config.hull
+        )
+    return str(run_dft_stage(Path(candidates), Path(workdir), config.dft, entries))
+
+
+def model_round(
+    config: PipelineConfig,
+    run: RunDir,
+    model: ModelRun,
+    checkpoint: str,
+    reference: str,
+    round_index: int,
+) -> ModelReport:
+    """One model's pass through the funnel: sample → filters → MLIP → DFT → estimate."""
+    from tasks.evaluate import paper_row
+    from tasks.selection import evaluation_funnel, pick_for_dft, vun_ids, write_candidates
+
+    stage_dir = run.round_dir(round_index) / model.name
+    seed = config.seed + 1000 * round_index + model.seed
+    samples = sample_stage(model, checkpoint, str(stage_dir / "samples"), seed)
+    verdicts_path = evaluate_stage(samples, reference, str(stage_dir / "filters"), config)
+    verdicts = pd.read_parquet(verdicts_path)
+    funnel = evaluation_funnel(verdicts)
+    vun = vun_ids(verdicts)[: config.selection.max_relax]
+    files = {"samples": Path(samples), "verdicts": Path(verdicts_path)}
+    metrics = json.loads((stage_dir / "filters" / "metrics.json").read_text())
+    report = ModelReport(
+        model=model.name,
+        round=round_index,
+        paper_row=paper_row(metrics, model.name),
+        funnel=funnel,
+        estimates=[],
+        files=files,
+    )
+    report.generated_spacegroups, report.generated_orbits = spacegroups_and_orbits(verdicts)
+    if not vun:
+        report.estimates = [funnel_rate("V.U.N.", funnel, seed=seed)]
+        return report
+    candidates = write_candidates(
+        vun, pd.read_parquet(samples), stage_dir / "mlip" / "candidates.parquet"
+    )
+    relaxed = relax_stage(str(candidates), str(stage_dir / "mlip" / "relax"), config)
+    hull_path = hull_stage(relaxed, reference, str(stage_dir / "mlip" / "hull"), config)
+    hull = pd.read_parquet(hull_path)
+    files |= {"mlip_relaxed": Path(relaxed) / "relaxed.parquet", "mlip_hull": Path(hull_path)}
+    placed = hull[hull["e_hull"].notna()]
+    mlip_stage = FunnelStage("MLIP stable", int(placed["stable"].sum()), len(hull))
+    mlip_meta = FunnelStage("MLIP metastable", int(placed["metastable"].sum()), len(hull))
+    report.e_hull = [float(v) for v in placed["e_hull"]]
+    top = placed.sort_values("e_hull").head(4)
+    relaxed_table = pd.read_parquet(Path(relaxed) / "relaxed.parquet").set_index("id")
+    report.top_candidates = [(i, relaxed_table.loc[i, "structure"]) for i in top["id"]]
+    report.funnel = [*funnel, mlip_stage]
+    report.estimates = [
+        funnel_rate("S.U.N. (MLIP)", [*funnel, mlip_stage], seed=seed),
+        funnel_rate("M.S.U.N. (MLIP)", [*funnel, mlip_meta], seed=seed),
+    ]
+    if config.dft.mode == "skip" or config.selection.n_dft == 0:
+        return report
+    chosen = pick_for_dft(hull, config.selection.n_dft, config.selection.strategy, seed)
+    dft_candidates = write_candidates(
+        chosen, relaxed_table.reset_index(), stage_dir / "dft" / "candidates.parquet"
+    )
+    dft_path = Path(dft_stage(str(dft_candidates), reference, str(stage_dir / "dft"), config))
+    dft = pd.read_parquet(dft_path)
+    files["dft_results"] = dft_path
+    checked = dft[dft["dft_status"] != "rejected"]
+    label = "stand-in" if config.dft.mode == "standin" else "DFT"
+    stable = FunnelStage(f"{label} stable", int(checked["stable"].sum()), len(checked))
+    meta = FunnelStage(f"{label} metastable", int(checked["metastable"].sum()), len(checked))
+    report.funnel = [*funnel, mlip_stage, stable]
+    report.estimates += [
+        funnel_rate(f"S.U.N. ({label})", [*funnel, stable], seed=seed),
+        funnel_rate(f"M.S.U.N. ({label})", [*funnel, meta], seed=seed),
+    ]
+    confirmed_ids = set(checked.loc[checked["metastable"].astype(bool), "id"])
+    chosen_rows = pd.read_parquet(dft_candidates)
+    report.confirmed = chosen_rows[chosen_rows["id"].isin(confirmed_ids)]
+    return report
+
+
+def closed_loop(config: PipelineConfig, run: RunDir, datasets: dict[str, str]) -> dict[str, Any]:
+    """All rounds: train once per model, then sample → ... → DFT with growing references."""
+    reference = datasets["train"]
+    checkpoints = {
+        m.name: train_stage(m, datasets["train"], str(run.path / "checkpoints" / m.name))
+        for m in config.models
+    }
+    reports: list[ModelReport] = []
+    for round_index in range(1, config.rounds + 1):
+        confirmed = []
+        for model in config.models:
+            report = model_round(
+                config, run, model, checkpoints[model.name], reference, round_index
+            )
+            reports.append(report)
+            confirmed.append(report.confirmed)
+        found = pd.concat(confirmed, ignore_index=True)
+        if len(found) and round_index < config.rounds:
+            reference = str(run.add_discovered(reference, found, round_index))
+    train = pd.read_parquet(datasets["train"])
+    train = train[train["status"] == "ok"]
+    standin = config.dft.mode == "standin" and any("dft_results" in r.files for r in reports)
+    markdown = markdown_report(reports, run.report_dir, standin)
+    report = html_report(
+        reports, list(train["spacegroup"]), list(train["n_orbits"]), run.report_dir, standin
+    )
+    write_text_atomic(run.report_dir / "report.md", markdown)
+    metrics = {
+        f"{r.model}/round{r.round}": {e.name: estimate_as_dict(e) for e in r.estimates}
+        for r in reports
+    }
+    write_json_atomic(run.path / "metrics.json", metrics)
+    return {"run_id": run.run_id, "report": str(report), "metrics": metrics, "markdown": markdown}
+
+
+def _check_parameters(profile: str, overrides: dict[str, Any] | None) -> PipelineConfig:
+    """Load and validate the run's configuration before any work starts."""
+    try:
+        config = load_config(profile, PipelineConfig, overrides)
+    except ConfigError as err:
+        raise ValueError(str(err)) from None
+    if not config.models:
+        raise ValueError(f"profile {profile!r} lists no models to run")
+    return config
+
+
+@flow(name="discovery", log_prints=False)
+def discovery_flow(
+    profile: str = "quick",
+    run_id: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The closed-loop S.U.N. estimation (deployment ``discovery/sun-eval``).
+
+    Parameters
+    ----------
+    profile
+        A profile in ``configs/`` (``quick``, ``benchmark``) or a YAML path.
+    run_id
+        Reuse a run directory (resume after a crash); default: a new id.
+    overrides
+        Dotted-key overrides of the profile, e.g. ``{"rounds": 2, "seed": 1}``.
+
+    Returns
+    -------
+    dict
+        Paths of the report and metrics, and the S.U.N. estimates per model and round.
+    """
+    config = _check_parameters(profile, overrides)
+    run = RunDir.open(config.run_root, run_id, config)
+    logger = get_run_logger()
+    logger.info("run %s in %s", run.run_id, run.path)
+    datasets = ingest_stage(config, run.path / "dataset")
+    outcome = closed_loop(config, run, datasets)
+    create_markdown_artifact(
+        key="sun-report", markdown=outcome["markdown"], description=f"run {run.run_id}"
+    )
+    logger.info("report: %s", outcome["report"])
+    return {k: v for k, v in outcome.items() if k != "markdown"}

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Embedded default: a local Prefect server (SQLite, 127.0.0.1), the `local` process work pool,
+# the deployments of prefect.yaml, one worker, then `discovery/sun-eval` on the quick profile.
+# Stop everything with infra/local/stop.sh.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export DISCOVERY_REPO=$PWD
+export PREFECT_HOME=${PREFECT_HOME:-$PWD/.prefect}
+export PREFECT_API_URL=${PREFECT_API_URL:-http://127.0.0.1:4200/api}
+export PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_UI_ENABLED=${PREFECT_UI_ENABLED:-true}
+export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
+PREFECT=.venv/bin/prefect
+STATE=$PREFECT_HOME/local
+mkdir -p "$STATE"
+PROFILE=${PROFILE:-quick}
+
+if ! curl -sf "$PREFECT_API_URL/health" >/dev/null 2>&1; then
+  echo "[start] Prefect server on 127.0.0.1:4200 (logs: $STATE/server.log)"
+  nohup $PREFECT server start --host 127.0.0.1 --port 4200 >"$STATE/server.log" 2>&1 &
+  echo $! >"$STATE/server.pid"
+  for _ in $(seq 1 120); do
+    curl -sf "$PREFECT_API_URL/health" >/dev/null 2>&1 && break
+    sleep 1
+  done
+  curl -sf "$PREFECT_API_URL/health" >/dev/null || { tail -20 "$STATE/server.log"; exit 1; }
+fi
+for pool in local gpu hpc; do
+  $PREFECT work-pool inspect "$pool" >/dev/null 2>&1 || $PREFECT work-pool create "$pool" --type process >/dev/null
+done
+$PREFECT --no-prompt deploy --all >"$STATE/deploy.log" 2>&1 || { tail -30 "$STATE/deploy.log"; exit 1; }
+if ! { [ -f "$STATE/worker.pid" ] && kill -0 "$(cat "$STATE/worker.pid")" 2>/dev/null; }; then
+  nohup $PREFECT worker start --pool local >"$STATE/worker.log" 2>&1 &
+  echo $! >"$STATE/worker.pid"
+fi
+echo "[start] running discovery/sun-eval (profile $PROFILE); UI: http://127.0.0.1:4200"
+$PREFECT deployment run discovery/sun-eval --param profile="$PROFILE" --watch --watch-interval 10 \
+  | tee "$STATE/last-run.log"
+report=$(ls -td runs/"$PROFILE"-*/report/index.html 2>/dev/null | head -1)
+echo
+echo "Report: ${report:-not found (see $STATE/last-run.log)}"
+echo "Prefect UI: http://127.0.0.1:4200 (stop the server and worker with infra/local/stop.sh)"

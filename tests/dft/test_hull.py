@@ -1,0 +1,113 @@
+"""DFT hull: MP2020 corrections, E_hull against references only, stability, S.U.N. notation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from monty.json import MontyEncoder
+
+from tasks.dft_hull import (
+    DftResult,
+    HullConfig,
+    apply_mp2020,
+    classify,
+    e_above_hull,
+    format_rate,
+    hull_results,
+    mp_reference_entries,
+    reference_entries,
+    sun_summary,
+)
+from tests.dft.conftest import ELEMENT_ENERGIES, reference_entry, rocksalt
+
+
+def test_paper_notation() -> None:
+    assert format_rate(5.53, 12) == "5.53 (12)"
+    results = [
+        DftResult(id=str(i), calc_id=str(i), formula="NaCl", dft_status="completed", stable=i < 12)
+        for i in range(100)
+    ]
+    results.append(DftResult(id="bad", calc_id="", formula="", dft_status="rejected"))
+    summary = sun_summary(results, vun_rate=0.4608)
+    assert summary["sun"] == "5.53 (12)"
+    assert summary["n_candidates"] == 100  # rejected inputs never reached DFT
+
+
+def test_mp2020_corrections_and_incompatible_entries() -> None:
+    nacl = reference_entry("NaCl", -3.5, "nacl")
+    kept, dropped = apply_mp2020([nacl])
+    (corrected,) = kept
+    assert any("anion correction (Cl)" in a.name for a in corrected.energy_adjustments)
+    assert corrected.energy < nacl.energy  # the input entry itself is left alone
+    assert nacl.correction == 0
+
+    wrong = reference_entry("NaCl", -3.5, "wrong-potcar")
+    wrong.parameters["potcar_spec"] = [{"titel": "PAW_PBE Na 01Jan2000"}, {"titel": "PAW_PBE Cl"}]
+    kept, dropped = apply_mp2020([wrong])
+    assert kept == [] and "wrong-potcar" in dropped
+
+
+def test_e_hull_against_references_only() -> None:
+    refs = [reference_entry(el, ELEMENT_ENERGIES[el], el) for el in ("Na", "Cl")]
+    below = reference_entry("NaCl", -3.0, "cand")
+    e_hull, decomposition = e_above_hull(below, refs)
+    assert e_hull == pytest.approx(-3.0 - (ELEMENT_ENERGIES["Na"] + ELEMENT_ENERGIES["Cl"]) / 2)
+    assert "Na" in decomposition and "Cl" in decomposition
+    with pytest.raises(ValueError):
+        e_above_hull(below, refs[:1])  # no Cl reference: no hull
+
+
+def test_classification_rules() -> None:
+    config = HullConfig()
+    assert classify(-0.01, 2, config) == (True, True)
+    assert classify(0.0, 2, config) == (False, True)
+    assert classify(0.05, 3, config) == (False, True)
+    assert classify(0.1, 2, config) == (False, False)
+    assert classify(-0.5, 1, config) == (False, False)  # elements are never "new" stable
+
+
+def test_candidates_never_join_their_hull(tmp_path: Path) -> None:
+    refs = [reference_entry(el, e, f"ref-{el}") for el, e in ELEMENT_ENERGIES.items()]
+    entries_file = tmp_path / "refs.json"
+    entries_file.write_text(json.dumps(refs, cls=MontyEncoder))
+    # An earlier round found a deep NaCl phase; it is a reference now.
+    earlier = tmp_path / "earlier.json"
+    deep = reference_entry("NaCl", -5.0, "old-calc")
+    same = reference_entry("NaCl", -6.0, "this-calc")
+    earlier.write_text(
+        json.dumps(
+            [
+                {"calc_id": "old-calc", "entry": deep.as_dict()},
+                {"calc_id": "this-calc", "entry": same.as_dict()},
+            ]
+        )
+    )
+    config = HullConfig(entries_file=entries_file, earlier_results=[earlier])
+    found = reference_entries(["Na", "Cl"], config, exclude_ids={"this-calc"})
+    ids = {e.entry_id for e in found}
+    assert "old-calc" in ids and "this-calc" not in ids and "ref-Li" not in ids
+
+    from pymatgen.entries.computed_entries import ComputedStructureEntry
+
+    cand = ComputedStructureEntry(
+        rocksalt(5.69, "Na", "Cl"), -7.0, parameters=dict(deep.parameters), entry_id="this-calc"
+    )
+    row = DftResult(id="c", calc_id="this-calc", formula="NaCl", dft_status="completed")
+    row.n_elements = 2
+    (res,) = hull_results([row], {"this-calc": cand}, config, {"this-calc": True})
+    # Judged against the deep earlier phase (corrected), not against itself.
+    assert res.e_hull_dft is not None and res.e_hull_dft > 0
+    assert not res.stable
+
+
+def test_mp_cache_is_read_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MP_API_KEY", raising=False)
+    cached = [reference_entry("Na", -1.31, "mp-127"), reference_entry("NaCl", -3.4, "mp-22862")]
+    (tmp_path / "Cl-Na.json").write_text(json.dumps(cached, cls=MontyEncoder))
+    assert {e.entry_id for e in mp_reference_entries(["Na", "Cl"], tmp_path)} == {
+        "mp-127",
+        "mp-22862",
+    }
+    assert mp_reference_entries(["Li", "F"], tmp_path) == []  # offline and not cached
