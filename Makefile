@@ -7,14 +7,18 @@ export OMP_NUM_THREADS ?= 1
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 300
 
-.PHONY: setup sun-eval test test-slow lint benchmarks clean
+.PHONY: setup sun-eval stop test test-slow lint benchmarks clean
 
 setup:
 	@bash infra/setup_env.sh
 
-## The main job on the embedded default (quick profile, CPU).
+## The main job on the embedded default: local Prefect server + worker, discovery/sun-eval.
 sun-eval: setup
-	@bash infra/run_quick.sh
+	@bash infra/local/start.sh
+
+## Stop the local Prefect server and worker started by `make sun-eval`.
+stop:
+	@bash infra/local/stop.sh
 
 ## The default test suite (fast; slow checks are behind the `slow` marker).
 test: setup

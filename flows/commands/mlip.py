@@ -1,0 +1,136 @@
+"""``discovery relax`` and ``discovery hull``: MLIP pre-relaxation and the MLIP-consistent hull."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import NoReturn
+
+import typer
+
+from tasks.mlip import MLIPConfig, MLIPUnavailableError
+
+
+def _fail(err: Exception) -> NoReturn:
+    """Print a clear one-line error and exit with status 1 (no traceback for user errors)."""
+    typer.echo(f"error: {err}", err=True)
+    raise typer.Exit(1)
+
+
+def relax(
+    candidates: Path = typer.Argument(..., help="Records .parquet, .extxyz or .csv(.gz) with cif."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory (resumable)."),
+    mlip: str = typer.Option("chgnet", "--mlip", help="chgnet | mace | matgl."),
+    model: str | None = typer.Option(None, help="Model name or local path (mace/matgl need one)."),
+    model_cache: Path | None = typer.Option(None, help="Where named MACE/matgl models live."),
+    device: str = typer.Option("cpu", help="cpu | cuda."),
+    fmax: float = typer.Option(0.05, help="Force convergence (eV/Å)."),
+    steps: int = typer.Option(300, help="FIRE step limit; 0 = single point."),
+    fix_symmetry: bool = typer.Option(False, "--fix-symmetry", help="Keep the space group."),
+    time_budget: float | None = typer.Option(600.0, help="Seconds per candidate."),
+    scheduler: str = typer.Option("process", help="serial | process | dask."),
+    scheduler_address: str | None = typer.Option(None, help="Dask scheduler (default: local)."),
+    workers: int = typer.Option(0, "--workers", "-j", help="Processes; 0 = all cores."),
+    chunk_size: int = typer.Option(8, help="Candidates per task and per output file."),
+) -> None:
+    """Relax candidates with an MLIP (FIRE + Fréchet cell filter), one process per core."""
+    from tasks.config import ConfigError, validate_config
+    from tasks.relax import RelaxConfig, run_relax
+
+    try:
+        mlip_config = validate_config(
+            {"name": mlip, "model": model, "cache_dir": model_cache, "device": device},
+            MLIPConfig,
+            "--mlip/--model options",
+        )
+        config = validate_config(
+            {
+                "fmax": fmax,
+                "steps": steps,
+                "fix_symmetry": fix_symmetry,
+                "time_budget_s": time_budget,
+                "scheduler": scheduler,
+                "scheduler_address": scheduler_address,
+                "n_workers": workers,
+                "chunk_size": chunk_size,
+            },
+            RelaxConfig,
+            "relax options",
+        )
+    except ConfigError as err:
+        _fail(err)
+    try:
+        path = run_relax(candidates, out, mlip_config, config)
+    except (MLIPUnavailableError, ValueError) as err:
+        _fail(err)
+    meta = json.loads((out / "relax_meta.json").read_text())
+    typer.echo(f"{path}: {meta['status_counts']}, converged {meta['n_converged']}")
+
+
+def hull(
+    relaxed: Path = typer.Argument(..., help="Output directory of `discovery relax`."),
+    reference: Path = typer.Option(
+        ..., "--reference", "-r", help="Reference set (.parquet/.csv.gz)."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory."),
+    single_point: bool = typer.Option(
+        False, "--single-point", help="Do not relax references (faster, biased; flagged)."
+    ),
+    cache_dir: Path | None = typer.Option(None, help="Reference energy cache directory."),
+    workers: int | None = typer.Option(None, "--workers", "-j", help="Processes; 0 = all cores."),
+) -> None:
+    """E_hull of relaxed candidates against a hull built with the same MLIP and settings."""
+    from tasks.hull import HullConfig, HullError, read_relaxed, run_hull
+    from tasks.relax import RelaxConfig
+
+    try:
+        _, meta = read_relaxed(relaxed)
+        relax_config = RelaxConfig.model_validate(meta.get("relax", {}))
+        if workers is not None:
+            relax_config = relax_config.model_copy(update={"n_workers": workers})
+        mlip_config = MLIPConfig.model_validate(meta.get("mlip", {}))
+        config = HullConfig(single_point_references=single_point, cache_dir=cache_dir)
+        path = run_hull(relaxed, reference, out, mlip_config, relax_config, config)
+    except (HullError, MLIPUnavailableError, ValueError) as err:
+        _fail(err)
+    summary = json.loads((out / "hull_summary.json").read_text())
+    typer.echo(
+        f"{path}: {summary['n_on_hull']}/{summary['n_candidates']} placed, "
+        f"{summary['n_stable']} stable, {summary['n_metastable']} metastable; "
+        f"references {summary['references']}"
+    )
+    if "warning" in summary:
+        typer.echo(f"warning: {summary['warning']}")
+
+
+def hull_ensemble(
+    hulls: list[Path] = typer.Argument(..., help="Output directories of `discovery hull`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory."),
+    min_agree: int = typer.Option(2, help="MLIPs that must agree on (meta)stability."),
+) -> None:
+    """Combine per-MLIP hulls: E_hull mean/std and stability agreed by >= --min-agree MLIPs."""
+    import pandas as pd
+
+    from tasks.atomic import atomic_write
+    from tasks.hull import ensemble_summary
+
+    try:
+        results = {}
+        for directory in hulls:
+            frame = pd.read_parquet(directory / "hull.parquet")
+            results[str(frame["mlip_version"].iloc[0])] = frame
+        table = ensemble_summary(results, min_agree)
+    except (OSError, ValueError) as err:
+        _fail(err)
+    path = atomic_write(out / "ensemble.parquet", lambda tmp: table.to_parquet(tmp, index=False))
+    typer.echo(
+        f"{path}: {int(table['stable'].sum())} stable, {int(table['metastable'].sum())} "
+        f"metastable by >= {min_agree} of {len(results)} MLIPs"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``relax``, ``hull`` and ``hull-ensemble`` to the ``discovery`` command."""
+    app.command("relax")(relax)
+    app.command("hull")(hull)
+    app.command("hull-ensemble")(hull_ensemble)
