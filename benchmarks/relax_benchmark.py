@@ -19,11 +19,9 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import sys
 import time
 from importlib.metadata import version
-from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -36,28 +34,17 @@ from tasks.paths import REPO_ROOT
 from tasks.records import structure_to_json
 from tasks.relax import RelaxConfig, load_candidates, relax_items
 
+try:
+    from benchmarks.machine import machine_info
+except ModuleNotFoundError:  # run as a script: benchmarks/ itself is on sys.path
+    from machine import machine_info
+
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 
 
 def machine() -> dict:
-    """CPU model, core count and load average of this machine."""
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    return {
-        "cpu": cpu,
-        "cores": len(os.sched_getaffinity(0)),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "chgnet": version("chgnet"),
-        "load_average": os.getloadavg(),
-    }
+    """The machine description plus the torch and CHGNet versions."""
+    return {**machine_info(), "torch": torch.__version__, "chgnet": version("chgnet")}
 
 
 def rattled_items(n: int, seed: int) -> list[tuple[str, str]]:

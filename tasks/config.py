@@ -63,6 +63,12 @@ class IngestConfig(StrictModel):
     symprec: float = Field(default=0.1, gt=0, description="spglib/pymatgen symmetry tolerance (Å)")
     angle_tolerance: float = Field(default=5.0, gt=0, description="spglib angle tolerance (deg)")
     pyxtal_tol: float = Field(default=0.1, gt=0, description="pyxtal from_seed tolerance (Å)")
+    primitive_tol: float = Field(
+        default=0.01,
+        gt=0,
+        description="site tolerance (Å) of the primitive-cell search; pymatgen's default 0.25 "
+        "merges distorted cells into smaller idealized ones (1.4% of MP-20 val)",
+    )
     min_distance: float = Field(default=0.5, ge=0, description="reject atoms closer than this (Å)")
     max_atoms: int = Field(default=200, gt=0, description="reject primitive cells larger than this")
     n_workers: int = Field(default=0, ge=0, description="worker processes; 0 = all cores")

@@ -20,7 +20,7 @@ from tasks.records import STATUS_FAILED, STATUS_REJECTED, CrystalRecord, structu
 from tasks.sources import RawEntry
 
 #: Bump when the analysis or the representations change, to invalidate cached results.
-ANALYSIS_VERSION = "1"
+ANALYSIS_VERSION = "2"
 
 
 class RejectedInputError(ValueError):
@@ -30,7 +30,14 @@ class RejectedInputError(ValueError):
 def cache_key(entry: RawEntry, config: IngestConfig) -> str:
     """Content key of an entry's analysis under the given settings."""
     settings = config.model_dump(
-        include={"symprec", "angle_tolerance", "pyxtal_tol", "min_distance", "max_atoms"}
+        include={
+            "symprec",
+            "angle_tolerance",
+            "pyxtal_tol",
+            "primitive_tol",
+            "min_distance",
+            "max_atoms",
+        }
     )
     payload = json.dumps([ANALYSIS_VERSION, entry.fmt, entry.payload, settings], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
@@ -78,9 +85,9 @@ def check_structure(structure: Structure, config: IngestConfig) -> None:
             )
 
 
-def reduce_structure(structure: Structure) -> Structure:
-    """Primitive, Niggli-reduced cell."""
-    return structure.get_primitive_structure().get_reduced_structure()
+def reduce_structure(structure: Structure, tolerance: float = 0.01) -> Structure:
+    """Primitive, Niggli-reduced cell (primitive search at ``tolerance`` Å)."""
+    return structure.get_primitive_structure(tolerance=tolerance).get_reduced_structure()
 
 
 def analyse_entry(entry: RawEntry, config: IngestConfig) -> CrystalRecord:
@@ -93,7 +100,7 @@ def analyse_entry(entry: RawEntry, config: IngestConfig) -> CrystalRecord:
     try:
         structure = parse_entry(entry)
         check_structure(structure, config)
-        primitive = reduce_structure(structure)
+        primitive = reduce_structure(structure, config.primitive_tol)
         if len(primitive) > config.max_atoms:
             raise RejectedInputError(
                 f"{len(primitive)} atoms in the primitive cell > {config.max_atoms}"

@@ -29,7 +29,7 @@ from tasks.config import DatasetSource, IngestConfig
 from tasks.crystal_analysis import analyse_entry, cache_key
 from tasks.dataset_stats import dataset_stats, plot_distributions
 from tasks.paths import REPO_ROOT
-from tasks.records import STATUS_OK, CrystalRecord, records_to_frame, write_records
+from tasks.records import STATUS_FAILED, STATUS_OK, CrystalRecord, records_to_frame, write_records
 from tasks.sources import RawEntry, read_entries, source_name
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,8 @@ def ingest_entries(
 
         def store(chunk: list[CrystalRecord]) -> None:
             by_id = {entry.id: key for entry, key in zip(entries, keys, strict=True)}
-            cache.put_many((by_id[r.id], r) for r in chunk)
+            # failures are analysis errors, not properties of the input: retry them next time
+            cache.put_many((by_id[r.id], r) for r in chunk if r.status != STATUS_FAILED)
 
         fresh = {r.id: r for r in analyse_entries(todo, config, on_chunk=store)}
     records = []

@@ -1,0 +1,78 @@
+"""MCFlow configuration (one YAML profile per model size in ``configs/mcflow/``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from models.training.trainer import TrainerConfig
+from tasks.config import StrictModel
+
+
+class NetworkConfig(StrictModel):
+    """DiT size. Paper sizes: S 384/12/6, B 768/12/12, L 1024/24/16."""
+
+    hidden: int = Field(default=384, gt=0)
+    depth: int = Field(default=12, gt=0)
+    heads: int = Field(default=6, gt=0)
+    mlp_ratio: float = Field(default=4.0, gt=0)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+
+
+class FlowConfig(StrictModel):
+    """Flow and loss settings."""
+
+    w_types: float = Field(default=0.5, ge=0)
+    w_coords: float = Field(default=2.0, ge=0)
+    w_lengths: float = Field(default=1.0, ge=0)
+    w_angles: float = Field(default=1.0, ge=0)
+    time_clip: float = Field(
+        default=0.9, gt=0, lt=1, description="t and s are clipped to this where they divide"
+    )
+
+
+class DataConfig(StrictModel):
+    """Training data handling."""
+
+    augment: bool = Field(default=True, description="hierarchical permutation + translation")
+    val_fraction: float = Field(
+        default=0.02, ge=0, lt=1, description="held-out share of the dataset for val/loss"
+    )
+    max_atoms: int = Field(default=64, gt=0, description="skip training crystals larger than this")
+
+
+class SampleConfig(StrictModel):
+    """Inference defaults (each can be overridden per call)."""
+
+    steps: int = Field(default=100, gt=0)
+    batch_size: int = Field(default=256, gt=0)
+    guidance: Literal["auto", "on", "off"] = Field(
+        default="auto", description="noisy guidance; auto = on for single-sample CSP/ATG"
+    )
+    omega: float = 2.0
+    sigma: float = Field(default=0.1, ge=0, lt=1)
+
+
+class ValidationConfig(StrictModel):
+    """DNG validity measured during training (picks ``best.pt``)."""
+
+    n_samples: int = Field(default=64, ge=0, description="0 = only the validation loss")
+    steps: int = Field(default=50, gt=0)
+    seed: int = 1234
+
+
+class MCFlowConfig(StrictModel):
+    """Everything needed to train and sample MCFlow."""
+
+    name: str = "mcflow"
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
+    flow: FlowConfig = Field(default_factory=FlowConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainerConfig = Field(
+        default_factory=lambda: TrainerConfig(
+            best_metric="val/dng_struct_validity", best_mode="max"
+        )
+    )
+    sample: SampleConfig = Field(default_factory=SampleConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)

@@ -1,0 +1,56 @@
+"""Validation during training: structural validity of a few de novo samples."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from pymatgen.core import Structure
+from torch import nn
+
+from models.mcflow.config import ValidationConfig
+from models.mcflow.data import Priors
+from models.mcflow.model import MCFlowNet
+from models.mcflow.sampling import SampleSpec, generate, to_structure
+
+MIN_DISTANCE = 0.5
+MIN_VOLUME = 0.1
+
+
+def is_structurally_valid(structure: Structure) -> bool:
+    """Every interatomic distance (minimum image) ≥ 0.5 Å and volume ≥ 0.1 Å³."""
+    if structure.volume < MIN_VOLUME:
+        return False
+    if len(structure) < 2:
+        return True
+    dist = structure.distance_matrix + np.eye(len(structure)) * 1e3
+    return bool(dist.min() >= MIN_DISTANCE)
+
+
+def dng_validity(
+    model: MCFlowNet, priors: Priors, n_samples: int, steps: int, seed: int
+) -> dict[str, float]:
+    """Sample ``n_samples`` crystals de novo; share that build and that are valid."""
+    sizes = priors.sample_n_atoms(n_samples, np.random.default_rng(seed))
+    crystals = generate(model, [SampleSpec(int(n)) for n in sizes], "dng", steps, seed)
+    built, valid = 0, 0
+    for crystal in crystals:
+        try:
+            structure = to_structure(crystal)
+        except ValueError:
+            continue
+        built += 1
+        valid += is_structurally_valid(structure)
+    return {"dng_build_rate": built / n_samples, "dng_struct_validity": valid / n_samples}
+
+
+def validity_callback(
+    priors: Priors, config: ValidationConfig
+) -> Callable[[nn.Module, int], dict[str, float]]:
+    """A :class:`models.training.Trainer` ``validate`` callback measuring DNG validity."""
+
+    def validate(model: nn.Module, step: int) -> dict[str, float]:
+        assert isinstance(model, MCFlowNet)
+        return dng_validity(model, priors, config.n_samples, config.steps, config.seed)
+
+    return validate
