@@ -1,0 +1,294 @@
+"""Structural and compositional validity of crystals (``docs/evaluation.md``).
+
+- **Structural** (CDVAE/ADiT): every interatomic distance ≥ 0.5 Å, periodic images
+  included, and cell volume ≥ 0.1 Å³. Unlike CDVAE's ``distance_matrix`` check we also
+  count an atom's distance to its own periodic images (the shortest lattice vector), and
+  coincident atoms (distance 0) are caught.
+- **Compositional** (CDVAE ``smact_validity``, our implementation on the ``smact``
+  package): a single element, or an all-metal composition (alloy), is valid; otherwise some
+  assignment of SMACT oxidation states must be charge neutral for the reduced
+  stoichiometry and pass the Pauling electronegativity test (missing electronegativities
+  count as passing, as in CDVAE). CDVAE used the SMACT 2014 oxidation-state list
+  (``oxidation_set="smact14"``, the default here).
+- **LeMat-GenBench** variant (option): d_ij ≥ 0.5·(0.7 + r_i + r_j) Å with pymatgen atomic
+  radii, density and lattice bounds (our choice of bounds, see :class:`LeMatBounds`), space
+  group determinable at symprec 0.1, and charge neutral by pymatgen's oxidation-state guess
+  (all-metal compositions pass).
+
+Every check returns ``(ok, reason)`` and never raises: bad input is a verdict.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+from pymatgen.core import Composition, Element, Structure
+from pymatgen.core.periodic_table import DummySpecies, Species
+
+from tasks.config import StrictModel
+
+logger = logging.getLogger(__name__)
+
+OxidationSet = Literal["smact14", "icsd24", "default"]
+
+
+class LeMatBounds(StrictModel):
+    """Physical-plausibility bounds of the LeMat-GenBench-style filter (our choices)."""
+
+    min_density: float = Field(default=0.5, ge=0, description="g/cm^3")
+    max_density: float = Field(default=25.0, gt=0, description="g/cm^3")
+    min_length: float = Field(default=1.0, ge=0, description="shortest lattice vector (Å)")
+    max_length: float = Field(default=100.0, gt=0, description="longest lattice vector (Å)")
+    min_angle: float = Field(default=20.0, ge=0, description="deg")
+    max_angle: float = Field(default=160.0, le=180, description="deg")
+    symprec: float = Field(default=0.1, gt=0)
+
+
+class ValidityConfig(StrictModel):
+    """Validity thresholds and options."""
+
+    min_distance: float = Field(default=0.5, ge=0, description="Å")
+    min_volume: float = Field(default=0.1, ge=0, description="Å^3")
+    oxidation_set: OxidationSet = "smact14"
+    pauling_test: bool = True
+    include_alloys: bool = True
+    variant: Literal["cdvae", "lemat"] = "cdvae"
+    lemat: LeMatBounds = Field(default_factory=LeMatBounds)
+
+
+@dataclass(frozen=True)
+class ValidityVerdict:
+    """Validity of one crystal, with the reason for each failure ("" when valid)."""
+
+    valid_struct: bool
+    struct_reason: str
+    valid_comp: bool
+    comp_reason: str
+
+
+def _unknown_species(composition: Composition) -> list[str]:
+    """Species that are not real elements (dummy species such as ``X``)."""
+    return [
+        str(sp)
+        for sp in composition.elements
+        if isinstance(sp, DummySpecies) or not isinstance(sp, Element | Species)
+    ]
+
+
+def _finite_geometry(structure: Structure) -> str:
+    if len(structure) == 0:
+        return "no atoms"
+    if not np.all(np.isfinite(structure.lattice.matrix)):
+        return "non-finite lattice"
+    if not np.all(np.isfinite(structure.frac_coords)):
+        return "non-finite coordinates"
+    return ""
+
+
+def _min_pair(structure: Structure, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs (i, j, d) closer than ``cutoff``, periodic images included, self-pairs dropped."""
+    centers, points, offsets, dists = structure.get_neighbor_list(cutoff, exclude_self=False)
+    same = (centers == points) & np.all(offsets == 0, axis=1)
+    keep = ~same
+    return centers[keep], points[keep], dists[keep]
+
+
+def structural_validity(
+    structure: Structure, config: ValidityConfig | None = None
+) -> tuple[bool, str]:
+    """CDVAE/ADiT structural validity: distances ≥ ``min_distance`` and volume ≥ ``min_volume``.
+
+    Parameters
+    ----------
+    structure
+        The crystal.
+    config
+        Thresholds (0.5 Å, 0.1 Å³ by default).
+
+    Returns
+    -------
+    (bool, str)
+        Validity and the reason when invalid.
+    """
+    config = config or ValidityConfig()
+    try:
+        bad = _finite_geometry(structure)
+        if bad:
+            return False, bad
+        volume = float(structure.volume)
+        if not math.isfinite(volume) or volume < config.min_volume:
+            return False, f"volume {volume:.4g} Å^3 < {config.min_volume}"
+        _, _, dists = _min_pair(structure, config.min_distance)
+        close = dists[dists < config.min_distance]
+        if close.size:
+            return False, f"interatomic distance {close.min():.3f} Å < {config.min_distance} Å"
+    except Exception as err:  # any geometry failure is a verdict, not a crash
+        return False, f"structure check failed: {type(err).__name__}: {err}"[:300]
+    return True, ""
+
+
+@lru_cache(maxsize=256)
+def _element_data(symbol: str, oxidation_set: OxidationSet) -> tuple[tuple[int, ...], float | None]:
+    import smact
+
+    element = smact.Element(symbol)
+    attr = {"smact14": "oxidation_states_smact14", "icsd24": "oxidation_states_icsd24"}.get(
+        oxidation_set, "oxidation_states"
+    )
+    states = tuple(getattr(element, attr) or ())
+    return states, element.pauling_eneg
+
+
+@lru_cache(maxsize=65536)
+def _smact_verdict(
+    symbols: tuple[str, ...],
+    counts: tuple[int, ...],
+    oxidation_set: OxidationSet,
+    pauling: bool,
+    include_alloys: bool,
+) -> tuple[bool, str]:
+    import smact
+    from smact.screening import pauling_test
+
+    if len(symbols) == 1:
+        return True, ""
+    if include_alloys and all(s in smact.metals for s in symbols):
+        return True, ""
+    data = [_element_data(s, oxidation_set) for s in symbols]
+    states = [d[0] for d in data]
+    if any(not s for s in states):
+        missing = [sym for sym, s in zip(symbols, states, strict=True) if not s]
+        return False, f"no SMACT oxidation states for {','.join(missing)}"
+    electronegs = [d[1] for d in data]
+    neutral_found = False
+    for ox in itertools.product(*states):
+        if sum(o * c for o, c in zip(ox, counts, strict=True)) != 0:
+            continue
+        neutral_found = True
+        if not pauling:
+            return True, ""
+        try:
+            if pauling_test(ox, electronegs):
+                return True, ""
+        except TypeError:  # missing electronegativity: CDVAE counts it as passing
+            return True, ""
+    if neutral_found:
+        return False, "charge-neutral assignments all fail the Pauling electronegativity test"
+    return False, "no charge-neutral assignment of SMACT oxidation states"
+
+
+def smact_validity(
+    composition: Composition, config: ValidityConfig | None = None
+) -> tuple[bool, str]:
+    """CDVAE-style compositional validity of a composition.
+
+    Parameters
+    ----------
+    composition
+        Integer-count composition (a structure's ``.composition``).
+    config
+        Oxidation-state list, Pauling test and alloy options.
+
+    Returns
+    -------
+    (bool, str)
+        Validity and the reason when invalid (unknown elements are invalid).
+    """
+    config = config or ValidityConfig()
+    try:
+        elements = sorted(composition.elements, key=str)
+        unknown = _unknown_species(composition)
+        if unknown or not elements:
+            return False, f"unknown element(s): {','.join(unknown) or 'none'}"
+        symbols = tuple(e.symbol for e in elements)
+        amounts = [composition[e] for e in elements]
+        if any(abs(a - round(a)) > 1e-6 or a <= 0 for a in amounts):
+            return False, "non-integer or non-positive site counts"
+        ints = [round(a) for a in amounts]
+        divisor = math.gcd(*ints)
+        counts = tuple(i // divisor for i in ints)
+        return _smact_verdict(
+            symbols, counts, config.oxidation_set, config.pauling_test, config.include_alloys
+        )
+    except Exception as err:
+        return False, f"composition check failed: {type(err).__name__}: {err}"[:300]
+
+
+def lemat_validity(structure: Structure, config: ValidityConfig | None = None) -> tuple[bool, str]:
+    """LeMat-GenBench-style validity (one combined verdict).
+
+    Parameters
+    ----------
+    structure
+        The crystal.
+    config
+        ``config.lemat`` holds the bounds.
+
+    Returns
+    -------
+    (bool, str)
+        Validity and the first failing criterion.
+    """
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    config = config or ValidityConfig()
+    bounds = config.lemat
+    try:
+        bad = _finite_geometry(structure) or (
+            "unknown element(s)" if _unknown_species(structure.composition) else ""
+        )
+        if bad:
+            return False, bad
+        if structure.volume <= 0:
+            return False, "non-positive volume"
+        radii = {el: float(el.atomic_radius or 1.0) for el in structure.composition.elements}
+        cutoff = 0.5 * (0.7 + 2 * max(radii.values()))
+        centers, points, dists = _min_pair(structure, cutoff)
+        species = [structure[i].specie for i in range(len(structure))]
+        for i, j, d in zip(centers, points, dists, strict=True):
+            need = 0.5 * (0.7 + radii[species[i]] + radii[species[j]])
+            if d < need:
+                return False, f"distance {d:.3f} Å < {need:.3f} Å ({species[i]}-{species[j]})"
+        density = float(structure.density)
+        if not bounds.min_density <= density <= bounds.max_density:
+            return False, f"density {density:.3g} g/cm^3 outside bounds"
+        lengths, angles = structure.lattice.abc, structure.lattice.angles
+        if min(lengths) < bounds.min_length or max(lengths) > bounds.max_length:
+            return False, "lattice length outside bounds"
+        if min(angles) < bounds.min_angle or max(angles) > bounds.max_angle:
+            return False, "lattice angle outside bounds"
+        SpacegroupAnalyzer(structure, symprec=bounds.symprec).get_space_group_number()
+        comp = structure.composition.reduced_composition
+        if not all(el.is_metal for el in comp.elements) and not comp.oxi_state_guesses(
+            max_sites=-1
+        ):
+            return False, "no charge-neutral oxidation-state guess"
+    except Exception as err:
+        return False, f"check failed: {type(err).__name__}: {err}"[:300]
+    return True, ""
+
+
+def check_validity(
+    structure: Structure | None, config: ValidityConfig | None = None
+) -> ValidityVerdict:
+    """Structural and compositional validity of one crystal (``None`` = unreadable).
+
+    With ``config.variant == "lemat"`` the structural verdict is the LeMat-GenBench filter
+    and the compositional verdict is still CDVAE's SMACT test.
+    """
+    config = config or ValidityConfig()
+    if structure is None:
+        return ValidityVerdict(False, "unreadable", False, "unreadable")
+    if config.variant == "lemat":
+        ok_s, why_s = lemat_validity(structure, config)
+    else:
+        ok_s, why_s = structural_validity(structure, config)
+    ok_c, why_c = smact_validity(structure.composition, config)
+    return ValidityVerdict(ok_s, why_s, ok_c, why_c)

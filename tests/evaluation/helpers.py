@@ -1,0 +1,54 @@
+"""Structure builders shared by the evaluation tests."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from pymatgen.core import Lattice, Structure
+
+from tasks.paths import SAMPLES_DIR
+from tasks.structure_io import read_structures
+
+
+@lru_cache(maxsize=4)
+def sample_structures(name: str, n: int) -> tuple[tuple[str, Structure], ...]:
+    """The first ``n`` readable structures of a bundled sample (cached; copy before editing)."""
+    items = read_structures(Path(SAMPLES_DIR) / name, limit=n)
+    return tuple((i, s) for i, s, _ in items if s is not None)
+
+
+def rocksalt(a: float = 5.64, species: tuple[str, str] = ("Na", "Cl")) -> Structure:
+    """Conventional rock-salt cell (8 atoms)."""
+    return Structure.from_spacegroup(
+        "Fm-3m", Lattice.cubic(a), list(species), [[0, 0, 0], [0.5, 0.5, 0.5]]
+    )
+
+
+def duplicate_variants(structure: Structure, rng: np.random.Generator) -> list[Structure]:
+    """Copies the matcher must match: supercell, permuted sites, translated, strained."""
+    supercell = structure.copy()
+    supercell.make_supercell([1, 2, 1])
+    permuted = Structure.from_sites([structure[int(i)] for i in rng.permutation(len(structure))])
+    translated = structure.copy()
+    translated.translate_sites(list(range(len(translated))), rng.random(3))
+    strained = structure.copy()
+    strained.apply_strain([0.01, -0.01, 0.015])
+    strained.perturb(0.01)
+    return [supercell, permuted, translated, strained]
+
+
+def near_misses(structure: Structure) -> list[tuple[Structure, bool]]:
+    """Copies near the matcher's tolerance, each with whether it must be a miss.
+
+    One lattice vector is stretched: by 1.8 (a clear miss, far beyond ltol=0.3 after the
+    matcher's volume scaling) and by 1.35 / 1.45 (near the boundary; either verdict).
+    """
+    out = []
+    for factor, must_miss in ((1.8, True), (1.35, False), (1.45, False)):
+        matrix = structure.lattice.matrix.copy()
+        matrix[0] *= factor
+        stretched = Structure(Lattice(matrix), structure.species, structure.frac_coords)
+        out.append((stretched, must_miss))
+    return out
