@@ -23,8 +23,9 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Literal
 
 import numpy as np
@@ -167,6 +168,8 @@ def _smact_verdict(
         missing = [sym for sym, s in zip(symbols, states, strict=True) if not s]
         return False, f"no SMACT oxidation states for {','.join(missing)}"
     electronegs = [d[1] for d in data]
+    if math.prod(len(st) for st in states) > _MAX_ENUMERATED:
+        return _smact_search(states, counts, electronegs, pauling)
     neutral_found = False
     for ox in itertools.product(*states):
         if sum(o * c for o, c in zip(ox, counts, strict=True)) != 0:
@@ -180,8 +183,86 @@ def _smact_verdict(
         except TypeError:  # missing electronegativity: CDVAE counts it as passing
             return True, ""
     if neutral_found:
-        return False, "charge-neutral assignments all fail the Pauling electronegativity test"
-    return False, "no charge-neutral assignment of SMACT oxidation states"
+        return False, _PAULING_FAILS
+    return False, _NOT_NEUTRAL
+
+
+#: Above this many oxidation-state combinations, :func:`_smact_search` replaces the
+#: exhaustive loop (MP-20's compositions, at most 7 elements, stay far below it).
+_MAX_ENUMERATED = 200_000
+_PAULING_FAILS = "charge-neutral assignments all fail the Pauling electronegativity test"
+_NOT_NEUTRAL = "no charge-neutral assignment of SMACT oxidation states"
+
+
+def _smact_search(
+    states: list[tuple[int, ...]],
+    counts: tuple[int, ...],
+    electronegs: list[float | None],
+    pauling: bool,
+) -> tuple[bool, str]:
+    """The verdict of the exhaustive loop, by a pruned depth-first search.
+
+    Used for compositions with many elements, where the product of oxidation states is too
+    large to enumerate (a 12-element sample has ~10^9 combinations). Charges are pruned with
+    the reachable range of the remaining elements, and the Pauling criterion (every cation
+    less electronegative than every anion) with the running extremes; an element without an
+    electronegativity passes the comparison, as in the exhaustive loop.
+    """
+    n = len(states)
+    low = [0] * (n + 1)
+    high = [0] * (n + 1)
+    for i in range(n - 1, -1, -1):
+        low[i] = low[i + 1] + min(states[i]) * counts[i]
+        high[i] = high[i + 1] + max(states[i]) * counts[i]
+
+    @cache
+    def search(i: int, charge: int, cation_max: float, anion_min: float, check: bool) -> bool:
+        if not low[i] <= -charge <= high[i]:
+            return False
+        if i == n:
+            return True
+        en = electronegs[i]
+        for ox in states[i]:
+            cmax, amin = cation_max, anion_min
+            if check and en is not None:
+                if ox > 0:
+                    if en >= anion_min:
+                        continue
+                    cmax = max(cmax, en)
+                elif ox < 0:
+                    if en <= cation_max:
+                        continue
+                    amin = min(amin, en)
+            if search(i + 1, charge + ox * counts[i], cmax, amin, check):
+                return True
+        return False
+
+    if not search(0, 0, -math.inf, math.inf, False):
+        return False, _NOT_NEUTRAL
+    if not pauling:
+        return True, ""
+    if None not in electronegs:
+        return (True, "") if search(0, 0, -math.inf, math.inf, True) else (False, _PAULING_FAILS)
+    # a missing electronegativity makes SMACT's test order-dependent (it raises, and CDVAE
+    # counts that as passing): test each charge-neutral assignment as the loop does
+    from smact.screening import pauling_test
+
+    def neutral(i: int, charge: int, prefix: tuple[int, ...]) -> Iterator[tuple[int, ...]]:
+        if not low[i] <= -charge <= high[i]:
+            return
+        if i == n:
+            yield prefix
+            return
+        for ox in states[i]:
+            yield from neutral(i + 1, charge + ox * counts[i], (*prefix, ox))
+
+    for ox in neutral(0, 0, ()):
+        try:
+            if pauling_test(ox, electronegs):
+                return True, ""
+        except TypeError:
+            return True, ""
+    return False, _PAULING_FAILS
 
 
 def smact_validity(

@@ -114,3 +114,35 @@ def test_lemat_variant():
     assert not verdict.valid_struct
     light = rocksalt(a=40.0)
     assert "density" in lemat_validity(light)[1]
+
+
+def test_pruned_search_agrees_with_the_exhaustive_loop() -> None:
+    import random
+
+    from pymatgen.core.periodic_table import Element
+
+    from tasks import validity
+
+    rng = random.Random(0)
+    symbols = [e.symbol for e in Element if e.Z < 95]
+    compared = 0
+    for _ in range(300):
+        sym = tuple(sorted(rng.sample(symbols, rng.randint(2, 5))))
+        counts = tuple(rng.randint(1, 6) for _ in sym)
+        data = [validity._element_data(x, "smact14") for x in sym]
+        states = [d[0] for d in data]
+        if any(not s for s in states):
+            continue
+        for pauling in (True, False):
+            exhaustive = validity._smact_verdict.__wrapped__(sym, counts, "smact14", pauling, False)
+            searched = validity._smact_search(states, counts, [d[1] for d in data], pauling)
+            assert searched == exhaustive, (sym, counts, pauling)
+            compared += 1
+    assert compared > 300
+
+
+def test_many_element_compositions_get_a_verdict() -> None:
+    # ~10^9 oxidation-state combinations: the exhaustive loop would not finish
+    ok, reason = smact_validity(Composition("RbBaPrDyThZr2NbVGeAuCl"))
+    assert not ok and "charge-neutral" in reason
+    assert smact_validity(Composition("Li2Na2K2Rb2Cs2Mg2Ca2Sr2Ba2O10F4Cl4")) == (True, "")
