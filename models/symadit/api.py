@@ -1,0 +1,382 @@
+"""SymADiT entry points used by ``discovery train/sample --model symadit``.
+
+``train(config, dataset_path, out_dir, resume=False) -> Path``
+    Two stages, each a :class:`models.training.Trainer` run with its own directory and
+    resumable on its own:
+
+    ``out_dir/autoencoder/``  stage 1 (``latest.pt``, ``best.pt``, ``metrics.jsonl``,
+    ``complete.json`` once finished);
+    ``out_dir/flow/``  stage 2: the autoencoder (EMA weights of ``autoencoder/latest.pt``,
+    or ``best.pt`` with ``ae_checkpoint: best``) is frozen, the training set is encoded
+    once, and the latent DiT trains on those latents. If the autoencoder changed since a
+    flow checkpoint was written, a resumed flow stage restarts from scratch;
+    ``out_dir/symadit.pt``  the sampling checkpoint (both networks' EMA weights, the
+    config and the training statistics); ``out_dir/training_summary.json``.
+
+``sample(checkpoint, n, out_dir, seed, steps, guidance, spacegroups=None) -> list[SampleRecord]``
+    Generates ``n`` crystals and writes them with :func:`models.sample_output.write_samples`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.representation.wyckoff_tokens import WyckoffTokens
+from models.sample_output import SampleRecord, write_samples
+from models.symadit.autoencoder import WyckoffAutoencoder
+from models.symadit.data import TokenStats, collate_tokens, load_tokens
+from models.symadit.flow import LatentBatch, LatentFlow
+from models.symadit.model import SymADiT, SymADiTConfig
+from models.symadit.validation import autoencoder_validator, flow_validator
+from models.training import Trainer, load_checkpoint, model_weights, resolve_device
+from tasks.atomic import write_json_atomic
+from tasks.config import ConfigError, config_hash, load_config
+from tasks.paths import CONFIGS_DIR, REPO_ROOT
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "symadit.pt"
+COMPLETE = "complete.json"
+
+
+def load_symadit_config(config: SymADiTConfig | dict[str, Any] | str | Path) -> SymADiTConfig:
+    """A :class:`SymADiTConfig` from a model, a dict, a YAML path or a profile name.
+
+    Profile names are looked up in ``configs/symadit/`` (``tiny``, ``cpu-small``, ``paper``).
+    """
+    if isinstance(config, SymADiTConfig):
+        return config
+    if isinstance(config, dict):
+        return SymADiTConfig.model_validate(config)
+    path = Path(config)
+    if not path.exists():
+        candidate = CONFIGS_DIR / "symadit" / f"{config}.yaml"
+        if not candidate.exists():
+            where = CONFIGS_DIR / "symadit"
+            raise ConfigError(
+                f"SymADiT config {str(config)!r} is neither a file nor a profile in {where}"
+            )
+        path = candidate
+    return load_config(path, SymADiTConfig)
+
+
+def tokens_hash(tokens: Sequence[WyckoffTokens]) -> str:
+    """Content hash of a token dataset (identifies the training data in checkpoints)."""
+    digest = hashlib.sha256()
+    for t in tokens:
+        digest.update(t.to_json().encode())
+    return digest.hexdigest()[:16]
+
+
+def split_tokens(
+    tokens: list[WyckoffTokens], cfg: SymADiTConfig
+) -> tuple[list[WyckoffTokens], list[WyckoffTokens]]:
+    """Deterministic train / validation split (seeded by ``cfg.seed``)."""
+    n = len(tokens)
+    n_val = min(round(cfg.data.val_fraction * n), cfg.data.max_val)
+    if n_val == 0 or n - n_val < 1:
+        return list(tokens), []
+    perm = np.random.default_rng(cfg.seed).permutation(n)
+    val_idx = set(perm[:n_val].tolist())
+    train = [t for i, t in enumerate(tokens) if i not in val_idx]
+    val = [tokens[i] for i in sorted(val_idx)]
+    return train, val
+
+
+def _collate_tokens(items: list[WyckoffTokens], rng: np.random.Generator) -> Any:
+    return collate_tokens(items)
+
+
+def _collate_latents(items: list[tuple[int, np.ndarray]], rng: np.random.Generator) -> LatentBatch:
+    k = max(len(z) for _, z in items)
+    d = items[0][1].shape[1]
+    z = np.zeros((len(items), k, d), dtype=np.float32)
+    mask = np.zeros((len(items), k), dtype=bool)
+    for i, (_, zi) in enumerate(items):
+        z[i, : len(zi)] = zi
+        mask[i, : len(zi)] = True
+    return LatentBatch(
+        z=torch.from_numpy(z),
+        spacegroup=torch.as_tensor([g for g, _ in items], dtype=torch.long),
+        mask=torch.from_numpy(mask),
+    )
+
+
+@torch.no_grad()
+def encode_dataset(
+    ae: WyckoffAutoencoder, tokens: Sequence[WyckoffTokens], batch_size: int = 512
+) -> list[tuple[int, np.ndarray]]:
+    """Deterministic latents of every crystal: ``[(g, z [K, d_z]), ...]``."""
+    ae.eval()
+    device = next(ae.parameters()).device
+    out: list[tuple[int, np.ndarray]] = []
+    for start in range(0, len(tokens), batch_size):
+        chunk = tokens[start : start + batch_size]
+        batch = collate_tokens(chunk).to(device)
+        z = ae.encode(batch).float().cpu().numpy()
+        for i, t in enumerate(chunk):
+            out.append((int(t.spacegroup), z[i, : t.n_orbits].copy()))
+    return out
+
+
+def _stage_complete(stage_dir: Path, key: dict[str, Any]) -> bool:
+    marker = stage_dir / COMPLETE
+    if not marker.exists():
+        return False
+    try:
+        data = json.loads(marker.read_text())
+    except json.JSONDecodeError:
+        return False
+    return all(data.get(k) == v for k, v in key.items())
+
+
+def _mark_complete(stage_dir: Path, key: dict[str, Any], result: Any, seconds: float) -> None:
+    write_json_atomic(
+        stage_dir / COMPLETE,
+        {**key, "step": result.step, "best": result.best_value, "seconds": round(seconds, 1)},
+    )
+
+
+def _drop_stale(stage_dir: Path, dataset_hash: str) -> None:
+    """Set aside a flow checkpoint trained on other latents (the autoencoder changed)."""
+    latest = stage_dir / "latest.pt"
+    if not latest.exists():
+        return
+    if load_checkpoint(latest)["dataset_hash"] != dataset_hash:
+        log.warning(
+            "%s was trained on the latents of another autoencoder: the flow stage restarts "
+            "(old checkpoint kept as latest.stale.pt)",
+            latest,
+        )
+        latest.replace(stage_dir / "latest.stale.pt")
+        (stage_dir / COMPLETE).unlink(missing_ok=True)
+
+
+def train(
+    config: SymADiTConfig | dict[str, Any] | str | Path,
+    dataset_path: str | Path,
+    out_dir: str | Path,
+    resume: bool = False,
+) -> Path:
+    """Train both SymADiT stages and write the sampling checkpoint.
+
+    Parameters
+    ----------
+    config
+        A :class:`SymADiTConfig`, a dict, a YAML path or a profile name (``tiny``...).
+    dataset_path
+        A processed dataset (parquet of crystal records with a ``wyckoff`` column) or a
+        CSV with a ``cif`` column (tokenized with pyxtal, cached).
+    out_dir
+        Training directory (see the module docstring).
+    resume
+        Continue each unfinished stage from its ``latest.pt``; finished stages (with a
+        ``complete.json`` for the same config and data) are skipped. A stage that stopped
+        on its ``max_time_s`` budget counts as finished; a crashed or killed one does not
+        (and gets a fresh ``max_time_s`` budget when resumed).
+
+    Returns
+    -------
+    Path
+        ``out_dir/symadit.pt``.
+    """
+    cfg = load_symadit_config(config)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    cache_dir = cfg.data.cache_dir or (REPO_ROOT / "data" / "cache")
+    tokens = load_tokens(dataset_path, n_workers=cfg.data.n_workers, cache_dir=cache_dir)
+    if cfg.data.limit is not None:
+        tokens = tokens[: cfg.data.limit]
+    train_tokens, val_tokens = split_tokens(tokens, cfg)
+    stats = TokenStats.from_tokens(train_tokens)
+    data_hash = tokens_hash(tokens)
+    run_config = {"symadit": cfg.model_dump(mode="json")}
+    log.info(
+        "SymADiT: %d training / %d validation crystals from %s",
+        len(train_tokens),
+        len(val_tokens),
+        dataset_path,
+    )
+    write_json_atomic(out / "config.json", {**run_config, "dataset": str(dataset_path)})
+
+    # ------------------------------------------------------------------ stage 1
+    ae_dir = out / "autoencoder"
+    ae_key = {
+        "dataset_hash": data_hash,
+        "config_hash": config_hash(cfg.autoencoder) + config_hash(cfg.ae_trainer),
+    }
+    ae = WyckoffAutoencoder(cfg.autoencoder, stats)
+    ae_trainer = Trainer(
+        ae,
+        cfg.ae_trainer,
+        ae_dir,
+        train_tokens,
+        _collate_tokens,
+        val_data=val_tokens or None,
+        validate=autoencoder_validator(val_tokens, cfg.validation) if val_tokens else None,
+        run_config={**run_config, "stage": "autoencoder"},
+        dataset_hash=data_hash,
+        extra={"stats": stats.to_dict()},
+    )
+    t0 = time.perf_counter()
+    if resume and _stage_complete(ae_dir, ae_key):
+        log.info("autoencoder stage already complete in %s: skipping", ae_dir)
+    else:
+        result = ae_trainer.fit(resume=resume)
+        _mark_complete(ae_dir, ae_key, result, time.perf_counter() - t0)
+    ae_ckpt_path = ae_dir / ("best.pt" if cfg.ae_checkpoint == "best" else "latest.pt")
+    if not ae_ckpt_path.exists():
+        ae_ckpt_path = ae_dir / "latest.pt"
+    ae_ckpt = load_checkpoint(ae_ckpt_path, map_location="cpu")
+    ae = ae.cpu()
+    ae.load_state_dict(model_weights(ae_ckpt, use_ema=True))
+    for p in ae.parameters():
+        p.requires_grad_(False)
+    ae.eval()
+
+    # ------------------------------------------------------------------ stage 2
+    device = resolve_device(cfg.flow_trainer.device)
+    ae.to(device)
+    latents = encode_dataset(ae, train_tokens)
+    val_latents = encode_dataset(ae, val_tokens) if val_tokens else []
+    all_z = torch.as_tensor(np.concatenate([z for _, z in latents]))
+    flow = LatentFlow(cfg.flow, cfg.autoencoder.latent_dim)
+    flow.set_latent_stats(all_z.mean(0), all_z.std(0))
+    ae_hash = hashlib.sha256(
+        b"".join(v.cpu().numpy().tobytes() for v in ae.state_dict().values())
+    ).hexdigest()[:16]
+    flow_hash = f"{data_hash}-{ae_hash}"
+    flow_key = {
+        "dataset_hash": flow_hash,
+        "config_hash": config_hash(cfg.flow) + config_hash(cfg.flow_trainer),
+    }
+    flow_dir = out / "flow"
+    flow_trainer = Trainer(
+        flow,
+        cfg.flow_trainer,
+        flow_dir,
+        latents,
+        _collate_latents,
+        val_data=val_latents or None,
+        validate=flow_validator(ae, stats, cfg) if cfg.validation.n_expand > 0 else None,
+        run_config={**run_config, "stage": "flow", "autoencoder_checkpoint": str(ae_ckpt_path)},
+        dataset_hash=flow_hash,
+        extra={"stats": stats.to_dict()},
+    )
+    t0 = time.perf_counter()
+    if resume and _stage_complete(flow_dir, flow_key):
+        log.info("flow stage already complete in %s: skipping", flow_dir)
+    else:
+        if resume:
+            _drop_stale(flow_dir, flow_hash)
+        result = flow_trainer.fit(resume=resume)
+        _mark_complete(flow_dir, flow_key, result, time.perf_counter() - t0)
+    flow_ckpt = load_checkpoint(flow_dir / "latest.pt", map_location="cpu")
+
+    # ------------------------------------------------------------------ bundle
+    model = SymADiT(cfg, stats)
+    model.autoencoder.load_state_dict(model_weights(ae_ckpt, use_ema=True))
+    model.flow.load_state_dict(model_weights(flow_ckpt, use_ema=True))
+    summary = {
+        "dataset": str(dataset_path),
+        "dataset_hash": data_hash,
+        "n_train": len(train_tokens),
+        "n_val": len(val_tokens),
+        "autoencoder_checkpoint": str(ae_ckpt_path),
+        "autoencoder_step": int(ae_ckpt["step"]),
+        "flow_step": int(flow_ckpt["step"]),
+        "n_params_autoencoder": sum(p.numel() for p in model.autoencoder.parameters()),
+        "n_params_flow": sum(p.numel() for p in model.flow.parameters()),
+    }
+    path = model.save(out / CHECKPOINT_NAME, extra=summary)
+    write_json_atomic(out / "training_summary.json", summary)
+    log.info("SymADiT checkpoint written to %s", path)
+    return path
+
+
+def sample(
+    checkpoint: str | Path,
+    task: str | int = "dng",
+    n: int | str | Path | None = None,
+    out_dir: str | Path | None = None,
+    seed: int = 0,
+    steps: int | None = None,
+    guidance: float | bool | None = None,
+    spacegroups: Sequence[int] | None = None,
+    batch_size: int | None = None,
+    device: str = "auto",
+    **unsupported: Any,
+) -> list[SampleRecord]:
+    """Generate ``n`` crystals (de novo) and write them under ``out_dir``.
+
+    The call style matches :func:`models.mcflow.api.sample` so ``discovery sample --model
+    symadit`` dispatches here: ``sample(checkpoint, "dng", n=..., out_dir=..., seed=...)``.
+    ``sample(checkpoint, n, out_dir, seed, ...)`` (an int as second argument: the
+    positionals shift by one) works too.
+
+    Parameters
+    ----------
+    checkpoint
+        ``symadit.pt`` or the training directory holding it.
+    task
+        Only ``dng`` (SymADiT has no CSP/ATG mode); an int is taken as ``n``.
+    n
+        Number of samples; failed expansions are kept as ``failed`` records.
+    out_dir
+        If given, write the samples there (:func:`models.sample_output.write_samples`).
+    seed
+        Same seed, same samples (also part of every id ``symadit-<seed>-<index>``).
+    steps
+        ODE steps (default: the checkpoint's sampling config).
+    guidance
+        CFG scale ``w`` (default: the sampling config; 1 = no guidance). The CLI's boolean
+        ``--guidance/--no-guidance`` maps to the default scale / 1.0.
+    spacegroups
+        Requested space groups (cycled over the samples); None = training distribution.
+    batch_size
+        Crystals per ODE batch (default: the sampling config).
+    device
+        ``auto``, ``cpu`` or ``cuda``.
+    """
+    if isinstance(task, int) and not isinstance(task, bool):
+        # brief-style call sample(checkpoint, n, out_dir, ...): shift the positionals
+        if n is not None and not isinstance(n, str | Path):
+            raise TypeError("give n either positionally or by keyword, not both")
+        if n is not None:
+            if out_dir is not None:
+                raise TypeError("out_dir given twice")
+            out_dir = n
+        task, n = "dng", task
+    if task != "dng":
+        raise ValueError(f"SymADiT only generates de novo (task 'dng'), not {task!r}")
+    given = sorted(k for k, v in unsupported.items() if v is not None and k != "k")
+    if given or unsupported.get("k", 1) != 1:
+        raise ValueError(f"SymADiT sampling does not take {given or ['k']} (CSP/ATG options)")
+    if not isinstance(n, int) or n < 1:
+        raise ValueError("SymADiT sampling needs n >= 1")
+    if isinstance(guidance, bool):
+        guidance = None if guidance else 1.0
+    dev = resolve_device(device)
+    model = SymADiT.load(checkpoint, map_location="cpu").to(dev)
+    records = model.generate(
+        n,
+        seed=seed,
+        steps=steps,
+        guidance=guidance,
+        spacegroups=spacegroups,
+        batch_size=batch_size,
+    )
+    if out_dir is not None:
+        write_samples(out_dir, records)
+    log.info("%d of %d SymADiT samples ok", sum(r.status == "ok" for r in records), n)
+    return records

@@ -1,0 +1,163 @@
+"""Validation metrics of both SymADiT stages (called by the trainer with EMA weights).
+
+Autoencoder (on held-out crystals, deterministic encode → decode → symmetrize, argmax heads):
+
+* ``val/recon_element_acc``, ``val/recon_wyckoff_acc``: token accuracies;
+* ``val/recon_crystal_acc``: crystals whose every element and position is right;
+* ``val/coord_err``: mean periodic |x̂ − x| over free coordinates (fractional units);
+* ``val/length_rel_err``: mean relative error of free cell lengths;
+  ``val/angle_err``: mean absolute error of free cell angles (degrees);
+* ``val/expand_ok``: share of the first ``n_expand`` decoded crystals pyxtal expands;
+  ``val/clash_frac``: share of those with an interatomic distance below ``min_distance``.
+
+Flow (``n_expand`` crystals generated with the current EMA flow): ``val/sample_expand_ok``
+and ``val/sample_clash_frac``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from pymatgen.core import Structure
+
+from models.representation.wyckoff_tokens import WyckoffTokens
+from models.symadit.data import TokenStats, collate_tokens
+
+if TYPE_CHECKING:
+    from models.symadit.autoencoder import WyckoffAutoencoder
+    from models.symadit.model import SymADiTConfig, SymADiTValidationConfig
+
+
+def min_interatomic_distance(structure: Structure, cutoff: float = 3.0) -> float:
+    """Smallest distance between two atoms, periodic images included (Å).
+
+    Distances beyond ``cutoff`` are not searched: the result is ``min(d, cutoff)``, which is
+    all a clash check needs and keeps large conventional cells cheap.
+    """
+    lattice_min = float(np.min(structure.lattice.abc))
+    _, _, _, dists = structure.get_neighbor_list(cutoff)  # self pairs are excluded
+    found = float(dists.min()) if len(dists) else cutoff
+    return min(found, lattice_min, cutoff)
+
+
+@torch.no_grad()
+def reconstruction_metrics(
+    ae: WyckoffAutoencoder,
+    tokens: Sequence[WyckoffTokens],
+    batch_size: int = 256,
+    n_expand: int = 0,
+    min_distance: float = 0.5,
+) -> dict[str, float]:
+    """Reconstruction quality of ``ae`` on ``tokens`` (see the module docstring)."""
+    from models.symadit.sampling import batch_to_tokens, expand_tokens
+
+    device = next(ae.parameters()).device
+    was_training = ae.training
+    ae.eval()
+    sums = {k: 0.0 for k in ("elem", "wyck", "crystal", "coord", "len", "ang")}
+    counts = {k: 0 for k in sums}
+    decoded: list[WyckoffTokens] = []
+    for start in range(0, len(tokens), batch_size):
+        batch = collate_tokens(tokens[start : start + batch_size]).to(device)
+        rec = ae.reconstruct(batch)
+        mask = batch.mask
+        elem_ok = (rec.elements == batch.elements) | ~mask
+        wyck_ok = (rec.wyckoff == batch.wyckoff) | ~mask
+        sums["elem"] += float(((rec.elements == batch.elements) & mask).sum())
+        sums["wyck"] += float(((rec.wyckoff == batch.wyckoff) & mask).sum())
+        counts["elem"] += int(mask.sum())
+        counts["wyck"] += int(mask.sum())
+        sums["crystal"] += float((elem_ok & wyck_ok).all(dim=1).sum())
+        counts["crystal"] += len(batch)
+        # free coords of the *true* positions (reconstructed coords projected on them)
+        from models.representation.symmetrize import symmetrize_coords
+
+        pred = symmetrize_coords(rec.coords.double(), batch.wyckoff).float()
+        diff = torch.remainder(pred - batch.coords + 0.5, 1.0) - 0.5
+        cm = batch.coord_mask
+        sums["coord"] += float(diff.abs()[cm].sum())
+        counts["coord"] += int(cm.sum())
+        lm = batch.cell_mask
+        rel = ((rec.cell[:, :3] - batch.cell[:, :3]).abs() / batch.cell[:, :3])[lm[:, :3]]
+        ang = (rec.cell[:, 3:] - batch.cell[:, 3:]).abs()[lm[:, 3:]]
+        sums["len"] += float(rel.sum())
+        counts["len"] += int(rel.numel())
+        sums["ang"] += float(ang.sum())
+        counts["ang"] += int(ang.numel())
+        if len(decoded) < n_expand:
+            decoded.extend(batch_to_tokens(rec.to("cpu"))[: n_expand - len(decoded)])
+    ae.train(was_training)
+    metrics = {
+        "recon_element_acc": sums["elem"] / max(counts["elem"], 1),
+        "recon_wyckoff_acc": sums["wyck"] / max(counts["wyck"], 1),
+        "recon_crystal_acc": sums["crystal"] / max(counts["crystal"], 1),
+        "coord_err": sums["coord"] / max(counts["coord"], 1),
+        "length_rel_err": sums["len"] / max(counts["len"], 1),
+        "angle_err": sums["ang"] / max(counts["ang"], 1),
+    }
+    if decoded:
+        metrics.update(expansion_metrics(decoded, min_distance, expand_tokens))
+    return metrics
+
+
+def expansion_metrics(
+    tokens: Sequence[WyckoffTokens], min_distance: float, expand: Callable
+) -> dict[str, float]:
+    """Share of crystals pyxtal expands, and share (of all) with a distance < ``min_distance``."""
+    ok, clash = 0, 0
+    for t in tokens:
+        structure, _ = expand(t, overlap_tol=0.0)
+        if structure is None:
+            continue
+        ok += 1
+        if min_interatomic_distance(structure) < min_distance:
+            clash += 1
+    n = max(len(tokens), 1)
+    return {"expand_ok": ok / n, "clash_frac": clash / n}
+
+
+def autoencoder_validator(
+    val_tokens: Sequence[WyckoffTokens], vcfg: SymADiTValidationConfig
+) -> Callable[[torch.nn.Module, int], dict[str, float]]:
+    """Trainer callback computing :func:`reconstruction_metrics` on the validation set."""
+
+    def validate(model: torch.nn.Module, step: int) -> dict[str, float]:
+        return reconstruction_metrics(
+            model,  # type: ignore[arg-type]
+            val_tokens,
+            n_expand=vcfg.n_expand,
+            min_distance=vcfg.min_distance,
+        )
+
+    return validate
+
+
+def flow_validator(
+    ae: WyckoffAutoencoder, stats: TokenStats, cfg: SymADiTConfig
+) -> Callable[[torch.nn.Module, int], dict[str, float]]:
+    """Trainer callback: generate ``n_expand`` crystals and measure expansion and clashes."""
+    from models.symadit.model import SymADiT
+    from models.symadit.sampling import generate
+
+    def validate(flow: torch.nn.Module, step: int) -> dict[str, float]:
+        model = SymADiT(cfg, stats)
+        model.autoencoder = ae
+        model.flow = flow  # type: ignore[assignment]
+        records = generate(
+            model,
+            cfg.validation.n_expand,
+            seed=cfg.seed,
+            steps=min(cfg.sampling.steps, 50),
+            progress=False,
+        )
+        ok = [r for r in records if r.status == "ok"]
+        clash = sum(
+            min_interatomic_distance(r.to_structure()) < cfg.validation.min_distance for r in ok
+        )
+        n = max(len(records), 1)
+        return {"sample_expand_ok": len(ok) / n, "sample_clash_frac": clash / n}
+
+    return validate
