@@ -83,6 +83,12 @@ def sample(
     guidance: bool | None = typer.Option(
         None, "--guidance/--no-guidance", help="Noisy guidance (default: on iff k = 1)."
     ),
+    guidance_scale: float | None = typer.Option(
+        None, "--guidance-scale", help="SymADiT: classifier-free guidance scale (default 1.5)."
+    ),
+    spacegroup: list[int] | None = typer.Option(
+        None, "--spacegroup", help="SymADiT: space groups to sample (repeatable, cycled)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Sampling seed (part of every sample id)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory."),
 ) -> None:
@@ -95,7 +101,18 @@ def sample(
         "steps": steps,
         "guidance": guidance,
         "mask_sites": json.loads(mask_sites) if mask_sites else None,
+        "spacegroups": spacegroup or None,
     }
+    if guidance_scale is not None:
+        if model.value != "symadit":
+            raise typer.BadParameter(
+                "only SymADiT has a guidance scale", param_hint="--guidance-scale"
+            )
+        optional["guidance"] = guidance_scale
+    if spacegroup and model.value != "symadit":
+        raise typer.BadParameter(
+            "only SymADiT samples given space groups", param_hint="--spacegroup"
+        )
     kwargs.update({key: value for key, value in optional.items() if value is not None})
     if k != 1:
         kwargs["k"] = k
