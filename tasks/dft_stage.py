@@ -11,10 +11,12 @@ Two ways to run, one code path for collection:
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
 
+import pandas as pd
 from monty.json import MontyEncoder
 from pymatgen.entries.computed_entries import ComputedEntry
 
@@ -22,8 +24,12 @@ from tasks import hpc
 from tasks.atomic import write_text_atomic
 from tasks.dft import Candidate, DftSettings, read_candidates
 from tasks.dft_hull import collect_results, sun_summary, write_results
+from tasks.hull import HullConfig as MLIPHullConfig
+from tasks.mlip import MLIPConfig
 from tasks.paths import REPO_ROOT
 from tasks.pipeline_config import DftStageConfig
+from tasks.records import structure_from_json
+from tasks.relax import RelaxConfig
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +44,6 @@ def standin_command() -> str:
 
 def write_entries_file(entries: list[ComputedEntry], path: Path) -> Path:
     """Write reference entries as the JSON list :class:`tasks.dft_hull.HullConfig` reads."""
-    import json
-
     return write_text_atomic(path, json.dumps([e.as_dict() for e in entries], cls=MontyEncoder))
 
 
@@ -99,15 +103,18 @@ def run_dft_stage(
     return workdir / "dft_results.parquet"
 
 
-def mlip_reference_entries(candidates: Path, reference: Path, mlip, relax, hull_config) -> list:
+def mlip_reference_entries(
+    candidates: Path,
+    reference: Path,
+    mlip: MLIPConfig,
+    relax: RelaxConfig,
+    hull_config: MLIPHullConfig,
+) -> list[ComputedEntry]:
     """The MLIP hull's reference energies for the candidates' chemical systems, as entries.
 
     Used by the ``standin`` mode, whose energies come from the same MLIP.
     """
-    import pandas as pd
-
     from tasks.hull import MLIPHull, read_references
-    from tasks.records import structure_from_json
 
     frame = pd.read_parquet(candidates)
     systems = {
