@@ -39,11 +39,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from models.mcflow import api
 from models.representation.atom_order import mcflow_order
 from tasks.atomic import write_json_atomic, write_text_atomic
-from tasks.crystal_analysis import reduce_structure
+from tasks.crystal_analysis import fill_from_order, reduce_structure
 from tasks.csp_metrics import CSPConfig, evaluate_csp
 from tasks.matching import pool_map
 from tasks.paths import REPO_ROOT, shared_data_dir
-from tasks.records import CrystalRecord, read_records, structure_to_json, write_records
+from tasks.records import CrystalRecord, read_records, write_records
 from tasks.validity import smact_validity, structural_validity
 
 log = logging.getLogger("mcflow_benchmark")
@@ -71,16 +71,7 @@ def _light_record(args: tuple[str, str, str]) -> CrystalRecord:
     except Exception as err:  # keep the entry with its reason
         record.status, record.reason = "failed", f"{type(err).__name__}: {err}"
         return record
-    s = order.structure
-    record.formula = s.composition.reduced_formula
-    record.n_atoms = len(s)
-    record.n_elements = len(s.composition.elements)
-    record.n_orbits = order.n_orbits
-    record.spacegroup = order.spacegroup
-    record.structure = structure_to_json(s)
-    record.orbit_index = order.orbit_index.tolist()
-    record.wyckoff_letters = "".join(order.wyckoff_letters)
-    return record
+    return fill_from_order(record, order)
 
 
 def prepare(split: str, limit: int | None, workers: int) -> Path:

@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 from pymatgen.core import Structure
 
-from models.representation.atom_order import mcflow_order
+from models.representation.atom_order import AtomOrder, mcflow_order
 from models.representation.wyckoff_tokens import structure_to_tokens
 from tasks.config import IngestConfig
 from tasks.records import STATUS_FAILED, STATUS_REJECTED, CrystalRecord, structure_to_json
@@ -119,6 +119,13 @@ def analyse_entry(entry: RawEntry, config: IngestConfig) -> CrystalRecord:
     except Exception as err:  # a bug or a library failure: keep the entry, say what happened
         record.status, record.reason = STATUS_FAILED, f"{type(err).__name__}: {err}"
         return record
+    fill_from_order(record, order)
+    record.wyckoff = tokens.to_json()
+    return record
+
+
+def fill_from_order(record: CrystalRecord, order: AtomOrder) -> CrystalRecord:
+    """Set a record's structure and symmetry columns from an MCFlow atom order (in place)."""
     ordered = order.structure
     record.formula = ordered.composition.reduced_formula
     record.n_atoms = len(ordered)
@@ -126,7 +133,6 @@ def analyse_entry(entry: RawEntry, config: IngestConfig) -> CrystalRecord:
     record.n_orbits = order.n_orbits
     record.spacegroup = order.spacegroup
     record.structure = structure_to_json(ordered)
-    record.wyckoff = tokens.to_json()
     record.orbit_index = order.orbit_index.tolist()
     record.wyckoff_letters = "".join(order.wyckoff_letters)
     return record
