@@ -41,7 +41,7 @@ from models.representation.atom_order import mcflow_order
 from tasks.atomic import write_json_atomic, write_text_atomic
 from tasks.crystal_analysis import fill_from_order, reduce_structure
 from tasks.csp_metrics import CSPConfig, evaluate_csp
-from tasks.matching import pool_map
+from tasks.mapping import pool_map
 from tasks.paths import REPO_ROOT, shared_data_dir
 from tasks.records import CrystalRecord, read_records, write_records
 from tasks.validity import smact_validity, structural_validity
@@ -50,6 +50,7 @@ log = logging.getLogger("mcflow_benchmark")
 MAX_SMACT_ELEMENTS = 7
 CACHE = REPO_ROOT / "data" / "cache" / "mcflow_benchmark"
 RESULTS = REPO_ROOT / "benchmarks" / "results"
+PARTIAL = CACHE / "mcflow_benchmark.partial.json"
 PAPER = {
     "csp_mp20_B_1": {"match_rate": 63.14, "rmse": 0.0611},
     "csp_mp20_B_20": {"match_rate": 77.12, "rmse": 0.0439},
@@ -216,8 +217,7 @@ def main() -> None:
             "torch": torch.__version__,
             "threads": args.threads,
             "device": "cuda" if torch.cuda.is_available() else "cpu",
-            "note": "shared machine: 2 cores shared with 4 other engineers running jobs; "
-            "timings are pessimistic and noisy",
+            "load_average_start": [round(v, 2) for v in os.getloadavg()],
         },
         "paper": PAPER,
     }
@@ -245,6 +245,7 @@ def main() -> None:
     csp[f"k{args.k}"]["crystals_per_s"] = len(recs) / secs
     results["csp"] = csp
     log.info("CSP: %s", csp)
+    save_partial(results)
     recs, secs = timed_sample(ckpt, "dng", n=args.n_dng, seed=0, steps=args.steps)
     results["dng"] = {
         **dng_metrics(recs, args.workers),
@@ -253,6 +254,7 @@ def main() -> None:
     }
     results["dng"]["crystals_per_s"] = len(recs) / secs
     log.info("DNG: %s", results["dng"])
+    save_partial(results)
     sweep = []
     sub = structures[: args.sweep_n]
     for steps in args.sweep:
@@ -264,10 +266,18 @@ def main() -> None:
         row["dng_crystals_per_s"] = len(recs) / secs
         sweep.append(row)
         log.info("sweep %s", row)
+        save_partial({**results, "step_sweep": sweep})
     results["step_sweep"] = sweep
+    results["machine"]["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_json_atomic(RESULTS / "mcflow_benchmark.json", results)
     write_text_atomic(RESULTS / "mcflow_benchmark.md", render_markdown(results, args))
+    PARTIAL.unlink(missing_ok=True)
+
+
+def save_partial(results: dict[str, Any]) -> None:
+    """Keep what is measured so far (the full evaluation takes an hour on 2 cores)."""
+    write_json_atomic(PARTIAL, results)
 
 
 def render_markdown(r: dict[str, Any], args: argparse.Namespace) -> str:
@@ -281,7 +291,9 @@ def render_markdown(r: dict[str, Any], args: argparse.Namespace) -> str:
         f"- command: `{r['command']}`",
         f"- machine: {r['machine']['platform']}, {r['machine']['cpu_count']} cores, "
         f"torch {r['machine']['torch']} ({r['machine']['device']}), {args.threads} threads",
-        f"- note: {r['machine']['note']}",
+        f"- load average (1, 5, 15 min) at start {r['machine']['load_average_start']}, "
+        f"at end {r['machine']['load_average_end']} (2 cores; other work on the machine "
+        "slows training and sampling)",
         f"- training: `configs/mcflow/cpu-small.yaml` on MP-20 `train_partial` "
         f"({'first ' + str(args.train_limit) if args.train_limit else 'all'} rows), "
         f"{args.train_minutes:g} min wall budget → {tr['steps']} steps "

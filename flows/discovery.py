@@ -8,6 +8,11 @@ Every stage is a Prefect task whose inputs and outputs are files under
 ``runs/<run id>/``; tasks are cached on the content of their inputs (dataset, checkpoint and
 config hashes) with persisted results, so rerunning a run id after a crash redoes nothing
 that finished. The stage functions themselves live in ``tasks/`` and ``models/``.
+
+The map-heavy stages (validity, uniqueness, novelty, MLIP relaxation of candidates and hull
+references) are subflows whose chunks run as Prefect tasks on one Dask cluster started for
+the run (``dask`` in the profile: a LocalCluster by default, an existing scheduler, or
+SLURM jobs through dask-jobqueue; :mod:`flows.parallel`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.context import TaskRunContext
 from pydantic import BaseModel
 
+from flows.evaluate import evaluate_on
+from flows.mlip import hull_on, relax_on
+from flows.parallel import Cluster, dask_cluster
 from tasks.atomic import write_json_atomic, write_text_atomic
 from tasks.config import ConfigError, config_hash, load_config
 from tasks.pipeline_config import ModelRun, PipelineConfig
@@ -44,9 +52,15 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+#: Stage parameters that say where work runs, not what it computes (not in the cache key).
+PLACEMENT = frozenset({"cluster"})
+
+
 def input_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     """Cache key of a stage: its name plus the digests of all its inputs."""
-    parts = [context.task.name] + [f"{k}={_digest(v)}" for k, v in sorted(parameters.items())]
+    parts = [context.task.name] + [
+        f"{k}={_digest(v)}" for k, v in sorted(parameters.items()) if k not in PLACEMENT
+    ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
@@ -85,33 +99,29 @@ def sample_stage(model: ModelRun, checkpoint: str, out_dir: str, seed: int) -> s
 
 
 @task(name="evaluate", **STAGE)
-def evaluate_stage(samples: str, reference: str, out_dir: str, config: PipelineConfig) -> str:
+def evaluate_stage(
+    samples: str, reference: str, out_dir: str, config: PipelineConfig, cluster: Cluster | None
+) -> str:
     """Validity, uniqueness, novelty and distribution metrics against the reference set."""
-    from tasks.evaluate import Reference, evaluate_samples, write_evaluation
-    from tasks.structure_io import read_structures
-
-    result = evaluate_samples(
-        read_structures(samples), Reference(Path(reference), config.evaluate), config.evaluate
-    )
-    write_evaluation(result, out_dir, name=Path(samples).parent.name)
+    evaluate_on(cluster, samples, reference, out_dir, config.evaluate)
     return str(Path(out_dir) / "verdicts.parquet")
 
 
 @task(name="mlip-relax", **STAGE)
-def relax_stage(candidates: str, out_dir: str, config: PipelineConfig) -> str:
+def relax_stage(
+    candidates: str, out_dir: str, config: PipelineConfig, cluster: Cluster | None
+) -> str:
     """Relax the V.U.N. candidates with the MLIP (chunked, resumable per chunk)."""
-    from tasks.relax import run_relax
-
-    run_relax(candidates, out_dir, config.mlip, config.relax)
+    relax_on(cluster, candidates, out_dir, config.mlip, config.relax)
     return out_dir
 
 
 @task(name="mlip-hull", **STAGE)
-def hull_stage(relaxed: str, reference: str, out_dir: str, config: PipelineConfig) -> str:
+def hull_stage(
+    relaxed: str, reference: str, out_dir: str, config: PipelineConfig, cluster: Cluster | None
+) -> str:
     """E_hull of every relaxed candidate against the same MLIP's hull of the reference."""
-    from tasks.hull import run_hull
-
-    return str(run_hull(relaxed, reference, out_dir, config.mlip, config.relax, config.hull))
+    return hull_on(cluster, relaxed, reference, out_dir, config.mlip, config.relax, config.hull)
 
 
 @task(name="dft-batch", **STAGE)
@@ -134,6 +144,7 @@ def model_round(
     checkpoint: str,
     reference: str,
     round_index: int,
+    cluster: Cluster | None,
 ) -> ModelReport:
     """One model's pass through the funnel: sample → filters → MLIP → DFT → estimate."""
     from tasks.evaluate import paper_row
@@ -142,7 +153,7 @@ def model_round(
     stage_dir = run.round_dir(round_index) / model.name
     seed = config.seed + 1000 * round_index + model.seed
     samples = sample_stage(model, checkpoint, str(stage_dir / "samples"), seed)
-    verdicts_path = evaluate_stage(samples, reference, str(stage_dir / "filters"), config)
+    verdicts_path = evaluate_stage(samples, reference, str(stage_dir / "filters"), config, cluster)
     verdicts = pd.read_parquet(verdicts_path)
     funnel = evaluation_funnel(verdicts)
     vun = vun_ids(verdicts)[: config.selection.max_relax]
@@ -163,8 +174,8 @@ def model_round(
     candidates = write_candidates(
         vun, pd.read_parquet(samples), stage_dir / "mlip" / "candidates.parquet"
     )
-    relaxed = relax_stage(str(candidates), str(stage_dir / "mlip" / "relax"), config)
-    hull_path = hull_stage(relaxed, reference, str(stage_dir / "mlip" / "hull"), config)
+    relaxed = relax_stage(str(candidates), str(stage_dir / "mlip" / "relax"), config, cluster)
+    hull_path = hull_stage(relaxed, reference, str(stage_dir / "mlip" / "hull"), config, cluster)
     hull = pd.read_parquet(hull_path)
     files |= {"mlip_relaxed": Path(relaxed) / "relaxed.parquet", "mlip_hull": Path(hull_path)}
     placed = hull[hull["e_hull"].notna()]
@@ -209,7 +220,18 @@ def model_round(
     return report
 
 
-def closed_loop(config: PipelineConfig, run: RunDir, datasets: dict[str, str]) -> dict[str, Any]:
+def with_earlier_dft(config: PipelineConfig, earlier: list[Path]) -> PipelineConfig:
+    """The configuration of a round whose DFT hull also holds earlier rounds' results."""
+    if not earlier:
+        return config
+    hull = config.dft.hull
+    hull = hull.model_copy(update={"earlier_results": [*hull.earlier_results, *earlier]})
+    return config.model_copy(update={"dft": config.dft.model_copy(update={"hull": hull})})
+
+
+def closed_loop(
+    config: PipelineConfig, run: RunDir, datasets: dict[str, str], cluster: Cluster | None
+) -> dict[str, Any]:
     """All rounds: train once per model, then sample → ... → DFT with growing references."""
     reference = datasets["train"]
     checkpoints = {
@@ -217,14 +239,18 @@ def closed_loop(config: PipelineConfig, run: RunDir, datasets: dict[str, str]) -
         for m in config.models
     }
     reports: list[ModelReport] = []
+    earlier_dft: list[Path] = []
     for round_index in range(1, config.rounds + 1):
+        round_config = with_earlier_dft(config, earlier_dft)
         confirmed = []
         for model in config.models:
             report = model_round(
-                config, run, model, checkpoints[model.name], reference, round_index
+                round_config, run, model, checkpoints[model.name], reference, round_index, cluster
             )
             reports.append(report)
             confirmed.append(report.confirmed)
+            if "dft_results" in report.files:
+                earlier_dft.append(report.files["dft_results"].with_suffix(".json"))
         found = pd.concat(confirmed, ignore_index=True)
         if len(found) and round_index < config.rounds:
             reference = str(run.add_discovered(reference, found, round_index))
@@ -282,7 +308,8 @@ def discovery_flow(
     logger = get_run_logger()
     logger.info("run %s in %s", run.run_id, run.path)
     datasets = ingest_stage(config, run.path / "dataset")
-    outcome = closed_loop(config, run, datasets)
+    with dask_cluster(config.dask) as cluster:
+        outcome = closed_loop(config, run, datasets, cluster)
     create_markdown_artifact(
         key="sun-report", markdown=outcome["markdown"], description=f"run {run.run_id}"
     )

@@ -1,75 +1,24 @@
-"""Prefect flow ``evaluate``: one task per metric family, calling :mod:`tasks.evaluate`."""
+"""Prefect flow ``evaluate``: :func:`tasks.evaluate.evaluate_samples` with its chunks as tasks.
+
+Validity, symmetry and matching chunks run as Prefect tasks on the run's Dask cluster when
+one is given (:mod:`flows.parallel`), else in ``config.workers`` local processes.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
-from pymatgen.core import Structure
+from prefect import flow
 
-from tasks.distributions import SymmetryInfo
+from flows.parallel import Cluster, on_cluster, task_mapper
 from tasks.evaluate import (
     EvaluateConfig,
     EvaluationResult,
     Reference,
-    Stages,
     evaluate_samples,
-    run_distributions,
-    run_novelty,
-    run_symmetry,
-    run_uniqueness,
-    run_validity,
     write_evaluation,
 )
 from tasks.structure_io import read_structures
-from tasks.validity import ValidityVerdict
-
-
-@task(name="evaluate-validity", cache_policy=NO_CACHE)
-def validity_task(
-    structures: Sequence[Structure | None], config: EvaluateConfig
-) -> list[ValidityVerdict]:
-    """Structural and compositional validity."""
-    return run_validity(structures, config)
-
-
-@task(name="evaluate-symmetry", cache_policy=NO_CACHE)
-def symmetry_task(structures: Sequence[Structure], config: EvaluateConfig) -> list[SymmetryInfo]:
-    """Space groups and Wyckoff letters of the valid structures."""
-    return run_symmetry(structures, config)
-
-
-@task(name="evaluate-uniqueness", cache_policy=NO_CACHE)
-def uniqueness_task(structures: Sequence[Structure], config: EvaluateConfig) -> list[int]:
-    """Unique-group labels of the valid structures."""
-    return run_uniqueness(structures, config)
-
-
-@task(name="evaluate-novelty", cache_policy=NO_CACHE)
-def novelty_task(
-    structures: Sequence[Structure], reference: Reference, config: EvaluateConfig
-) -> list[str | None]:
-    """Matched reference ids of the drawn valid and unique structures."""
-    return run_novelty(structures, reference, config)
-
-
-@task(name="evaluate-distributions", cache_policy=NO_CACHE)
-def distributions_task(
-    infos: Sequence[SymmetryInfo], reference: Reference, config: EvaluateConfig
-) -> dict[str, object]:
-    """P1 rate, d_SG, d_W, d_N and orbit/element statistics."""
-    return run_distributions(infos, reference, config)
-
-
-PREFECT_STAGES = Stages(
-    validity=validity_task,
-    symmetry=symmetry_task,
-    uniqueness=uniqueness_task,
-    novelty=novelty_task,
-    distributions=distributions_task,
-)
 
 
 @flow(name="evaluate")
@@ -78,6 +27,7 @@ def evaluate_flow(
     reference: str,
     out_dir: str,
     config: EvaluateConfig | None = None,
+    cluster: Cluster | None = None,
 ) -> EvaluationResult:
     """Evaluate a structure set against a reference dataset and write the outputs.
 
@@ -91,9 +41,24 @@ def evaluate_flow(
         Receives ``metrics.json``, ``verdicts.parquet``/``.csv`` and ``summary.md``.
     config
         Evaluation settings (default :class:`tasks.evaluate.EvaluateConfig`).
+    cluster
+        The run's Dask cluster; run this flow through :func:`evaluate_on` so its tasks go
+        there. ``None``: local processes.
     """
     config = config or EvaluateConfig()
+    mapper = task_mapper(cluster.map_tasks) if cluster else None
     entries = read_structures(samples)
-    result = evaluate_samples(entries, Reference(Path(reference), config), config, PREFECT_STAGES)
+    result = evaluate_samples(entries, Reference(Path(reference), config, mapper), config, mapper)
     write_evaluation(result, out_dir, name=Path(samples).name)
     return result
+
+
+def evaluate_on(
+    cluster: Cluster | None,
+    samples: str,
+    reference: str,
+    out_dir: str,
+    config: EvaluateConfig | None = None,
+) -> EvaluationResult:
+    """Run :func:`evaluate_flow` with its chunk tasks on ``cluster``."""
+    return on_cluster(evaluate_flow, cluster)(samples, reference, out_dir, config, cluster)

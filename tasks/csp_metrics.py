@@ -25,7 +25,8 @@ from pydantic import Field
 from pymatgen.core import Structure
 
 from tasks.config import StrictModel
-from tasks.matching import MatcherConfig, pool_map
+from tasks.mapping import pool_map
+from tasks.matching import MatcherConfig
 from tasks.validity import ValidityConfig, smact_validity, structural_validity
 
 logger = logging.getLogger(__name__)

@@ -8,7 +8,8 @@ structurally valid crystals.
 
 Every number is traceable: the verdict table has one row per input entry with the
 validity reasons, space group, unique group, draw membership, novelty and the matched
-reference id. Each stage is a plain function so the Prefect flow can run them as tasks.
+reference id. Each stage is a plain function; its chunks run wherever a
+:data:`tasks.mapping.Mapper` sends them (local processes, or Dask tasks in the Prefect flow).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import gzip
 import json
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -30,13 +31,13 @@ from pymatgen.core import Structure
 from tasks.atomic import atomic_write, write_json_atomic, write_text_atomic
 from tasks.config import StrictModel
 from tasks.distributions import SymmetryInfo, distribution_metrics, symmetry_info
+from tasks.mapping import Mapper, resolve_mapper
 from tasks.matching import (
     MatcherConfig,
     ReferenceIndex,
     index_cache_path,
     load_or_build_index,
     novelty_matches,
-    pool_map,
     unique_groups,
 )
 from tasks.paths import REPO_ROOT
@@ -89,25 +90,34 @@ def _symmetry_chunk(args: tuple[list[Structure], float]) -> list[SymmetryInfo]:
 
 
 def run_validity(
-    structures: Sequence[Structure | None], config: EvaluateConfig
+    structures: Sequence[Structure | None], config: EvaluateConfig, mapper: Mapper | None = None
 ) -> list[ValidityVerdict]:
     """Structural and compositional validity of every entry (``None`` = unreadable)."""
     jobs = [(c, config.validity) for c in _chunks(structures)]
-    return [v for part in pool_map(_validity_chunk, jobs, config.workers) for v in part]
+    parts = resolve_mapper(mapper, config.workers)(_validity_chunk, jobs)
+    return [v for part in parts for v in part]
 
 
-def run_symmetry(structures: Sequence[Structure], config: EvaluateConfig) -> list[SymmetryInfo]:
+def run_symmetry(
+    structures: Sequence[Structure], config: EvaluateConfig, mapper: Mapper | None = None
+) -> list[SymmetryInfo]:
     """Symmetry summaries (space group, Wyckoff letters, counts) of every structure."""
     jobs = [(c, config.symprec) for c in _chunks(structures)]
-    return [v for part in pool_map(_symmetry_chunk, jobs, config.workers) for v in part]
+    parts = resolve_mapper(mapper, config.workers)(_symmetry_chunk, jobs)
+    return [v for part in parts for v in part]
 
 
 @dataclass
 class Reference:
-    """A reference (training) set as evaluation needs it, built lazily and cached."""
+    """A reference (training) set as evaluation needs it, built lazily and cached.
+
+    ``mapper`` runs the one-off work of a new reference set (reduction for the matching
+    index, symmetry summaries); default: ``config.workers`` local processes.
+    """
 
     path: Path
     config: EvaluateConfig
+    mapper: Mapper | None = None
     _structures: list[tuple[str, Structure]] | None = None
 
     @cached_property
@@ -134,7 +144,7 @@ class Reference:
             return load_or_build_index([], [], self.fingerprint, path, cfg)
         items = self.structures()
         return load_or_build_index(
-            [i for i, _ in items], [s for _, s in items], self.fingerprint, path, cfg
+            [i for i, _ in items], [s for _, s in items], self.fingerprint, path, cfg, self.mapper
         )
 
     def symmetry(self) -> list[SymmetryInfo]:
@@ -143,7 +153,7 @@ class Reference:
         if path.exists():
             with gzip.open(path, "rt") as handle:
                 return [SymmetryInfo.from_dict(d) for d in json.load(handle)]
-        infos = run_symmetry([s for _, s in self.structures()], self.config)
+        infos = run_symmetry([s for _, s in self.structures()], self.config, self.mapper)
 
         def _write(tmp: Path) -> None:
             with gzip.open(tmp, "wt") as handle:
@@ -165,41 +175,28 @@ def _rate(num: int, den: int) -> float:
     return num / den if den else float("nan")
 
 
-def run_uniqueness(structures: Sequence[Structure], config: EvaluateConfig) -> list[int]:
+def run_uniqueness(
+    structures: Sequence[Structure], config: EvaluateConfig, mapper: Mapper | None = None
+) -> list[int]:
     """Unique-group label (index of the group's first member) of each structure."""
-    return unique_groups(structures, config.matcher_config())
+    return unique_groups(structures, config.matcher_config(), mapper=mapper)
 
 
 def run_novelty(
-    structures: Sequence[Structure], reference: Reference, config: EvaluateConfig
+    structures: Sequence[Structure],
+    reference: Reference,
+    config: EvaluateConfig,
+    mapper: Mapper | None = None,
 ) -> list[str | None]:
     """Matched reference id of each structure, ``None`` when novel."""
-    return novelty_matches(structures, reference.index(), config.matcher_config())
-
-
-def run_distributions(
-    infos: Sequence[SymmetryInfo], reference: Reference, config: EvaluateConfig
-) -> dict[str, object]:
-    """Symmetry and distribution metrics against the reference set."""
-    return distribution_metrics(infos, reference.symmetry())
-
-
-@dataclass(frozen=True)
-class Stages:
-    """The metric families; the Prefect flow swaps in task-wrapped versions."""
-
-    validity: Callable[..., list[ValidityVerdict]] = run_validity
-    symmetry: Callable[..., list[SymmetryInfo]] = run_symmetry
-    uniqueness: Callable[..., list[int]] = run_uniqueness
-    novelty: Callable[..., list[str | None]] = run_novelty
-    distributions: Callable[..., dict[str, object]] = run_distributions
+    return novelty_matches(structures, reference.index(), config.matcher_config(), mapper=mapper)
 
 
 def evaluate_samples(
     samples: Sequence[ReadResult],
     reference: Reference,
     config: EvaluateConfig | None = None,
-    stages: Stages | None = None,
+    mapper: Mapper | None = None,
 ) -> EvaluationResult:
     """Run every de novo metric on a structure set.
 
@@ -211,8 +208,9 @@ def evaluate_samples(
         The training set (its index and symmetry summaries are cached on disk).
     config
         Seeds, draw sizes, workers, tolerances (default: the reference's config).
-    stages
-        The functions run for each metric family (default: the plain ``run_*``).
+    mapper
+        Where the chunks of validity, symmetry and matching work run (default:
+        ``config.workers`` local processes; the Prefect flow runs them on Dask).
 
     Returns
     -------
@@ -220,22 +218,21 @@ def evaluate_samples(
         Metrics and the verdict table (one row per entry, in input order).
     """
     config = config or reference.config
-    stages = stages or Stages()
     ids = [i for i, _, _ in samples]
     structures = [s for _, s, _ in samples]
-    verdicts = stages.validity(structures, config)
+    verdicts = run_validity(structures, config, mapper)
     valid = [i for i, v in enumerate(verdicts) if v.valid_struct]
     valid_structs = [structures[i] for i in valid]
-    sym = stages.symmetry(valid_structs, config)
+    sym = run_symmetry(valid_structs, config, mapper)
     sym_by_row = dict(zip(valid, sym, strict=True))
 
-    labels = stages.uniqueness(valid_structs, config)
+    labels = run_uniqueness(valid_structs, config, mapper)
     group_of = {valid[k]: valid[label] for k, label in enumerate(labels)}
     unique_rows = [valid[k] for k, label in enumerate(labels) if label == k]
 
     rng = np.random.default_rng(config.seed)
     novelty_rows = draw(unique_rows, config.novelty_draw, rng)
-    matched = stages.novelty([structures[i] for i in novelty_rows], reference, config)
+    matched = run_novelty([structures[i] for i in novelty_rows], reference, config, mapper)
     match_of = dict(zip(novelty_rows, matched, strict=True))
     novel_rows = [i for i in novelty_rows if match_of[i] is None]
     dft_rows = set(draw(novel_rows, config.dft_draw, rng))
@@ -261,7 +258,7 @@ def evaluate_samples(
         "un_rate": uniqueness * novelty if n_drawn else float("nan"),
         "vun_rate": _rate(n_valid, n) * uniqueness * novelty if n_drawn else float("nan"),
         "n_dft_draw": len(dft_rows),
-        "distribution": stages.distributions(sym, reference, config),
+        "distribution": distribution_metrics(sym, reference.symmetry()),
         "reference": {"path": str(reference.path), "fingerprint": reference.fingerprint},
         "config": config.model_dump(mode="json"),
     }

@@ -44,6 +44,7 @@ from pymatgen.core import Composition, Structure
 
 from tasks.atomic import atomic_write, write_json_atomic
 from tasks.config import StrictModel
+from tasks.mapping import Mapper
 from tasks.mlip import MLIPConfig, load_mlip, safe_dirname
 from tasks.paths import REPO_ROOT
 from tasks.records import STATUS_FAILED, STATUS_OK, structure_hash, structure_to_json
@@ -218,6 +219,8 @@ class MLIPHull:
         MLIP and relaxation settings; they must be those the candidates were relaxed with.
     config
         Hull settings.
+    mapper
+        Where the reference relaxations' chunks run (default: ``relax.scheduler``).
     """
 
     def __init__(
@@ -226,8 +229,10 @@ class MLIPHull:
         mlip: MLIPConfig | None = None,
         relax: RelaxConfig | None = None,
         config: HullConfig | None = None,
+        mapper: Mapper | None = None,
     ) -> None:
         self.references = references
+        self.mapper = mapper
         self.mlip = mlip or MLIPConfig()
         self.config = config or HullConfig()
         relax = relax or RelaxConfig()
@@ -287,7 +292,7 @@ class MLIPHull:
             except Exception as err:
                 unreadable.append(ref)
                 log.warning("reference %s unreadable: %s", ref.id, err)
-        results = relax_items(items, self.mlip, self.relax).set_index("id")
+        results = relax_items(items, self.mlip, self.relax, mapper=self.mapper).set_index("id")
         by_key = {r.key: r for r in todo}
         for key, row in results.iterrows():
             entry = {
@@ -437,6 +442,7 @@ def run_hull(
     mlip: MLIPConfig | None = None,
     relax: RelaxConfig | None = None,
     config: HullConfig | None = None,
+    mapper: Mapper | None = None,
 ) -> Path:
     """Place relaxed candidates on the MLIP hull of a reference set; write the results.
 
@@ -453,6 +459,8 @@ def run_hull(
         Writes ``hull.parquet`` (see :meth:`MLIPHull.evaluate`) and ``hull_summary.json``.
     mlip, relax, config
         Overrides of the recorded MLIP / relaxation settings, and hull settings.
+    mapper
+        Where the reference relaxations' chunks run (default: ``relax.scheduler``).
 
     Returns
     -------
@@ -466,7 +474,7 @@ def run_hull(
         relax = RelaxConfig.model_validate(meta["relax"]) if "relax" in meta else RelaxConfig()
     config = config or HullConfig()
     start = time.perf_counter()
-    hull = MLIPHull(read_references(reference), mlip, relax, config)
+    hull = MLIPHull(read_references(reference), mlip, relax, config, mapper)
     frame = hull.evaluate(candidates)
     out = Path(out_dir)
     path = atomic_write(out / "hull.parquet", lambda tmp: frame.to_parquet(tmp, index=False))

@@ -21,7 +21,8 @@ fits, and the greedy grouping restricted to one bucket is exactly the global gre
 grouping restricted to it. Each structure is reduced once, with the matcher's own
 reduction (as ``group_structures`` does), and ``fit`` then skips the reduction. We do not
 bucket by space group: loose tolerances can match structures whose detected groups differ.
-Buckets are independent, so they run in a process pool (one BLAS thread per worker).
+Buckets are independent, so they run in parallel (a :data:`tasks.mapping.Mapper`: a local
+process pool with one BLAS thread per worker, or the flow's Dask cluster).
 """
 
 from __future__ import annotations
@@ -29,12 +30,9 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import os
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import TypeVar
 
@@ -45,13 +43,13 @@ from pymatgen.core import Lattice, Structure
 
 from tasks.atomic import atomic_write
 from tasks.config import StrictModel
+from tasks.mapping import Mapper, resolve_mapper
 
 logger = logging.getLogger(__name__)
 
 INDEX_FORMAT = 1
 
 T = TypeVar("T")
-R = TypeVar("R")
 
 
 class MatcherConfig(StrictModel):
@@ -87,28 +85,6 @@ class Reduced:
     structure: Structure
 
 
-def _limit_threads() -> None:
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = "1"
-
-
-def pool_map(fn: Callable[[T], R], items: Sequence[T], workers: int) -> list[R]:
-    """``map`` in a process pool, or in process for one worker or one item.
-
-    Workers fork from a ``forkserver`` that has imported this module (and pymatgen) once,
-    so a pool starts fast and never forks a process that holds Prefect's threads.
-    """
-    if workers <= 1 or len(items) <= 1:
-        return [fn(item) for item in items]
-    ctx = get_context("forkserver")
-    ctx.set_forkserver_preload([__name__])
-    chunksize = max(1, len(items) // (workers * 8))
-    with ProcessPoolExecutor(
-        max_workers=min(workers, len(items)), mp_context=ctx, initializer=_limit_threads
-    ) as pool:
-        return list(pool.map(fn, items, chunksize=chunksize))
-
-
 def composition_key(structure: Structure) -> str:
     """Canonical text of the fractional composition (species with oxidation states kept).
 
@@ -136,11 +112,13 @@ def _chunks(items: Sequence[T], size: int) -> list[list[T]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
-def reduce_all(structures: Sequence[Structure], config: MatcherConfig) -> list[Reduced]:
-    """Reduce many structures (in ``config.workers`` processes)."""
+def reduce_all(
+    structures: Sequence[Structure], config: MatcherConfig, mapper: Mapper | None = None
+) -> list[Reduced]:
+    """Reduce many structures (with ``mapper``, default ``config.workers`` processes)."""
     size = max(1, min(200, len(structures) // (config.workers * 4) or 1))
-    parts = pool_map(
-        _reduce_chunk, [(c, config) for c in _chunks(structures, size)], config.workers
+    parts = resolve_mapper(mapper, config.workers)(
+        _reduce_chunk, [(c, config) for c in _chunks(structures, size)]
     )
     return [r for part in parts for r in part]
 
@@ -173,6 +151,7 @@ def unique_groups(
     structures: Sequence[Structure],
     config: MatcherConfig | None = None,
     reduced: Sequence[Reduced] | None = None,
+    mapper: Mapper | None = None,
 ) -> list[int]:
     """Group structures like ``group_structures`` and label each by its group's first member.
 
@@ -184,6 +163,8 @@ def unique_groups(
         Matcher tolerances and worker count.
     reduced
         ``reduce_all(structures, config)`` if already computed (saves the reduction).
+    mapper
+        Where the buckets run (default: ``config.workers`` local processes).
 
     Returns
     -------
@@ -192,16 +173,15 @@ def unique_groups(
         group; a structure is the unique representative when the label equals its index.
     """
     config = config or MatcherConfig()
-    reduced = reduced if reduced is not None else reduce_all(structures, config)
+    mapper = resolve_mapper(mapper, config.workers)
+    reduced = reduced if reduced is not None else reduce_all(structures, config, mapper)
     buckets = _buckets(r.key for r in reduced)
     jobs = [
         (idx, [reduced[i].structure for i in idx], config)
         for idx in sorted(buckets.values(), key=len, reverse=True)
     ]
     labels = [-1] * len(structures)
-    for (idx, _, _), result in zip(
-        jobs, pool_map(_group_bucket, jobs, config.workers), strict=True
-    ):
+    for (idx, _, _), result in zip(jobs, mapper(_group_bucket, jobs), strict=True):
         for i, label in zip(idx, result, strict=True):
             labels[i] = label
     logger.info("uniqueness: %d structures, %d groups", len(structures), len(set(labels)))
@@ -230,11 +210,12 @@ class ReferenceIndex:
         structures: Sequence[Structure],
         config: MatcherConfig | None = None,
         fingerprint: str = "",
+        mapper: Mapper | None = None,
     ) -> ReferenceIndex:
-        """Reduce and bucket reference structures (in ``config.workers`` processes)."""
+        """Reduce and bucket reference structures (``mapper``: see :func:`reduce_all`)."""
         config = config or MatcherConfig()
         buckets: dict[str, list[tuple[str, Structure]]] = defaultdict(list)
-        for ident, red in zip(ids, reduce_all(structures, config), strict=True):
+        for ident, red in zip(ids, reduce_all(structures, config, mapper), strict=True):
             buckets[red.key].append((ident, red.structure))
         meta = {
             "format": INDEX_FORMAT,
@@ -302,6 +283,7 @@ def load_or_build_index(
     fingerprint: str,
     cache_dir: str | Path,
     config: MatcherConfig | None = None,
+    mapper: Mapper | None = None,
 ) -> ReferenceIndex:
     """Load the persisted index for ``fingerprint`` or build and persist it once.
 
@@ -315,13 +297,15 @@ def load_or_build_index(
         Folder of persisted indexes.
     config
         Matcher settings (part of the cache key) and worker count.
+    mapper
+        Where the reduction runs when the index must be built.
     """
     config = config or MatcherConfig()
     path = index_cache_path(cache_dir, fingerprint, config)
     if path.exists():
         logger.info("loading reference index %s", path)
         return ReferenceIndex.load(path)
-    index = ReferenceIndex.build(ids, structures, config, fingerprint=fingerprint)
+    index = ReferenceIndex.build(ids, structures, config, fingerprint=fingerprint, mapper=mapper)
     index.save(path)
     logger.info("built reference index %s (%d buckets)", path, len(index.buckets))
     return index
@@ -347,6 +331,7 @@ def novelty_matches(
     index: ReferenceIndex,
     config: MatcherConfig | None = None,
     reduced: Sequence[Reduced] | None = None,
+    mapper: Mapper | None = None,
 ) -> list[str | None]:
     """For each sample, the id of the first reference structure it fits, or ``None`` (novel).
 
@@ -360,6 +345,8 @@ def novelty_matches(
         Matcher tolerances and worker count.
     reduced
         ``reduce_all(samples, config)`` if already computed.
+    mapper
+        Where the buckets run (default: ``config.workers`` local processes).
 
     Returns
     -------
@@ -369,7 +356,8 @@ def novelty_matches(
     config = config or MatcherConfig()
     if index.meta.get("matcher") not in (None, config.settings()):
         raise ValueError(f"index built with {index.meta['matcher']}, not {config.settings()}")
-    reduced = reduced if reduced is not None else reduce_all(samples, config)
+    mapper = resolve_mapper(mapper, config.workers)
+    reduced = reduced if reduced is not None else reduce_all(samples, config, mapper)
     buckets = _buckets(r.key for r in reduced)
     out: list[str | None] = [None] * len(samples)
     jobs, job_idx = [], []
@@ -379,7 +367,7 @@ def novelty_matches(
             jobs.append(([reduced[i].structure for i in idx], refs, config))
             job_idx.append(idx)
     order = sorted(range(len(jobs)), key=lambda j: len(jobs[j][0]) * len(jobs[j][1]), reverse=True)
-    results = pool_map(_novel_bucket, [jobs[j] for j in order], config.workers)
+    results = mapper(_novel_bucket, [jobs[j] for j in order])
     for j, result in zip(order, results, strict=True):
         for i, hit in zip(job_idx[j], result, strict=True):
             out[i] = hit

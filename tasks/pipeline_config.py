@@ -60,11 +60,54 @@ class DftStageConfig(StrictModel):
     timeout_s: float | None = Field(default=None, gt=0)
 
 
-class DaskConfig(StrictModel):
-    """Where chunked, map-heavy stages run."""
+class JobqueueConfig(StrictModel):
+    """Dask workers as SLURM jobs (``dask_jobqueue.SLURMCluster``), for ``cluster: slurm``.
 
-    address: str | None = Field(default=None, description="existing scheduler; None = local")
+    Each job runs ``processes`` single-threaded worker processes on ``cores`` cores.
+    ``job_script_prologue`` lines run before the worker starts (``module load``, activating
+    the project's environment).
+    """
+
+    queue: str | None = Field(default=None, description="SLURM partition")
+    account: str | None = None
+    jobs: int = Field(default=1, gt=0, description="SLURM jobs (each a group of workers)")
+    cores: int = Field(default=4, gt=0)
+    processes: int = Field(default=4, gt=0)
+    memory: str = "16GB"
+    walltime: str = "02:00:00"
+    job_extra_directives: list[str] = Field(default_factory=list)
+    job_script_prologue: list[str] = Field(default_factory=list)
+    log_directory: Path | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> JobqueueConfig:
+        if self.processes > self.cores:
+            raise ValueError(f"processes ({self.processes}) > cores ({self.cores})")
+        return self
+
+
+class DaskConfig(StrictModel):
+    """Where the chunked, map-heavy stages (validity, matching, relaxation) run.
+
+    ``local``: a LocalCluster of single-threaded worker processes started for the run;
+    ``address``: an existing scheduler; ``slurm``: a dask-jobqueue cluster; ``none``: no
+    Dask (each stage uses its own settings: ``evaluate.workers``, ``relax.scheduler``).
+    """
+
+    cluster: Literal["local", "address", "slurm", "none"] = "local"
+    address: str | None = Field(default=None, description="scheduler for cluster: address")
     n_workers: int = Field(default=0, ge=0, description="LocalCluster processes; 0 = all cores")
+    memory_limit: str = Field(default="auto", description="per LocalCluster worker")
+    tasks_per_worker: int = Field(
+        default=4, gt=0, description="Prefect tasks per worker for a stage's chunks"
+    )
+    slurm: JobqueueConfig = Field(default_factory=JobqueueConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> DaskConfig:
+        if (self.cluster == "address") != (self.address is not None):
+            raise ValueError("address: give a scheduler address exactly when cluster is 'address'")
+        return self
 
 
 class PipelineConfig(StrictModel):

@@ -8,7 +8,8 @@ present in ``<out>/chunks/`` so a rerun after a crash only does the missing work
 On CPU, relaxations run one per process with one torch thread each (a spawn process pool
 or a Dask cluster): measured on this project's machine, batching structures on one CPU
 model is slower than the plain ASE loop, and torch's default threading is up to 10x slower
-when cores are shared.
+when cores are shared. On a GPU, ``scheduler: batched`` relaxes each chunk as one batch on
+the model instead (torch-sim, MACE models; see :mod:`tasks.relax_batched`).
 """
 
 from __future__ import annotations
@@ -35,12 +36,13 @@ from ase.constraints import FixSymmetry
 from ase.filters import FrechetCellFilter
 from ase.neighborlist import neighbor_list
 from ase.optimize import FIRE
-from pydantic import Field
+from pydantic import Field, model_validator
 from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from tasks.atomic import atomic_write, write_json_atomic
 from tasks.config import StrictModel
+from tasks.mapping import DASK_WORKER_CONFIG, Mapper
 from tasks.mlip import MLIPConfig, load_mlip
 from tasks.records import (
     STATUS_FAILED,
@@ -59,6 +61,10 @@ _CALCULATORS: dict[str, Calculator] = {}
 #: Inputs with more neighbours than this per atom within DENSE_RADIUS Å are rejected.
 DENSE_RADIUS = 2.0
 MAX_DENSE_NEIGHBOURS = 16
+BATCHED_SYMMETRY_ERROR = (
+    "fix_symmetry is not available with scheduler 'batched' (torch-sim 0.3.0 has no "
+    "symmetry constraint); use scheduler 'serial', 'process' or 'dask' to keep the space group"
+)
 
 
 class RelaxConfig(StrictModel):
@@ -76,14 +82,17 @@ class RelaxConfig(StrictModel):
     min_distance
         Stop as overlapping when two atoms come closer than this (Å).
     time_budget_s
-        Wall-clock budget per candidate, checked after every step (``None`` = unlimited).
+        Wall-clock budget per candidate, checked after every step (``None`` = unlimited);
+        with ``batched``, counted from the start of the candidate's batch.
     chunk_size
-        Candidates per worker task and per output file.
+        Candidates per worker task and per output file; with ``batched``, the batch size.
     n_workers
         Worker processes (0 = all cores); ignored with a remote Dask scheduler.
     scheduler
-        ``serial`` (this process), ``process`` (spawn pool) or ``dask`` (a LocalCluster,
-        or the cluster at ``scheduler_address``).
+        ``serial`` (this process), ``process`` (spawn pool), ``dask`` (a LocalCluster,
+        or the cluster at ``scheduler_address``) or ``batched`` (each chunk as one batch on
+        the model in this process, the GPU path: MACE only, no ``fix_symmetry``; see
+        :mod:`tasks.relax_batched`).
     torch_threads
         ``torch.set_num_threads`` in each worker (1 is fastest on shared CPUs).
     """
@@ -98,7 +107,7 @@ class RelaxConfig(StrictModel):
     time_budget_s: float | None = Field(default=600.0, gt=0)
     chunk_size: int = Field(default=8, gt=0)
     n_workers: int = Field(default=0, ge=0)
-    scheduler: Literal["serial", "process", "dask"] = "process"
+    scheduler: Literal["serial", "process", "dask", "batched"] = "process"
     scheduler_address: str | None = None
     torch_threads: int = Field(default=1, gt=0)
 
@@ -106,6 +115,12 @@ class RelaxConfig(StrictModel):
     def single_point(self) -> bool:
         """True when no relaxation is done (``steps == 0``)."""
         return self.steps == 0
+
+    @model_validator(mode="after")
+    def _check_batched(self) -> RelaxConfig:
+        if self.scheduler == "batched" and self.fix_symmetry:
+            raise ValueError(BATCHED_SYMMETRY_ERROR)
+        return self
 
 
 @dataclass
@@ -138,7 +153,7 @@ class RelaxResult:
     single_point: bool = False
 
 
-class _StopError(Exception):
+class RelaxStopError(Exception):
     """Raised inside the optimisation loop to stop one candidate with a reason."""
 
 
@@ -195,20 +210,93 @@ def _density_reason(atoms: Atoms) -> str:
     return ""
 
 
-def _check(atoms: Atoms, v0: float, config: RelaxConfig, deadline: float | None) -> None:
-    energy = atoms.get_potential_energy()
-    if not np.isfinite(energy) or not np.all(np.isfinite(atoms.get_forces())):
-        raise _StopError(f"non-finite energy or forces (E={energy})")
+def check_progress(
+    atoms: Atoms,
+    energy: float,
+    forces: np.ndarray,
+    v0: float,
+    config: RelaxConfig,
+    deadline: float | None,
+) -> None:
+    """Stop a relaxation that went wrong (checked after every step).
+
+    Parameters
+    ----------
+    atoms
+        The current geometry.
+    energy, forces
+        The model's energy (eV) and forces (eV/Å) at that geometry.
+    v0
+        The initial cell volume (Å³).
+    config
+        Relaxation settings (volume ratio range, ``min_distance``, time budget).
+    deadline
+        ``time.perf_counter()`` value after which the candidate is stopped (``None``: never).
+
+    Raises
+    ------
+    RelaxStopError
+        Non-finite energy or forces, volume explosion or collapse, overlapping atoms or an
+        exceeded time budget, with the reason.
+    """
+    if not np.isfinite(energy) or not np.all(np.isfinite(forces)):
+        raise RelaxStopError(f"non-finite energy or forces (E={energy})")
     ratio = atoms.get_volume() / v0
     if ratio > config.max_volume_ratio:
-        raise _StopError(f"volume explosion: V/V0={ratio:.2f} > {config.max_volume_ratio}")
+        raise RelaxStopError(f"volume explosion: V/V0={ratio:.2f} > {config.max_volume_ratio}")
     if ratio < config.min_volume_ratio:
-        raise _StopError(f"volume collapse: V/V0={ratio:.2f} < {config.min_volume_ratio}")
+        raise RelaxStopError(f"volume collapse: V/V0={ratio:.2f} < {config.min_volume_ratio}")
     overlap = _overlap_reason(atoms, config.min_distance)
     if overlap:
-        raise _StopError(overlap)
+        raise RelaxStopError(overlap)
     if deadline is not None and time.perf_counter() > deadline:
-        raise _StopError(f"time budget exceeded ({config.time_budget_s} s)")
+        raise RelaxStopError(f"time budget exceeded ({config.time_budget_s} s)")
+
+
+def screen_input(
+    structure: Structure, config: RelaxConfig, candidate_id: str = ""
+) -> tuple[RelaxResult, Atoms | None]:
+    """A candidate's result row and its ``Atoms``, checked before any model call.
+
+    Returns
+    -------
+    result, atoms
+        ``atoms`` is ``None`` and ``result`` is ``rejected`` with the reason when the input
+        is unusable (partial occupancies, empty or zero-volume cell, overlapping atoms,
+        unphysically dense).
+    """
+    result = RelaxResult(
+        id=candidate_id,
+        formula=structure.composition.reduced_formula,
+        n_atoms=len(structure),
+        single_point=config.single_point,
+    )
+    try:
+        atoms = structure_to_atoms(structure)
+    except Exception as err:  # e.g. partial occupancies
+        result.status, result.reason = STATUS_REJECTED, f"input: unsupported structure: {err}"
+        return result, None
+    if len(atoms) == 0 or atoms.get_volume() <= 0:
+        reason = "empty structure or zero cell volume"
+    else:
+        reason = _overlap_reason(atoms, config.min_distance) or _density_reason(atoms)
+    if reason:
+        result.status, result.reason = STATUS_REJECTED, f"input: {reason}"
+        return result, None
+    return result, atoms
+
+
+def finish_result(
+    result: RelaxResult, initial: Structure, atoms: Atoms, v0: float, start: float
+) -> RelaxResult:
+    """Fill in the final geometry, per-atom energy, volume ratio, RMSD and wall time."""
+    final = atoms_to_structure(atoms)
+    result.structure = structure_to_json(final)
+    result.energy_per_atom = result.energy / len(atoms)
+    result.volume_ratio = float(atoms.get_volume() / v0)
+    result.rmsd = displacement_rmsd(initial, final)
+    result.wall_s = time.perf_counter() - start
+    return result
 
 
 def relax_structure(
@@ -238,42 +326,31 @@ def relax_structure(
     config = config or RelaxConfig()
     start = time.perf_counter()
     deadline = start + config.time_budget_s if config.time_budget_s else None
-    result = RelaxResult(
-        id=candidate_id,
-        formula=structure.composition.reduced_formula,
-        n_atoms=len(structure),
-        single_point=config.single_point,
-    )
-    try:
-        atoms = structure_to_atoms(structure)
-    except Exception as err:  # e.g. partial occupancies
-        result.status, result.reason = STATUS_REJECTED, f"input: unsupported structure: {err}"
+    result, atoms = screen_input(structure, config, candidate_id)
+    if atoms is None:
         return result
     v0 = atoms.get_volume()
-    if len(atoms) == 0 or v0 <= 0:
-        reason = "empty structure or zero cell volume"
-    else:
-        reason = _overlap_reason(atoms, config.min_distance) or _density_reason(atoms)
-    if reason:
-        result.status, result.reason = STATUS_REJECTED, f"input: {reason}"
-        return result
     atoms.calc = calculator
     try:
         if config.fix_symmetry:
             atoms.set_constraint(FixSymmetry(atoms, symprec=config.symprec))
         target = FrechetCellFilter(atoms)
         if config.single_point:
-            _check(atoms, v0, config, None)
+            check_progress(
+                atoms, atoms.get_potential_energy(), atoms.get_forces(), v0, config, None
+            )
         else:
             optimizer = FIRE(target, logfile=None)
             for _ in optimizer.irun(fmax=config.fmax, steps=config.steps):
-                _check(atoms, v0, config, deadline)
+                check_progress(
+                    atoms, atoms.get_potential_energy(), atoms.get_forces(), v0, config, deadline
+                )
             result.steps = optimizer.nsteps
         forces = target.get_forces()
         result.fmax = float(np.sqrt((forces**2).sum(axis=1).max()))
         result.converged = result.fmax < config.fmax
         result.energy = float(atoms.get_potential_energy())
-    except _StopError as stop:
+    except RelaxStopError as stop:
         result.status, result.reason = STATUS_FAILED, str(stop)
     except Exception as err:  # a calculator bug must not stop the batch
         result.status, result.reason = (
@@ -281,13 +358,7 @@ def relax_structure(
             f"calculator error: {type(err).__name__}: {err}",
         )
     atoms.set_constraint()
-    final = atoms_to_structure(atoms)
-    result.structure = structure_to_json(final)
-    result.energy_per_atom = result.energy / len(atoms)
-    result.volume_ratio = float(atoms.get_volume() / v0)
-    result.rmsd = displacement_rmsd(structure, final)
-    result.wall_s = time.perf_counter() - start
-    return result
+    return finish_result(result, structure, atoms, v0, start)
 
 
 def _calculator(mlip: MLIPConfig) -> Calculator:
@@ -302,6 +373,23 @@ def _rejected(candidate_id: str, reason: str) -> RelaxResult:
     return RelaxResult(id=candidate_id, status=STATUS_REJECTED, reason=reason)
 
 
+def parse_item(item: Item) -> Structure | RelaxResult:
+    """The structure of an ``(id, structure JSON)`` item, or its ``rejected`` row."""
+    candidate_id, text = item
+    try:
+        return structure_from_json(text)
+    except Exception as err:
+        return _rejected(candidate_id, f"unreadable structure: {err}")
+
+
+def save_chunk(rows: Sequence[RelaxResult], out_path: Path | None) -> pd.DataFrame:
+    """A chunk's results as a table, written atomically to ``out_path`` when given."""
+    frame = results_frame(rows)
+    if out_path is not None:
+        atomic_write(out_path, lambda tmp: frame.to_parquet(tmp, index=False))
+    return frame
+
+
 def relax_chunk(
     items: Sequence[Item],
     mlip: MLIPConfig,
@@ -309,6 +397,9 @@ def relax_chunk(
     out_path: Path | None = None,
 ) -> pd.DataFrame:
     """Relax a chunk of candidates in this process; the unit of work of every scheduler.
+
+    With ``config.scheduler == "batched"`` the chunk is one batch on the model
+    (:func:`tasks.relax_batched.relax_chunk_batched`); otherwise one ASE loop per candidate.
 
     Parameters
     ----------
@@ -324,6 +415,10 @@ def relax_chunk(
     pandas.DataFrame
         One :class:`RelaxResult` row per item, in input order.
     """
+    if config.scheduler == "batched":
+        from tasks.relax_batched import relax_chunk_batched  # imports torch-sim
+
+        return relax_chunk_batched(items, mlip, config, out_path)
     import torch
 
     torch.set_num_threads(config.torch_threads)
@@ -331,19 +426,15 @@ def relax_chunk(
     calculator = _calculator(mlip)
     rows = []
     for candidate_id, text in items:
-        try:
-            structure = structure_from_json(text)
-        except Exception as err:
-            rows.append(_rejected(candidate_id, f"unreadable structure: {err}"))
+        structure = parse_item((candidate_id, text))
+        if isinstance(structure, RelaxResult):
+            rows.append(structure)
             continue
         result = relax_structure(structure, calculator, config, candidate_id)
         result.mlip, result.mlip_version = backend.name, backend.version
         log.debug("%s: %s %s in %d steps", candidate_id, result.status, result.reason, result.steps)
         rows.append(result)
-    frame = results_frame(rows)
-    if out_path is not None:
-        atomic_write(out_path, lambda tmp: frame.to_parquet(tmp, index=False))
-    return frame
+    return save_chunk(rows, out_path)
 
 
 def results_frame(results: Sequence[RelaxResult]) -> pd.DataFrame:
@@ -389,6 +480,7 @@ def _run_process_pool(
 def _run_dask(
     chunks: list[list[Item]], paths: list[Path | None], mlip: MLIPConfig, config: RelaxConfig
 ) -> list[pd.DataFrame]:
+    import dask
     from distributed import Client, LocalCluster
     from distributed import as_completed as dask_completed
 
@@ -396,12 +488,13 @@ def _run_dask(
         cluster, client = None, Client(config.scheduler_address)
     else:
         _set_worker_threads(config.torch_threads)
-        cluster = LocalCluster(
-            n_workers=min(_n_workers(config), len(chunks)),
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-        )
+        with dask.config.set(DASK_WORKER_CONFIG):
+            cluster = LocalCluster(
+                n_workers=min(_n_workers(config), len(chunks)),
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+            )
         client = Client(cluster)
     try:
         futures = client.map(
@@ -413,6 +506,12 @@ def _run_dask(
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _relax_job(job: tuple[list[Item], MLIPConfig, RelaxConfig, Path | None]) -> pd.DataFrame:
+    """One chunk as a :data:`tasks.mapping.Mapper` job (errors become failed rows)."""
+    chunk, mlip, config, path = job
+    return _collect(partial(relax_chunk, chunk, mlip, config, path), chunk)
 
 
 def _collect(get: Callable[[], pd.DataFrame], chunk: list[Item]) -> pd.DataFrame:
@@ -432,8 +531,12 @@ def relax_items(
     mlip: MLIPConfig | None = None,
     config: RelaxConfig | None = None,
     chunk_dir: Path | None = None,
+    mapper: Mapper | None = None,
 ) -> pd.DataFrame:
     """Relax many candidates in chunks with the configured scheduler.
+
+    With ``scheduler: batched`` each chunk is one batch on the model (the GPU path); without
+    a ``mapper`` the chunks then run one after the other in this process.
 
     Parameters
     ----------
@@ -443,6 +546,8 @@ def relax_items(
         MLIP and relaxation settings (defaults: CHGNet, :class:`RelaxConfig`).
     chunk_dir
         If given, each chunk's table is written there as soon as it finishes.
+    mapper
+        Runs the chunks instead of ``config.scheduler`` (the Prefect flow's Dask tasks).
 
     Returns
     -------
@@ -451,13 +556,24 @@ def relax_items(
     """
     mlip, config = mlip or MLIPConfig(), config or RelaxConfig()
     load_mlip(mlip)  # fail fast on a missing model, before starting workers
+    if config.scheduler == "batched":
+        from tasks.relax_batched import check_batched
+
+        check_batched(mlip, config)  # fail fast on an MLIP or setting it cannot run
     if not items:
         return results_frame([])
     size = config.chunk_size
     chunks = [list(items[i : i + size]) for i in range(0, len(items), size)]
     paths = [chunk_dir / _chunk_name(c) if chunk_dir else None for c in chunks]
-    log.info("relaxing %d candidates in %d chunks (%s)", len(items), len(chunks), config.scheduler)
-    if config.scheduler == "serial" or (config.scheduler == "process" and len(chunks) == 1):
+    where = "mapper" if mapper is not None else config.scheduler
+    log.info("relaxing %d candidates in %d chunks (%s)", len(items), len(chunks), where)
+    if mapper is not None:
+        frames = mapper(
+            _relax_job, [(c, mlip, config, p) for c, p in zip(chunks, paths, strict=True)]
+        )
+    elif config.scheduler in ("serial", "batched") or (
+        config.scheduler == "process" and len(chunks) == 1
+    ):
         frames = [
             _collect(partial(relax_chunk, c, mlip, config, p), c)
             for c, p in zip(chunks, paths, strict=True)
@@ -547,6 +663,7 @@ def run_relax(
     out_dir: str | Path,
     mlip: MLIPConfig | None = None,
     config: RelaxConfig | None = None,
+    mapper: Mapper | None = None,
 ) -> Path:
     """Relax a candidate file into ``out_dir``; resumable.
 
@@ -563,6 +680,8 @@ def run_relax(
         Output directory (created).
     mlip, config
         MLIP and relaxation settings.
+    mapper
+        Runs the chunks instead of ``config.scheduler`` (see :func:`relax_items`).
 
     Returns
     -------
@@ -581,7 +700,7 @@ def run_relax(
         "%d candidates, %d already relaxed, %d to do", len(items), len(items) - len(todo), len(todo)
     )
     start = time.perf_counter()
-    fresh = relax_items(todo, mlip, config, chunk_dir)
+    fresh = relax_items(todo, mlip, config, chunk_dir, mapper)
     elapsed = time.perf_counter() - start
     saved = [pd.read_parquet(p) for p in sorted(chunk_dir.glob("chunk-*.parquet"))]
     saved_ids = set().union(*(set(f["id"]) for f in saved))

@@ -17,6 +17,10 @@ import yaml
 from tasks.atomic import atomic_write, write_text_atomic
 from tasks.config import ConfigError, config_hash
 from tasks.pipeline_config import PipelineConfig
+from tasks.records import structure_from_json
+
+#: Columns of a next round's reference set (what novelty and the MLIP hull read).
+REFERENCE_COLUMNS = ["id", "formula", "structure", "status", "content_hash"]
 
 
 @dataclass(frozen=True)
@@ -80,15 +84,22 @@ class RunDir:
         Path
             ``reference-round<k+1>.parquet``: the reference plus every discovered crystal.
         """
-        found = confirmed[["id", "structure"]].assign(status="ok", source=f"round-{round_index}")
+        formulas = [
+            structure_from_json(s).composition.reduced_formula for s in confirmed["structure"]
+        ]
+        found = confirmed[["id", "structure"]].assign(
+            formula=formulas, status="ok", source=f"round-{round_index}", content_hash=""
+        )
         discovered_path = self.path / "discovered" / "discovered.parquet"
         if discovered_path.exists():
             found = pd.concat([pd.read_parquet(discovered_path), found], ignore_index=True)
         found = found.drop_duplicates("id", keep="first")
         atomic_write(discovered_path, lambda tmp: found.to_parquet(tmp, index=False))
         base = pd.read_parquet(reference)
-        base = base[base["status"] == "ok"][["id", "structure"]].assign(status="ok")
-        merged = pd.concat([base, found[["id", "structure", "status"]]], ignore_index=True)
+        base = base[base["status"] == "ok"].assign(status="ok")
+        if "content_hash" not in base:
+            base = base.assign(content_hash="")
+        merged = pd.concat([base[REFERENCE_COLUMNS], found[REFERENCE_COLUMNS]], ignore_index=True)
         merged = merged.drop_duplicates("id", keep="first")
         out = self.path / f"reference-round{round_index + 1}.parquet"
         return atomic_write(out, lambda tmp: merged.to_parquet(tmp, index=False))

@@ -28,10 +28,14 @@ def relax(
     steps: int = typer.Option(300, help="FIRE step limit; 0 = single point."),
     fix_symmetry: bool = typer.Option(False, "--fix-symmetry", help="Keep the space group."),
     time_budget: float | None = typer.Option(600.0, help="Seconds per candidate."),
-    scheduler: str = typer.Option("process", help="serial | process | dask."),
+    scheduler: str = typer.Option(
+        "process", help="serial | process | dask | batched (MACE; one batch per chunk, GPU)."
+    ),
     scheduler_address: str | None = typer.Option(None, help="Dask scheduler (default: local)."),
     workers: int = typer.Option(0, "--workers", "-j", help="Processes; 0 = all cores."),
-    chunk_size: int = typer.Option(8, help="Candidates per task and per output file."),
+    chunk_size: int = typer.Option(
+        8, help="Candidates per task and per output file (the batch size with batched)."
+    ),
 ) -> None:
     """Relax candidates with an MLIP (FIRE + Fréchet cell filter), one process per core."""
     from tasks.config import ConfigError, validate_config

@@ -120,11 +120,21 @@ def test_cli(inputs, tmp_path):
     assert bad.exit_code != 0
 
 
-def test_prefect_flow(inputs, tmp_path, prefect_harness):
-    from flows.evaluate import evaluate_flow
+def test_prefect_flow_on_dask_matches_local(inputs, tmp_path, prefect_harness):
+    from prefect.client.orchestration import get_client
 
-    samples, ref_path, root = inputs
-    config = EvaluateConfig(cache_dir=root / "cache")
-    result = evaluate_flow(str(samples), str(ref_path), str(tmp_path / "flow"), config)
+    from flows.evaluate import evaluate_on
+    from flows.parallel import dask_cluster
+    from tasks.pipeline_config import DaskConfig
+
+    samples, ref_path, _ = inputs
+    config = EvaluateConfig(cache_dir=tmp_path / "cache")  # the index is built on Dask too
+    with dask_cluster(DaskConfig(cluster="local", n_workers=2, tasks_per_worker=2)) as cluster:
+        result = evaluate_on(cluster, str(samples), str(ref_path), str(tmp_path / "flow"), config)
     assert result.metrics["n_unique"] == 14
     assert (tmp_path / "flow" / "verdicts.parquet").exists()
+    local = _evaluate(inputs)
+    pd.testing.assert_frame_equal(result.verdicts, local.verdicts)
+    with get_client(sync_client=True) as client:
+        names = {run.name.rsplit("-", 1)[0] for run in client.read_task_runs()}
+    assert {"validity-chunk", "symmetry-chunk", "reduce-chunk", "novel-bucket"} <= names

@@ -41,6 +41,7 @@ def micro_profile(tmp: Path, train_csv: Path, models: tuple[str, ...] = ("mcflow
         "hull": {"cache_dir": str(tmp / "cache" / "hull"), "single_point_references": True},
         "selection": {"strategy": "ranked", "max_relax": 3, "n_dft": 1},
         "dft": {"mode": "standin"},
+        "dask": {"cluster": "local", "n_workers": 2},
     }
     path = tmp / "micro.yaml"
     path.write_text(yaml.safe_dump(profile))
