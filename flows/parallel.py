@@ -23,7 +23,13 @@ from prefect import Flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import unmapped
 
-from tasks.mapping import DASK_WORKER_CONFIG, Mapper, interleave, limit_threads
+from tasks.mapping import (
+    DASK_WORKER_CONFIG_DIR,
+    Mapper,
+    dask_worker_config,
+    interleave,
+    limit_threads,
+)
 from tasks.pipeline_config import DaskConfig, JobqueueConfig
 
 log = logging.getLogger(__name__)
@@ -62,6 +68,7 @@ def _slurm_cluster(config: JobqueueConfig) -> Any:
         job_extra_directives=config.job_extra_directives,
         job_script_prologue=[
             *(f"export {name}=1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")),
+            f"export DASK_CONFIG={DASK_WORKER_CONFIG_DIR}",
             *config.job_script_prologue,
         ],
         log_directory=str(config.log_directory) if config.log_directory else None,
@@ -103,7 +110,7 @@ def dask_cluster(config: DaskConfig) -> Iterator[Cluster | None]:
 
         limit_threads()  # inherited by the worker processes before numpy / torch load there
         n_workers = _local_workers(config)
-        with dask.config.set(DASK_WORKER_CONFIG):
+        with dask.config.set(dask_worker_config()):
             cluster = LocalCluster(
                 n_workers=n_workers,
                 threads_per_worker=1,

@@ -42,7 +42,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 
 from tasks.atomic import atomic_write, write_json_atomic
 from tasks.config import StrictModel
-from tasks.mapping import DASK_WORKER_CONFIG, Mapper
+from tasks.mapping import Mapper, dask_worker_config
 from tasks.mlip import MLIPConfig, load_mlip
 from tasks.records import (
     STATUS_FAILED,
@@ -488,7 +488,7 @@ def _run_dask(
         cluster, client = None, Client(config.scheduler_address)
     else:
         _set_worker_threads(config.torch_threads)
-        with dask.config.set(DASK_WORKER_CONFIG):
+        with dask.config.set(dask_worker_config()):
             cluster = LocalCluster(
                 n_workers=min(_n_workers(config), len(chunks)),
                 threads_per_worker=1,

@@ -76,3 +76,4 @@ def test_slurm_jobs_serve_as_dask_workers(tmp_path, prefect_harness) -> None:
         results = on_cluster(_probe, cluster)([1, 2, 3], cluster, None)
     assert [r[0] for r in results] == [1, 4, 9]
     assert all(r[2] for r in results), "the tasks did not run inside a SLURM job"
+    assert {r[3] for r in results} == {""}  # infra/dask/workers.yaml reached the job
