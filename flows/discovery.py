@@ -18,7 +18,6 @@ SLURM jobs through dask-jobqueue; :mod:`flows.parallel`).
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import logging
 from pathlib import Path
@@ -32,6 +31,7 @@ from pydantic import BaseModel
 
 from flows.evaluate import evaluate_on
 from flows.mlip import hull_on, relax_on
+from flows.model_work import run_model_work
 from flows.parallel import Cluster, dask_cluster
 from tasks.atomic import write_json_atomic, write_text_atomic
 from tasks.config import ConfigError, config_hash, load_config
@@ -53,7 +53,7 @@ def _digest(value: Any) -> str:
 
 
 #: Stage parameters that say where work runs, not what it computes (not in the cache key).
-PLACEMENT = frozenset({"cluster"})
+PLACEMENT = frozenset({"cluster", "deployment"})
 
 
 def input_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
@@ -77,25 +77,17 @@ def ingest_stage(config: PipelineConfig, out_dir: Path) -> dict[str, str]:
 
 
 @task(name="train", **STAGE)
-def train_stage(model: ModelRun, dataset: str, out_dir: str) -> str:
+def train_stage(model: ModelRun, dataset: str, out_dir: str, deployment: str | None) -> str:
     """Train the model on the dataset (resuming a crashed run), or use its checkpoint."""
-    if model.checkpoint is not None:
-        return str(model.checkpoint)
-    api = importlib.import_module(f"models.{model.name}.api")
-    return str(api.train(model.profile, dataset, out_dir, resume=True))
+    return run_model_work(deployment, "train", model, dataset, out_dir, 0)
 
 
 @task(name="sample", **STAGE)
-def sample_stage(model: ModelRun, checkpoint: str, out_dir: str, seed: int) -> str:
+def sample_stage(
+    model: ModelRun, checkpoint: str, out_dir: str, seed: int, deployment: str | None
+) -> str:
     """Draw the model's de novo samples; failed samples are kept with their reason."""
-    api = importlib.import_module(f"models.{model.name}.api")
-    if model.name == "mcflow":
-        api.sample(
-            checkpoint, "dng", n=model.n_samples, out_dir=out_dir, seed=seed, steps=model.steps
-        )
-    else:
-        api.sample(checkpoint, model.n_samples, out_dir, seed=seed, steps=model.steps)
-    return str(Path(out_dir) / "samples.parquet")
+    return run_model_work(deployment, "sample", model, checkpoint, out_dir, seed)
 
 
 @task(name="evaluate", **STAGE)
@@ -152,7 +144,9 @@ def model_round(
 
     stage_dir = run.round_dir(round_index) / model.name
     seed = config.seed + 1000 * round_index + model.seed
-    samples = sample_stage(model, checkpoint, str(stage_dir / "samples"), seed)
+    samples = sample_stage(
+        model, checkpoint, str(stage_dir / "samples"), seed, config.model_deployment
+    )
     verdicts_path = evaluate_stage(samples, reference, str(stage_dir / "filters"), config, cluster)
     verdicts = pd.read_parquet(verdicts_path)
     funnel = evaluation_funnel(verdicts)
@@ -235,7 +229,9 @@ def closed_loop(
     """All rounds: train once per model, then sample → ... → DFT with growing references."""
     reference = datasets["train"]
     checkpoints = {
-        m.name: train_stage(m, datasets["train"], str(run.path / "checkpoints" / m.name))
+        m.name: train_stage(
+            m, datasets["train"], str(run.path / "checkpoints" / m.name), config.model_deployment
+        )
         for m in config.models
     }
     reports: list[ModelReport] = []

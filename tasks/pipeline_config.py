@@ -117,6 +117,11 @@ class PipelineConfig(StrictModel):
     seed: int = 0
     run_root: Path = Path("runs")
     rounds: int = Field(default=1, ge=1)
+    model_deployment: str | None = Field(
+        default=None,
+        pattern=r"^[^/]+/[^/]+$",
+        description="deployment that trains and samples (e.g. model-work/gpu); None = here",
+    )
     datasets: dict[str, DatasetSource] = Field(default_factory=dict)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     models: list[ModelRun] = Field(default_factory=list)

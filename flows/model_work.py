@@ -1,0 +1,86 @@
+"""Training and sampling of the generative models, here or on the GPU work pool.
+
+:func:`train_model` and :func:`sample_model` are what the ``discovery`` flow's ``train`` and
+``sample`` stages do. With ``model_deployment`` set in the profile (``model-work/gpu`` in
+``prefect.yaml``), the stages instead start the :func:`model_work` flow of that deployment, so
+a worker on a GPU host does the model work while the rest of the graph stays where it runs;
+the flow waits for it and reads the result path the remote run wrote next to its outputs (the
+run directory must be on a filesystem both hosts see).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from prefect import flow
+
+from tasks.atomic import write_json_atomic
+from tasks.pipeline_config import ModelRun
+
+Action = Literal["train", "sample"]
+RESULT_FILE = "model_work.json"
+
+
+def train_model(model: ModelRun, dataset: str, out_dir: str) -> str:
+    """Train the model on the dataset (resuming a crashed run), or use its checkpoint."""
+    if model.checkpoint is not None:
+        return str(model.checkpoint)
+    api = importlib.import_module(f"models.{model.name}.api")
+    return str(api.train(model.profile, dataset, out_dir, resume=True))
+
+
+def sample_model(model: ModelRun, checkpoint: str, out_dir: str, seed: int) -> str:
+    """Draw the model's de novo samples into ``out_dir/samples.parquet``."""
+    api = importlib.import_module(f"models.{model.name}.api")
+    if model.name == "mcflow":
+        api.sample(
+            checkpoint, "dng", n=model.n_samples, out_dir=out_dir, seed=seed, steps=model.steps
+        )
+    else:
+        api.sample(checkpoint, model.n_samples, out_dir, seed=seed, steps=model.steps)
+    return str(Path(out_dir) / "samples.parquet")
+
+
+@flow(name="model-work")
+def model_work(action: Action, model: ModelRun, source: str, out_dir: str, seed: int = 0) -> str:
+    """Train (``source`` = dataset) or sample (``source`` = checkpoint) one model.
+
+    The result path is also written to ``out_dir/model_work.json`` for the caller.
+    """
+    if action == "train":
+        result = train_model(model, source, out_dir)
+    else:
+        result = sample_model(model, source, out_dir, seed)
+    write_json_atomic(Path(out_dir) / RESULT_FILE, {"action": action, "result": result})
+    return result
+
+
+def run_model_work(
+    deployment: str | None, action: Action, model: ModelRun, source: str, out_dir: str, seed: int
+) -> str:
+    """Do the model work in this process, or on ``deployment``'s work pool and wait for it.
+
+    Raises
+    ------
+    RuntimeError
+        When the remote run does not complete (its state and the deployment are named).
+    """
+    if deployment is None:
+        return model_work.fn(action, model, source, out_dir, seed)
+    from prefect.deployments import run_deployment
+
+    parameters = {
+        "action": action,
+        "model": model.model_dump(mode="json"),
+        "source": source,
+        "out_dir": out_dir,
+        "seed": seed,
+    }
+    run = run_deployment(deployment, parameters=parameters, timeout=None)
+    if run.state is None or not run.state.is_completed():
+        state = run.state.name if run.state else "unknown"
+        raise RuntimeError(f"{action} of {model.name} on {deployment}: run {run.name} {state}")
+    return json.loads((Path(out_dir) / RESULT_FILE).read_text())["result"]
