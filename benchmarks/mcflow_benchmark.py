@@ -154,8 +154,14 @@ def dng_metrics(records: list[Any], workers: int) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------- stages
-def train_stage(dataset: Path, minutes: float, out: Path) -> tuple[Path, dict[str, Any]]:
-    """Train cpu-small for ``minutes`` (skipped when a finished run exists)."""
+def train_stage(
+    dataset: Path, minutes: float, out: Path, which: str
+) -> tuple[Path, dict[str, Any]]:
+    """Train cpu-small for ``minutes`` (skipped when a finished run exists).
+
+    ``which`` picks the evaluated checkpoint: ``latest`` (the end of the budget, EMA weights)
+    or ``best`` (best validation DNG validity on a few dozen samples: noisy, and blind to CSP).
+    """
     cfg = api.resolve_config("cpu-small")
     cfg.train.max_time_s = minutes * 60
     cfg.train.progress = False
@@ -165,6 +171,9 @@ def train_stage(dataset: Path, minutes: float, out: Path) -> tuple[Path, dict[st
         ckpt = api.train(cfg, dataset, out, resume=(out / "latest.pt").exists())
         write_json_atomic(done, {"checkpoint": str(ckpt), "seconds": time.perf_counter() - start})
     info = json.loads(done.read_text())
+    if which == "latest":
+        info["checkpoint"] = str(out / "latest.pt")
+    info["evaluated"] = which
     lines = [json.loads(x) for x in (out / "metrics.jsonl").open()]
     train_lines = [x for x in lines if x["split"] == "train"]
     last = train_lines[-1]
@@ -201,6 +210,7 @@ def main() -> None:
     parser.add_argument("--sweep-n", type=int, default=100, help="compositions in the sweep")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--checkpoint", choices=["latest", "best"], default="latest")
     args = parser.parse_args()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -224,7 +234,7 @@ def main() -> None:
     train_ds = prepare("train_partial", args.train_limit, args.workers)
     test_ds = prepare("test", args.n_test, args.workers)
     run = CACHE / f"run_cpu-small_{args.train_minutes:g}min_{args.train_limit or 'all'}"
-    ckpt, results["train"] = train_stage(train_ds, args.train_minutes, run)
+    ckpt, results["train"] = train_stage(train_ds, args.train_minutes, run, args.checkpoint)
     test = read_records(test_ds).head(args.n_test)
     refs = list(test["structure"])
     from tasks.records import structure_from_json
@@ -298,7 +308,8 @@ def render_markdown(r: dict[str, Any], args: argparse.Namespace) -> str:
         f"({'first ' + str(args.train_limit) if args.train_limit else 'all'} rows), "
         f"{args.train_minutes:g} min wall budget → {tr['steps']} steps "
         f"(≈{tr['epochs']:.1f} epochs), final train loss {tr['final_train_loss']:.3f}, "
-        f"{tr['train_crystals_per_s']:.0f} crystals/s",
+        f"{tr['train_crystals_per_s']:.0f} crystals/s; evaluated checkpoint: "
+        f"`{Path(tr['checkpoint']).name}` ({tr['evaluated']}, EMA weights)",
         f"- test set: first {args.n_test} rows of MP-20 `test`; integration steps {args.steps}",
         "",
         "| metric | this run (cpu-small) | paper (MCFlow-B, 500 steps) |",
