@@ -13,7 +13,6 @@ because Prefect's per-task overhead on Dask is about 0.1 s.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from tasks.mapping import (
     dask_worker_config,
     interleave,
     limit_threads,
+    usable_cores,
 )
 from tasks.pipeline_config import DaskConfig, JobqueueConfig
 
@@ -47,12 +47,6 @@ class Cluster:
     def map_tasks(self) -> int:
         """Prefect tasks per mapped stage (a few per worker, for load balance)."""
         return max(1, self.n_workers * self.tasks_per_worker)
-
-
-def _local_workers(config: DaskConfig) -> int:
-    if config.n_workers:
-        return config.n_workers
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _slurm_cluster(config: JobqueueConfig) -> Any:
@@ -109,7 +103,7 @@ def dask_cluster(config: DaskConfig) -> Iterator[Cluster | None]:
         from distributed import LocalCluster
 
         limit_threads()  # inherited by the worker processes before numpy / torch load there
-        n_workers = _local_workers(config)
+        n_workers = config.n_workers or usable_cores()
         with dask.config.set(dask_worker_config()):
             cluster = LocalCluster(
                 n_workers=n_workers,

@@ -52,6 +52,11 @@ def dask_worker_config() -> dict[str, Any]:
     return flat
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def limit_threads() -> None:
     """One BLAS/OpenMP thread in this process (worker initializer; must run before numpy)."""
     for var in _THREAD_ENV:

@@ -42,7 +42,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 
 from tasks.atomic import atomic_write, write_json_atomic
 from tasks.config import StrictModel
-from tasks.mapping import Mapper, dask_worker_config
+from tasks.mapping import Mapper, dask_worker_config, usable_cores
 from tasks.mlip import MLIPConfig, load_mlip
 from tasks.records import (
     STATUS_FAILED,
@@ -451,7 +451,7 @@ def _chunk_name(items: Sequence[Item]) -> str:
 def _n_workers(config: RelaxConfig) -> int:
     if config.n_workers:
         return config.n_workers
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return usable_cores()
 
 
 def _set_worker_threads(threads: int) -> None:
