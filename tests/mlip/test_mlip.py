@@ -9,8 +9,9 @@ import pytest
 import torch
 from ase.build import bulk
 
-from tasks.mlip import MLIPConfig, MLIPUnavailableError, load_mlip, mace_import_guard
+from tasks.mlip import MLIPConfig, MLIPUnavailableError, load_mlip
 from tasks.relax import RelaxConfig, relax_structure
+from tests.mlip.conftest import tiny_mace
 
 
 def _nacl_atoms():
@@ -56,27 +57,9 @@ def test_backends_without_model_explain_what_is_needed():
             load_mlip(MLIPConfig(name=name))
 
 
-def _tiny_mace(path):
-    with mace_import_guard():
-        from e3nn import o3
-        from mace import modules
-
-        block = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
-        torch.manual_seed(0)
-        model = modules.ScaleShiftMACE(
-            r_max=4.0, num_bessel=4, num_polynomial_cutoff=3, max_ell=1,
-            interaction_cls=block, interaction_cls_first=block, num_interactions=1,
-            num_elements=2, hidden_irreps=o3.Irreps("4x0e"), MLP_irreps=o3.Irreps("4x0e"),
-            atomic_energies=np.zeros(2), avg_num_neighbors=8.0, atomic_numbers=[11, 17],
-            correlation=2, gate=torch.nn.functional.silu, atomic_inter_scale=1.0,
-            atomic_inter_shift=0.0,
-        )  # fmt: skip
-        torch.save(model.double(), path)
-
-
 def test_mace_local_model_path(tmp_path):
     path = tmp_path / "tiny.model"
-    _tiny_mace(path)
+    tiny_mace(path)
     backend = load_mlip(MLIPConfig(name="mace", model=str(path)))
     assert backend.version.startswith("mace-0.3.16:tiny.model@")
     result = relax_structure(
@@ -106,7 +89,7 @@ def test_matgl_local_model_directory(tmp_path):
 
 def test_version_tracks_model_content(tmp_path):
     path = tmp_path / "tiny.model"
-    _tiny_mace(path)
+    tiny_mace(path)
     first = load_mlip(MLIPConfig(name="mace", model=str(path))).version
     path.write_bytes(path.read_bytes() + b"\0")
     assert load_mlip(MLIPConfig(name="mace", model=str(path))).version != first

@@ -12,17 +12,17 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from ase import Atoms
 from ase.build import bulk
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tasks.mlip import MLIPConfig, mace_import_guard
+from tasks.mlip import MLIPConfig
 from tasks.records import structure_to_json
 from tasks.relax import RelaxConfig, atoms_to_structure, relax_items, run_relax
 from tasks.relax_batched import relax_chunk_batched
+from tests.mlip.conftest import tiny_mace
 
 #: Rattled (0.1 Å) Na-Cl cells that relax in 18-40 steps under the test model.
 RELAXING = {
@@ -58,21 +58,7 @@ def _json(atoms: Atoms) -> str:
 @pytest.fixture(scope="module")
 def mace(tmp_path_factory) -> MLIPConfig:
     path = tmp_path_factory.mktemp("mace") / "tiny-nacl.model"
-    with mace_import_guard():
-        from e3nn import o3
-        from mace import modules
-
-        block = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
-        torch.manual_seed(0)
-        model = modules.ScaleShiftMACE(
-            r_max=4.0, num_bessel=4, num_polynomial_cutoff=3, max_ell=1,
-            interaction_cls=block, interaction_cls_first=block, num_interactions=1,
-            num_elements=2, hidden_irreps=o3.Irreps("4x0e"), MLP_irreps=o3.Irreps("4x0e"),
-            atomic_energies=np.zeros(2), avg_num_neighbors=8.0, atomic_numbers=[11, 17],
-            correlation=2, gate=torch.nn.functional.silu, atomic_inter_scale=10.0,
-            atomic_inter_shift=0.0, pair_repulsion=True,
-        )  # fmt: skip
-        torch.save(model.double(), path)
+    tiny_mace(path, inter_scale=10.0, pair_repulsion=True)
     return MLIPConfig(name="mace", model=str(path))
 
 
