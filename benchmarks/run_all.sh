@@ -10,5 +10,5 @@ $PY -m benchmarks.roundtrip_benchmark
 $PY -m benchmarks.matching_benchmark
 $PY -m benchmarks.relax_benchmark --n 200 --dask
 $PY -m benchmarks.hull_benchmark --n 100
-$PY -m benchmarks.mcflow_benchmark
+$PY -m benchmarks.mcflow_benchmark --train-minutes 45 --threads 2
 $PY -m benchmarks.symadit_benchmark

@@ -18,6 +18,19 @@ class NetworkConfig(StrictModel):
     heads: int = Field(default=6, gt=0)
     mlp_ratio: float = Field(default=4.0, gt=0)
     dropout: float = Field(default=0.0, ge=0, lt=1)
+    coord_frequencies: int = Field(
+        default=1,
+        gt=0,
+        description="coords enter as sin/cos(2πkF) for k = 1..K (K = 1: the paper's Lin(F))",
+    )
+    relative_geometry: bool = Field(
+        default=False,
+        description=(
+            "attention also reads sin/cos(2πk(F_j − F_i)) of every atom pair (not in the "
+            "paper: a translation-invariant bias that makes the coordinate field learnable "
+            "on a CPU budget)"
+        ),
+    )
 
 
 class FlowConfig(StrictModel):
@@ -27,6 +40,10 @@ class FlowConfig(StrictModel):
     w_coords: float = Field(default=2.0, ge=0)
     w_lengths: float = Field(default=1.0, ge=0)
     w_angles: float = Field(default=1.0, ge=0)
+    translation_free: bool = Field(
+        default=False,
+        description="coordinate loss and sampling velocity without their mean over atoms",
+    )
     time_clip: float = Field(
         default=0.9, gt=0, lt=1, description="t and s are clipped to this where they divide"
     )

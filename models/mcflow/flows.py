@@ -94,6 +94,17 @@ def masked_type_loss(
     return (ce * scale).sum() / mask.sum()
 
 
+def remove_mean_translation(disp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Subtract each crystal's mean displacement over its real atoms (``[B, N, 3]``).
+
+    A common shift of all atoms is a translation of the crystal, which changes nothing:
+    with ``flow.translation_free`` the coordinate flow is trained and integrated without it.
+    """
+    weights = mask.to(disp.dtype).unsqueeze(-1)
+    mean = (disp * weights).sum(1, keepdim=True) / weights.sum(1, keepdim=True).clamp(min=1)
+    return (disp - mean) * weights
+
+
 def coord_velocity_loss(
     disp_pred: torch.Tensor,
     f_s: torch.Tensor,
@@ -101,11 +112,19 @@ def coord_velocity_loss(
     mask: torch.Tensor,
     s: torch.Tensor,
     clip: float,
+    translation_free: bool = False,
 ) -> torch.Tensor:
-    """``‖v̂ − v‖²`` on the torus (mean over real atoms and axes), ``1 − s`` clipped."""
+    """``‖v̂ − v‖²`` on the torus (mean over real atoms and axes), ``1 − s`` clipped.
+
+    With ``translation_free`` the error's mean over atoms (a global translation) is removed
+    first, so only relative displacements are learned.
+    """
     target = wrap(f1 - f_s)
     scale = 1.0 / (1.0 - s.clamp(max=clip))
-    err = ((disp_pred.float() - target) * scale[:, None, None]) ** 2
+    diff = disp_pred.float() - target
+    if translation_free:
+        diff = remove_mean_translation(diff, mask)
+    err = (diff * scale[:, None, None]) ** 2
     return (err.mean(-1) * mask).sum() / mask.sum()
 
 

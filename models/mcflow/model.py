@@ -51,11 +51,14 @@ class MCFlowOutput:
 class MCFlowNet(nn.Module):
     """Token = Emb(A) + Lin(F features) + Lin(lengths) + Lin(angles) + sinusoidal position.
 
-    Coordinates enter through the periodic features ``[sin 2πF, cos 2πF]`` (a linear map of
-    them), so a shift by a lattice vector does not change the input. Lengths enter as the
-    standardized log ``(log L − μ)/σ``. Conditioning ``c = TimeEmb_A(t) + TimeEmb_X(s)``
-    drives the DiT's adaptive layer norms. Per-token heads give element logits and coordinate
-    displacements; the cell head reads the mean over real atoms.
+    Coordinates enter through the periodic features ``[sin 2πkF, cos 2πkF]``, k = 1..K (a
+    linear map of them), so a shift by a lattice vector does not change the input. With
+    ``network.relative_geometry`` every attention layer also reads the same features of
+    each pair's offset ``F_j − F_i`` (see :class:`models.nn.attention.SelfAttention`).
+    Lengths enter as the standardized log ``(log L − μ)/σ``. Conditioning
+    ``c = TimeEmb_A(t) + TimeEmb_X(s)`` drives the DiT's adaptive layer norms. Per-token
+    heads give element logits and coordinate displacements; the cell head reads the mean
+    over real atoms.
 
     Parameters
     ----------
@@ -70,12 +73,21 @@ class MCFlowNet(nn.Module):
         h = network.hidden
         self.flow = flow
         self.type_emb = nn.Embedding(NUM_ELEMENTS + 1, h)
-        self.coord_in = nn.Linear(6, h)
+        self.register_buffer(
+            "coord_frequencies",
+            torch.arange(1, network.coord_frequencies + 1, dtype=torch.float32),
+            persistent=False,
+        )
+        self.coord_in = nn.Linear(6 * network.coord_frequencies, h)
         self.length_in = nn.Linear(3, h)
         self.angle_in = nn.Linear(3, h)
         self.time_types = TimestepEmbedder(h)
         self.time_struct = TimestepEmbedder(h)
-        self.dit = DiT(h, network.depth, network.heads, network.mlp_ratio, network.dropout)
+        self.relative_geometry = network.relative_geometry
+        pair_dim = 6 * network.coord_frequencies if network.relative_geometry else 0
+        self.dit = DiT(
+            h, network.depth, network.heads, network.mlp_ratio, network.dropout, pair_dim
+        )
         self.type_head = nn.Linear(h, NUM_ELEMENTS)
         self.coord_head = nn.Linear(h, 3)
         self.cell_head = MLP(h, h, 6)
@@ -85,6 +97,10 @@ class MCFlowNet(nn.Module):
         self.register_buffer("length_mu", torch.tensor(priors.length_mu, dtype=torch.float32))
         self.register_buffer("length_sigma", torch.tensor(priors.length_sigma, dtype=torch.float32))
         self.register_buffer("allowed_types", torch.from_numpy(priors.allowed_types()))
+
+    def _phases(self, frac: torch.Tensor) -> torch.Tensor:
+        """``[..., 3]`` fractional values → ``[..., 3K]`` phases ``2πk·f`` for k = 1..K."""
+        return (2 * math.pi * frac[..., None] * self.coord_frequencies).flatten(-2)
 
     def forward(
         self,
@@ -114,7 +130,7 @@ class MCFlowNet(nn.Module):
             ``[B, N]`` bool, True for real atoms.
         """
         N = types.shape[1]
-        angle = 2 * math.pi * frac
+        angle = self._phases(frac)
         log_len = (torch.log(lengths.clamp(min=1e-4)) - self.length_mu) / self.length_sigma
         cell = self.length_in(log_len) + self.angle_in(angle_units)
         x = (
@@ -124,7 +140,11 @@ class MCFlowNet(nn.Module):
             + sinusoidal_positions(N, self.type_emb.embedding_dim, types.device)[None]
         )
         cond = self.time_types(t) + self.time_struct(s)
-        h = self.dit(x, cond, mask)
+        pair = None
+        if self.relative_geometry:
+            offsets = self._phases(frac[:, None, :, :] - frac[:, :, None, :])
+            pair = torch.cat([torch.sin(offsets), torch.cos(offsets)], dim=-1)
+        h = self.dit(x, cond, mask, pair)
         logits = self.type_head(h).float()
         logits = logits.masked_fill(~self.allowed_types, float("-inf"))
         weights = mask.to(h.dtype).unsqueeze(-1)
@@ -157,7 +177,9 @@ class MCFlowNet(nn.Module):
         clip = self.flow.time_clip
         parts = {
             "loss_types": masked_type_loss(out.type_logits, batch.types, types_t, mask, t, clip),
-            "loss_coords": coord_velocity_loss(out.coord_disp, f_s, batch.frac, mask, s, clip),
+            "loss_coords": coord_velocity_loss(
+                out.coord_disp, f_s, batch.frac, mask, s, clip, self.flow.translation_free
+            ),
             "loss_lengths": linear_velocity_loss(out.lengths, l1, s, clip),
             "loss_angles": linear_velocity_loss(out.angle_units, u1, s, clip),
         }

@@ -31,6 +31,7 @@ from models.mcflow.flows import (
     interpolate_coords,
     linear,
     mask_types,
+    remove_mean_translation,
     sample_angles_prior,
     sample_coords_prior,
     sample_lengths_prior,
@@ -192,6 +193,8 @@ def _run_batch(
             )
             logits = mixed.masked_fill(~model.allowed_types, float("-inf"))
         if gen_struct:
+            if model.flow.translation_free:
+                disp = remove_mean_translation(disp, st.mask)
             k = dt / (1.0 - lam)
             st.frac = torch.remainder(st.frac + k * disp, 1.0)
             st.lengths = st.lengths + k * (l_hat - st.lengths)

@@ -1,6 +1,8 @@
-"""Multi-head self-attention with a key-padding mask (``scaled_dot_product_attention``)."""
+"""Multi-head self-attention with a key-padding mask and optional pair features."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -25,9 +27,14 @@ class SelfAttention(nn.Module):
         Number of attention heads.
     dropout
         Attention dropout probability (training only).
+    pair_dim
+        Size of optional pair features ``[B, N, N, pair_dim]`` (0 = none). With them, each
+        head adds a learned bias ``Lin(p_ij)`` to its logits and also returns the
+        attention-weighted pair features ``Σ_j a_ij p_ij`` (mapped back to ``hidden``):
+        tokens read relations between atoms (e.g. periodic offsets) directly.
     """
 
-    def __init__(self, hidden: int, heads: int, dropout: float = 0.0) -> None:
+    def __init__(self, hidden: int, heads: int, dropout: float = 0.0, pair_dim: int = 0) -> None:
         super().__init__()
         if hidden % heads:
             raise ValueError(f"hidden size {hidden} is not divisible by {heads} heads")
@@ -35,16 +42,34 @@ class SelfAttention(nn.Module):
         self.dropout = dropout
         self.qkv = nn.Linear(hidden, 3 * hidden)
         self.proj = nn.Linear(hidden, hidden)
+        self.pair_bias = nn.Linear(pair_dim, heads) if pair_dim else None
+        self.pair_out = nn.Linear(heads * pair_dim, hidden) if pair_dim else None
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        pair: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Attend over ``x`` ``[B, N, H]``; ``attn_mask`` from :func:`key_padding_bias`.
 
         Padded keys are never attended to; padded queries still produce (ignored) outputs,
-        so every sample must contain at least one real token.
+        so every sample must contain at least one real token. ``pair`` (``[B, N, N, P]``)
+        is required exactly when the layer was built with ``pair_dim > 0``.
         """
         B, N, H = x.shape
         q, k, v = self.qkv(x).view(B, N, 3, self.heads, H // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
-        )
-        return self.proj(out.transpose(1, 2).reshape(B, N, H))
+        dropout = self.dropout if self.training else 0.0
+        if self.pair_bias is None or self.pair_out is None:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
+            return self.proj(out.transpose(1, 2).reshape(B, N, H))
+        if pair is None:
+            raise ValueError("this attention layer was built with pair features: pass `pair`")
+        logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+        logits = logits + self.pair_bias(pair).permute(0, 3, 1, 2).to(logits.dtype)
+        if attn_mask is not None:
+            logits = logits.masked_fill(~attn_mask, float("-inf"))
+        weights = F.dropout(torch.softmax(logits, dim=-1), dropout, self.training)
+        out = (weights @ v).transpose(1, 2).reshape(B, N, H)
+        related = torch.einsum("bhij,bijp->bihp", weights, pair.to(weights.dtype))
+        return self.proj(out) + self.pair_out(related.reshape(B, N, -1))

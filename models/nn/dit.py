@@ -32,12 +32,21 @@ class DiTBlock(nn.Module):
         Width multiplier of the feed-forward branch.
     dropout
         Attention dropout.
+    pair_dim
+        Size of pair features fed to the attention (0 = none; see :class:`SelfAttention`).
     """
 
-    def __init__(self, hidden: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0):
+    def __init__(
+        self,
+        hidden: int,
+        heads: int,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        pair_dim: int = 0,
+    ):
         super().__init__()
         self.norm1 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
-        self.attn = SelfAttention(hidden, heads, dropout)
+        self.attn = SelfAttention(hidden, heads, dropout, pair_dim)
         self.norm2 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
         inner = int(hidden * mlp_ratio)
         self.mlp = nn.Sequential(
@@ -48,11 +57,17 @@ class DiTBlock(nn.Module):
         nn.init.zeros_(self.ada[-1].bias)
 
     def forward(
-        self, x: torch.Tensor, cond: torch.Tensor, attn_mask: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        cond: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        pair: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``x`` ``[B, N, H]``, ``cond`` ``[B, H]``, ``attn_mask`` ``[B, 1, 1, N]`` or None."""
+        """``x`` ``[B, N, H]``, ``cond`` ``[B, H]``, ``attn_mask`` ``[B, 1, 1, N]`` or None,
+        ``pair`` ``[B, N, N, P]`` or None."""
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(cond).chunk(6, dim=-1)
-        x = x + gate1.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift1, scale1), attn_mask)
+        attended = self.attn(modulate(self.norm1(x), shift1, scale1), attn_mask, pair)
+        x = x + gate1.unsqueeze(1) * attended
         return x + gate2.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 
@@ -87,6 +102,8 @@ class DiT(nn.Module):
         Feed-forward width multiplier.
     dropout
         Attention dropout.
+    pair_dim
+        Size of pair features every block's attention reads (0 = none).
 
     Examples
     --------
@@ -98,12 +115,18 @@ class DiT(nn.Module):
     """
 
     def __init__(
-        self, hidden: int, depth: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0
+        self,
+        hidden: int,
+        depth: int,
+        heads: int,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        pair_dim: int = 0,
     ) -> None:
         super().__init__()
         self.hidden = hidden
         self.blocks = nn.ModuleList(
-            DiTBlock(hidden, heads, mlp_ratio, dropout) for _ in range(depth)
+            DiTBlock(hidden, heads, mlp_ratio, dropout, pair_dim) for _ in range(depth)
         )
         self.final = FinalAdaLN(hidden)
         self._init_weights()
@@ -115,7 +138,11 @@ class DiT(nn.Module):
                 nn.init.zeros_(layer.bias)
 
     def forward(
-        self, x: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        cond: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        pair: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run the stack.
 
@@ -128,6 +155,8 @@ class DiT(nn.Module):
         mask
             ``[B, N]`` bool, True for real tokens; padded keys are masked out of attention.
             Outputs at padded positions are meaningless and should be ignored by the caller.
+        pair
+            ``[B, N, N, pair_dim]`` pair features (only when built with ``pair_dim > 0``).
 
         Returns
         -------
@@ -136,5 +165,5 @@ class DiT(nn.Module):
         """
         attn_mask = key_padding_bias(mask)
         for block in self.blocks:
-            x = block(x, cond, attn_mask)
+            x = block(x, cond, attn_mask, pair)
         return self.final(x, cond)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from models.nn import DiT, TimestepEmbedder, TransformerEncoder, sinusoidal_positions
@@ -59,3 +60,26 @@ def test_embeddings() -> None:
     pos = sinusoidal_positions(10, 8)
     assert pos.shape == (10, 8)
     assert not torch.allclose(pos[0], pos[1])
+
+
+def test_dit_with_pair_features_masks_padding_and_reads_pairs() -> None:
+    dit = DiT(hidden=32, depth=2, heads=4, pair_dim=5).eval()
+    _randomize(dit, seed=1)
+    x, cond = torch.randn(2, 6, 32), torch.randn(2, 32)
+    pair = torch.randn(2, 6, 6, 5)
+    mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
+    out = dit(x, cond, mask, pair)
+    # Padded tokens and every pair entry that touches them are ignored.
+    x2, pair2 = x.clone(), pair.clone()
+    x2[1, 4:] = 100.0
+    pair2[1, 4:] = 50.0
+    pair2[1, :, 4:] = -50.0
+    torch.testing.assert_close(out[1, :4], dit(x2, cond, mask, pair2)[1, :4])
+    alone = dit(x[1:2, :4], cond[1:2], None, pair[1:2, :4, :4])
+    torch.testing.assert_close(out[1:2, :4], alone, atol=1e-5, rtol=1e-5)
+    # The pairs between real tokens do matter.
+    pair3 = pair.clone()
+    pair3[0, 0, 1] += 1.0
+    assert not torch.allclose(out[0], dit(x, cond, mask, pair3)[0])
+    with pytest.raises(ValueError, match="pair features"):
+        dit(x, cond, mask)

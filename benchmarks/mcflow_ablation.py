@@ -1,0 +1,120 @@
+"""MCFlow coordinate-flow ablation: does the network learn the coordinate velocity at all?
+
+Trains ``cpu-small`` (or ``--profile``) for a few minutes with one variant of the
+coordinate inputs / loss, then measures on held-out crystals
+
+- the coordinate velocity loss at fixed structure times ``s`` (types known, ``t = 1``),
+  with the global translation removed, beside the same loss of a model predicting zero
+  (equal values = nothing learned about where atoms go);
+- CSP match rate / RMSE on the first ``--n-csp`` MP-20 test compositions (1 sample, 50
+  steps, with and without noisy guidance).
+
+Usage (variants were run two at a time, one thread each, on the 2-core machine)::
+
+    .venv/bin/python benchmarks/mcflow_ablation.py --name base --minutes 10
+    .venv/bin/python benchmarks/mcflow_ablation.py --name rg4 --minutes 10 --freq 4 --relgeo
+
+Needs the records parquets of ``benchmarks/mcflow_benchmark.py`` (its prepare stage).
+Writes ``data/cache/mcflow_ablation/res_<name>.json``; the table of recorded runs is
+``benchmarks/results/mcflow_ablation.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import mcflow_benchmark as mb
+from models.mcflow import api
+from models.mcflow.model import MCFlowNet
+from tasks.paths import REPO_ROOT
+from tasks.records import read_records, structure_from_json
+
+OUT = REPO_ROOT / "data" / "cache" / "mcflow_ablation"
+
+
+@contextlib.contextmanager
+def coord_head_init(std: float) -> Iterator[None]:
+    """Train with a non-zero coordinate head (``std > 0``: normal; ``< 0``: torch default)."""
+    if std == 0:
+        yield
+        return
+
+    def build(*args: Any, **kwargs: Any) -> MCFlowNet:
+        net = MCFlowNet(*args, **kwargs)
+        if std > 0:
+            torch.nn.init.normal_(net.coord_head.weight, std=std)
+        else:
+            net.coord_head.reset_parameters()
+        return net
+
+    original = api.MCFlowNet
+    api.MCFlowNet = build  # type: ignore[misc,assignment]
+    try:
+        yield
+    finally:
+        api.MCFlowNet = original  # type: ignore[misc]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--profile", default="cpu-small", help="MCFlow profile (S on a GPU)")
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--freq", type=int, default=1, help="network.coord_frequencies")
+    parser.add_argument("--relgeo", action="store_true", help="network.relative_geometry")
+    parser.add_argument("--tfree", action="store_true", help="flow.translation_free")
+    parser.add_argument("--coords-only", action="store_true", help="only the coordinate loss")
+    parser.add_argument("--head-std", type=float, default=0.0, help="coordinate head init")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--n-csp", type=int, default=200)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    torch.set_num_threads(args.threads)
+    dataset = mb.CACHE / "mp_20_train_partial_all.parquet"
+    run = OUT / f"run_{args.name}"
+    cfg = api.resolve_config(args.profile)
+    cfg.train.max_time_s = args.minutes * 60
+    cfg.train.progress = False
+    cfg.network.coord_frequencies = args.freq
+    cfg.network.relative_geometry = args.relgeo
+    cfg.flow.translation_free = args.tfree
+    if args.coords_only:
+        cfg.flow.w_types = cfg.flow.w_lengths = cfg.flow.w_angles = 0.0
+        cfg.validation.n_samples = 0
+    with coord_head_init(args.head_std):
+        api.train(cfg, dataset, run)
+    checkpoint = run / "latest.pt"
+    result: dict[str, Any] = {
+        "name": args.name,
+        "command": "python " + " ".join(sys.argv),
+        "loss_by_s": mb.coord_loss_by_s(checkpoint, dataset),
+    }
+    test = read_records(mb.CACHE / "mp_20_test_all.parquet").head(args.n_csp)
+    structures = [structure_from_json(s) for s in test["structure"]]
+    targets = list(zip(test["id"], structures, strict=True))
+    for key, guided in (("csp_noguide", False), ("csp_guided", True)):
+        records = api.sample(
+            checkpoint, "csp", structures=structures, seed=0, steps=50, k=1, guidance=guided
+        )
+        result[key] = mb.csp_metrics(targets, records, 1, 1)
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").open()]
+    result["steps"] = [x for x in lines if x["split"] == "train"][-1]["step"]
+    result["val"] = [x for x in lines if x["split"] == "val"]
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"res_{args.name}.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps({k: v for k, v in result.items() if k != "val"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
