@@ -98,9 +98,10 @@ class MCFlowNet(nn.Module):
         self.register_buffer("length_sigma", torch.tensor(priors.length_sigma, dtype=torch.float32))
         self.register_buffer("allowed_types", torch.from_numpy(priors.allowed_types()))
 
-    def _phases(self, frac: torch.Tensor) -> torch.Tensor:
-        """``[..., 3]`` fractional values → ``[..., 3K]`` phases ``2πk·f`` for k = 1..K."""
-        return (2 * math.pi * frac[..., None] * self.coord_frequencies).flatten(-2)
+    def _periodic_features(self, frac: torch.Tensor) -> torch.Tensor:
+        """``[..., 3]`` fractional values → ``[..., 6K]`` ``[sin 2πkf, cos 2πkf]``, k = 1..K."""
+        phases = (2 * math.pi * frac[..., None] * self.coord_frequencies).flatten(-2)
+        return torch.cat([torch.sin(phases), torch.cos(phases)], dim=-1)
 
     def forward(
         self,
@@ -130,20 +131,18 @@ class MCFlowNet(nn.Module):
             ``[B, N]`` bool, True for real atoms.
         """
         N = types.shape[1]
-        angle = self._phases(frac)
         log_len = (torch.log(lengths.clamp(min=1e-4)) - self.length_mu) / self.length_sigma
         cell = self.length_in(log_len) + self.angle_in(angle_units)
         x = (
             self.type_emb(types)
-            + self.coord_in(torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1))
+            + self.coord_in(self._periodic_features(frac))
             + cell[:, None, :]
             + sinusoidal_positions(N, self.type_emb.embedding_dim, types.device)[None]
         )
         cond = self.time_types(t) + self.time_struct(s)
         pair = None
         if self.relative_geometry:
-            offsets = self._phases(frac[:, None, :, :] - frac[:, :, None, :])
-            pair = torch.cat([torch.sin(offsets), torch.cos(offsets)], dim=-1)
+            pair = self._periodic_features(frac[:, None, :, :] - frac[:, :, None, :])
         h = self.dit(x, cond, mask, pair)
         logits = self.type_head(h).float()
         logits = logits.masked_fill(~self.allowed_types, float("-inf"))
