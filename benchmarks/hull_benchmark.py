@@ -8,7 +8,7 @@ Candidates: the first N bundled MP-20 test structures with CHGNet single-point e
 (the hull stage is what is timed, not the candidates' relaxation). References: the bundled
 1,000-row MP-20 train sample plus ASE elemental prototypes, relaxed with CHGNet (fmax 0.05,
 300 steps) in a process pool over all cores. Cold = empty cache directory; warm = a new
-:class:`tasks.hull.MLIPHull` reading the cache the cold run wrote. Writes
+:class:`tasks.mlip.hull.MLIPHull` reading the cache the cold run wrote. Writes
 ``benchmarks/results/hull_benchmark.json`` and ``.md``.
 """
 
@@ -27,10 +27,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch
 
-from tasks.atomic import write_json_atomic, write_text_atomic
-from tasks.hull import HullConfig, MLIPHull, read_references
-from tasks.paths import REPO_ROOT
-from tasks.relax import RelaxConfig, load_candidates, relax_items
+from tasks.core.atomic import write_json_atomic, write_text_atomic
+from tasks.core.paths import REPO_ROOT
+from tasks.mlip.hull import MLIPHull, read_references
+from tasks.mlip.runner import load_candidates, relax_items
+from tasks.mlip.settings import MLIPHullConfig, RelaxConfig
 
 try:
     from benchmarks.relax_benchmark import machine
@@ -47,7 +48,7 @@ def run(candidates, cache: Path, relax: RelaxConfig, single_point: bool) -> dict
     hull = MLIPHull(
         read_references(SAMPLES / "mp20_train_sample1000.csv.gz"),
         relax=relax,
-        config=HullConfig(cache_dir=cache, single_point_references=single_point),
+        config=MLIPHullConfig(cache_dir=cache, single_point_references=single_point),
     )
     frame = hull.evaluate(candidates)
     elapsed = time.perf_counter() - start

@@ -18,9 +18,9 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.machine import machine_info, save_results
-from tasks.config import DatasetSource, IngestConfig
-from tasks.ingest import ingest_path, ingest_source, summary_table
-from tasks.paths import resolve_data_path
+from tasks.core.paths import resolve_data_path
+from tasks.ingest.config import DatasetSource, IngestConfig
+from tasks.ingest.run import ingest_path, ingest_source, summary_table
 
 #: The table of ../shared/data/README.md (pymatgen SpacegroupAnalyzer, symprec 0.1).
 SHARED_TABLE = {

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tasks.atomic import write_json_atomic, write_text_atomic
+from tasks.core.atomic import write_json_atomic, write_text_atomic
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

@@ -35,17 +35,17 @@ from pymatgen.core import Structure
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tasks.atomic import write_json_atomic, write_text_atomic
-from tasks.matching import (
-    MatcherConfig,
+from tasks.core.atomic import write_json_atomic, write_text_atomic
+from tasks.core.paths import REPO_ROOT, shared_data_dir
+from tasks.core.structure_io import read_structures
+from tasks.evaluate.matching import (
     ReferenceIndex,
     naive_novelty_matches,
     naive_unique_groups,
     novelty_matches,
     unique_groups,
 )
-from tasks.paths import REPO_ROOT, shared_data_dir
-from tasks.structure_io import read_structures
+from tasks.evaluate.settings import MatcherConfig
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 

@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import mcflow_benchmark as mb
 from models.mcflow import api
 from models.mcflow.model import MCFlowNet
-from tasks.paths import REPO_ROOT
-from tasks.records import read_records, structure_from_json
+from tasks.core.paths import REPO_ROOT
+from tasks.core.records import read_records, structure_from_json
 
 OUT = REPO_ROOT / "data" / "cache" / "mcflow_ablation"
 

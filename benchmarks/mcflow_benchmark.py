@@ -45,13 +45,14 @@ from models.mcflow.flows import (
     sample_coords_prior,
 )
 from models.representation.atom_order import mcflow_order
-from tasks.atomic import write_json_atomic, write_text_atomic
-from tasks.crystal_analysis import fill_from_order, reduce_structure
-from tasks.csp_metrics import CSPConfig, evaluate_csp
-from tasks.mapping import pool_map
-from tasks.paths import REPO_ROOT, shared_data_dir
-from tasks.records import CrystalRecord, read_records, write_records
-from tasks.validity import smact_validity, structural_validity
+from tasks.core.atomic import write_json_atomic, write_text_atomic
+from tasks.core.mapping import pool_map
+from tasks.core.paths import REPO_ROOT, shared_data_dir
+from tasks.core.records import CrystalRecord, read_records, write_records
+from tasks.evaluate.csp_metrics import evaluate_csp
+from tasks.evaluate.settings import CSPConfig
+from tasks.evaluate.validity import smact_validity, structural_validity
+from tasks.ingest.analysis import fill_from_order, reduce_structure
 
 log = logging.getLogger("mcflow_benchmark")
 MAX_SMACT_ELEMENTS = 7
@@ -104,7 +105,7 @@ def prepare(split: str, limit: int | None, workers: int) -> Path:
 def csp_metrics(
     targets: list[tuple[str, Any]], records: list[Any], k: int, workers: int
 ) -> dict[str, Any]:
-    """:func:`tasks.csp_metrics.evaluate_csp` (structurally valid predictions only).
+    """:func:`tasks.evaluate.csp_metrics.evaluate_csp` (structurally valid predictions only).
 
     Match rates are reported in percent; ``rmse`` is the best-of-k RMSE over matched targets.
     """
@@ -131,7 +132,7 @@ def csp_metrics(
 def _dng_one(text: str) -> tuple[bool, bool, bool]:
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-    from tasks.records import structure_from_json
+    from tasks.core.records import structure_from_json
 
     s = structure_from_json(text)
     valid = structural_validity(s)[0]
@@ -284,7 +285,7 @@ def main() -> None:
     results["coord_loss_by_s"] = coord_loss_by_s(ckpt, train_ds)
     test = read_records(test_ds).head(args.n_test)
     refs = list(test["structure"])
-    from tasks.records import structure_from_json
+    from tasks.core.records import structure_from_json
 
     structures = [structure_from_json(s) for s in refs]
     targets = list(zip(test["id"], structures, strict=True))
@@ -403,10 +404,11 @@ def render_markdown(r: dict[str, Any], args: argparse.Namespace) -> str:
         lines.append(f"| {s} | {row['free']:.4f} | {row['zero_free']:.4f} |")
     lines += [
         "",
-        "Metrics from the project's evaluation suite: `tasks.csp_metrics.evaluate_csp` "
+        "Metrics from the project's evaluation suite: `tasks.evaluate.csp_metrics.evaluate_csp` "
         "(StructureMatcher stol=0.5, ltol=0.3, angle_tol=10; only structurally valid "
         "predictions can match; RMSE normalized by (V/N)^(1/3), best of k, mean over matched) "
-        "and `tasks.validity` (structural: distances ≥ 0.5 Å, volume ≥ 0.1 Å³; compositional: "
+        "and `tasks.evaluate.validity` (structural: distances ≥ 0.5 Å, volume ≥ 0.1 Å³; "
+        "compositional: "
         "CDVAE-style SMACT; compositions with more than 7 elements are counted invalid without "
         "enumeration, which is exponential in the element count), over all requested samples; "
         "P1 = SpacegroupAnalyzer(symprec=0.1).",

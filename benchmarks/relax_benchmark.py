@@ -36,11 +36,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 import torch
 
-from tasks.atomic import write_json_atomic, write_text_atomic
-from tasks.mlip import MLIPConfig
-from tasks.paths import REPO_ROOT
-from tasks.records import structure_to_json
-from tasks.relax import RelaxConfig, load_candidates, relax_items
+from tasks.core.atomic import write_json_atomic, write_text_atomic
+from tasks.core.paths import REPO_ROOT
+from tasks.core.records import structure_to_json
+from tasks.mlip.runner import load_candidates, relax_items
+from tasks.mlip.settings import MLIPConfig, RelaxConfig
 
 try:
     from benchmarks.machine import machine_info
@@ -57,7 +57,7 @@ def machine() -> dict:
 
 def rattled_items(n: int, seed: int) -> list[tuple[str, str]]:
     """The first ``n`` bundled MP-20 test structures, positions rattled by 0.05 Å."""
-    from tasks.records import structure_from_json
+    from tasks.core.records import structure_from_json
 
     items, _ = load_candidates(REPO_ROOT / "data" / "samples" / "mp20_test_sample200.csv.gz")
     rng = np.random.default_rng(seed)
@@ -94,7 +94,7 @@ def mace_batched(items, base: RelaxConfig, model: str, batch_size: int) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     mlip = MLIPConfig(name="mace", model=model, device=device)
     loop = base.model_copy(update={"scheduler": "serial"})
-    batched = base.model_copy(update={"scheduler": "batched", "chunk_size": batch_size})
+    batched = base.model_copy(update={"engine": "batched", "chunk_size": batch_size})
     for config in (loop, batched):  # load the model (and warm up the device) untimed
         relax_items(items[:1], mlip, config.model_copy(update={"steps": 0}))
     out = {"device": device, "model": model, "batch_size": batch_size}

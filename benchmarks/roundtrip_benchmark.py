@@ -21,10 +21,10 @@ from concurrent.futures import ProcessPoolExecutor
 import pandas as pd
 
 from benchmarks.machine import machine_info, save_results
-from tasks.config import DatasetSource, IngestConfig
-from tasks.ingest import ingest_source
-from tasks.paths import resolve_data_path
-from tasks.records import read_records
+from tasks.core.paths import resolve_data_path
+from tasks.core.records import read_records
+from tasks.ingest.config import DatasetSource, IngestConfig
+from tasks.ingest.run import ingest_source
 
 
 def _check(args: tuple[str, str, str]) -> dict:

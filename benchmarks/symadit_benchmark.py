@@ -12,7 +12,7 @@ Stages (a rerun with ``--resume`` continues the training directory):
 3. sample ``-n`` crystals (space group from p_train(g), K ~ p_train(K | g), CFG);
 4. check symmetry exactness (spglib, symprec 0.01: requested group or a supergroup) of
    every expanded sample;
-5. evaluate with :mod:`tasks.evaluate` (structural / compositional validity over *all*
+5. evaluate with :mod:`tasks.evaluate.funnel` (structural / compositional validity over *all*
    requested samples — failed expansions count as invalid —, uniqueness, novelty against
    train_partial, P1 rate, d_SG, d_W, d_N) next to the paper's SymADiT row;
 6. training curves (PNG + the raw ``metrics.jsonl`` of both stages).
@@ -39,10 +39,13 @@ import numpy as np
 import torch
 
 from benchmarks.machine import RESULTS_DIR, machine_info, save_results
-from models.symadit import SymADiT, load_symadit_config
-from models.symadit import train as symadit_train
+from models.symadit.api import load_symadit_config
+from models.symadit.api import train as symadit_train
+from models.symadit.model import SymADiT
+from models.symadit.sampling import generate
 from models.symadit.symmetry import symmetry_is_exact
-from tasks.paths import REPO_ROOT, shared_data_dir
+from tasks.core.paths import REPO_ROOT, shared_data_dir
+from tasks.core.plotting import pyplot
 
 log = logging.getLogger("symadit_benchmark")
 
@@ -69,13 +72,7 @@ def read_curves(run: Path) -> dict[str, list[dict[str, Any]]]:
 
 def plot_curves(curves: dict[str, list[dict[str, Any]]], path: Path) -> Path | None:
     """Training curves: AE loss terms and accuracies, flow loss, validation points."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     ae_train = [r for r in curves["autoencoder"] if r["split"] == "train"]
     ae_val = [r for r in curves["autoencoder"] if r["split"] == "val"]
@@ -159,7 +156,8 @@ def symmetry_check(records: list[Any]) -> dict[str, Any]:
 
 def evaluate(records: list[Any], reference: Path, workers: int, seed: int) -> dict[str, Any]:
     """:func:`tasks.evaluate.evaluate_samples` over every requested sample."""
-    from tasks.evaluate import EvaluateConfig, Reference, evaluate_samples, paper_row
+    from tasks.evaluate.funnel import Reference, evaluate_samples, paper_row
+    from tasks.evaluate.settings import EvaluateConfig
 
     samples = [(r.id, r.to_structure() if r.status == "ok" else None, r.reason) for r in records]
     config = EvaluateConfig(seed=seed, workers=workers)
@@ -171,7 +169,7 @@ def evaluate(records: list[Any], reference: Path, workers: int, seed: int) -> di
 
 def quick_metrics(records: list[Any]) -> dict[str, float]:
     """Expansion rate, structural validity and distinct requested groups (cheap checks)."""
-    from tasks.validity import structural_validity
+    from tasks.evaluate.validity import structural_validity
 
     ok = [r for r in records if r.status == "ok"]
     valid = sum(bool(structural_validity(r.to_structure())[0]) for r in ok)
@@ -315,7 +313,7 @@ def main() -> None:
     steps = args.steps or model.config.sampling.steps
     guidance = model.config.sampling.guidance if args.guidance is None else args.guidance
     t0 = time.perf_counter()
-    records = model.generate(args.n_samples, seed=args.seed, steps=steps, guidance=guidance)
+    records = generate(model, args.n_samples, seed=args.seed, steps=steps, guidance=guidance)
     sample_s = time.perf_counter() - t0
     from models.sample_output import write_samples
 
@@ -329,7 +327,7 @@ def main() -> None:
     sweep = []
     for w in args.sweep_guidance:
         t1 = time.perf_counter()
-        recs = model.generate(args.sweep_n, seed=args.seed + 1, steps=steps, guidance=w)
+        recs = generate(model, args.sweep_n, seed=args.seed + 1, steps=steps, guidance=w)
         sweep.append({"guidance": w, **quick_metrics(recs), "seconds": time.perf_counter() - t1})
         log.info("guidance sweep: %s", sweep[-1])
 

@@ -10,15 +10,11 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows.parallel import Cluster, on_cluster, task_mapper
-from tasks.evaluate import (
-    EvaluateConfig,
-    EvaluationResult,
-    Reference,
-    evaluate_samples,
-    write_evaluation,
-)
-from tasks.structure_io import read_structures
+from flows.parallel import cluster_mapper, on_cluster
+from tasks.core.cluster import Cluster
+from tasks.core.structure_io import read_structures
+from tasks.evaluate.funnel import EvaluationResult, Reference, evaluate_samples, write_evaluation
+from tasks.evaluate.settings import EvaluateConfig
 
 
 @flow(name="evaluate")
@@ -46,7 +42,7 @@ def evaluate_flow(
         there. ``None``: local processes.
     """
     config = config or EvaluateConfig()
-    mapper = task_mapper(cluster.map_tasks) if cluster else None
+    mapper = cluster_mapper(cluster)
     entries = read_structures(samples)
     result = evaluate_samples(entries, Reference(Path(reference), config, mapper), config, mapper)
     write_evaluation(result, out_dir, name=Path(samples).name)

@@ -1,4 +1,4 @@
-"""Prefect flow ``ingest``: thin wrapper over :mod:`tasks.ingest`."""
+"""Prefect flow ``ingest``: thin wrapper over :mod:`tasks.ingest.run`."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from pathlib import Path
 
 from prefect import flow, task
 
-from tasks.config import DatasetSource, IngestConfig
-from tasks.ingest import IngestResult, ingest_source, sources_in, split_dir, write_summary
-from tasks.pipeline_config import PipelineConfig
+from tasks.ingest.config import DatasetSource, IngestConfig
+from tasks.ingest.run import IngestResult, ingest_source, sources_in, split_dir, write_summary
+from tasks.pipeline.config import PipelineConfig
 
 
 @task(name="ingest-source", task_run_name="ingest-{name}")

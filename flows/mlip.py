@@ -12,11 +12,12 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows.parallel import Cluster, dask_cluster, on_cluster, task_mapper
-from tasks.hull import HullConfig, run_hull
-from tasks.mlip import MLIPConfig
-from tasks.pipeline_config import DaskConfig
-from tasks.relax import RelaxConfig, run_relax
+from flows.parallel import cluster_mapper, on_cluster
+from tasks.core.cluster import Cluster, DaskConfig, dask_cluster
+from tasks.core.stability import StabilityRule
+from tasks.mlip.hull import run_hull
+from tasks.mlip.runner import run_relax
+from tasks.mlip.settings import MLIPConfig, MLIPHullConfig, RelaxConfig
 
 
 @flow(name="mlip-relax")
@@ -28,8 +29,7 @@ def relax_flow(
     cluster: Cluster | None = None,
 ) -> str:
     """Relax a candidate file into ``out_dir`` (resumable); returns ``relaxed.parquet``."""
-    mapper = task_mapper(None) if cluster else None
-    return str(run_relax(candidates, out_dir, mlip, relax, mapper=mapper))
+    return str(run_relax(candidates, out_dir, mlip, relax, cluster_mapper(cluster, False)))
 
 
 @flow(name="mlip-hull")
@@ -39,12 +39,13 @@ def hull_flow(
     out_dir: str,
     mlip: MLIPConfig,
     relax: RelaxConfig,
-    hull: HullConfig,
+    hull: MLIPHullConfig,
+    rule: StabilityRule,
     cluster: Cluster | None = None,
 ) -> str:
     """E_hull of relaxed candidates against the same MLIP's hull; returns ``hull.parquet``."""
-    mapper = task_mapper(None) if cluster else None
-    return str(run_hull(relaxed, reference, out_dir, mlip, relax, hull, mapper=mapper))
+    mapper = cluster_mapper(cluster, False)
+    return str(run_hull(relaxed, reference, out_dir, mlip, relax, hull, mapper, rule))
 
 
 def relax_on(
@@ -61,10 +62,12 @@ def hull_on(
     out_dir: str,
     mlip: MLIPConfig,
     relax: RelaxConfig,
-    hull: HullConfig,
+    hull: MLIPHullConfig,
+    rule: StabilityRule,
 ) -> str:
     """:func:`hull_flow` with its reference relaxations on ``cluster``."""
-    return on_cluster(hull_flow, cluster)(relaxed, reference, out_dir, mlip, relax, hull, cluster)
+    subflow = on_cluster(hull_flow, cluster)
+    return subflow(relaxed, reference, out_dir, mlip, relax, hull, rule, cluster)
 
 
 @flow(name="mlip-screen")
@@ -74,8 +77,9 @@ def mlip_screen_flow(
     out_dir: str = "runs/quick/mlip",
     mlip: MLIPConfig | None = None,
     relax: RelaxConfig | None = None,
-    hull: HullConfig | None = None,
+    hull: MLIPHullConfig | None = None,
     dask: DaskConfig | None = None,
+    rule: StabilityRule | None = None,
 ) -> Path:
     """Relax candidates with an MLIP, then place them on the same MLIP's hull.
 
@@ -86,11 +90,13 @@ def mlip_screen_flow(
     reference
         Reference set for the hull (records parquet or MP-20-style CSV).
     out_dir
-        Writes ``relax/`` (see :func:`tasks.relax.run_relax`) and ``hull/``.
+        Writes ``relax/`` (see :func:`tasks.mlip.runner.run_relax`) and ``hull/``.
     mlip, relax, hull
-        Settings (defaults: CHGNet, :class:`RelaxConfig`, :class:`HullConfig`).
+        Settings (defaults: CHGNet, :class:`RelaxConfig`, :class:`MLIPHullConfig`).
     dask
         Where the chunks run (default: no Dask, ``relax.scheduler``).
+    rule
+        The stable / metastable thresholds.
 
     Returns
     -------
@@ -103,6 +109,13 @@ def mlip_screen_flow(
         relaxed = relax_on(cluster, candidates, str(out / "relax"), mlip, relax)
         return Path(
             hull_on(
-                cluster, relaxed, reference, str(out / "hull"), mlip, relax, hull or HullConfig()
+                cluster,
+                relaxed,
+                reference,
+                str(out / "hull"),
+                mlip,
+                relax,
+                hull or MLIPHullConfig(),
+                rule or StabilityRule(),
             )
         )

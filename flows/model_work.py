@@ -10,15 +10,16 @@ run directory must be on a filesystem both hosts see).
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Literal
 
 from prefect import flow
 
-from tasks.atomic import write_json_atomic
-from tasks.pipeline_config import ModelRun
+from models.contract import SampleRequest, TrainRequest
+from models.registry import get_model
+from tasks.core.atomic import write_json_atomic
+from tasks.pipeline.config import ModelRun
 
 Action = Literal["train", "sample"]
 RESULT_FILE = "model_work.json"
@@ -28,19 +29,23 @@ def train_model(model: ModelRun, dataset: str, out_dir: str) -> str:
     """Train the model on the dataset (resuming a crashed run), or use its checkpoint."""
     if model.checkpoint is not None:
         return str(model.checkpoint)
-    api = importlib.import_module(f"models.{model.name}.api")
-    return str(api.train(model.profile, dataset, out_dir, resume=True))
+    request = TrainRequest(
+        profile=model.profile, dataset=Path(dataset), out_dir=Path(out_dir), resume=True
+    )
+    return str(get_model(model.name).train(request))
 
 
 def sample_model(model: ModelRun, checkpoint: str, out_dir: str, seed: int) -> str:
     """Draw the model's de novo samples into ``out_dir/samples.parquet``."""
-    api = importlib.import_module(f"models.{model.name}.api")
-    if model.name == "mcflow":
-        api.sample(
-            checkpoint, "dng", n=model.n_samples, out_dir=out_dir, seed=seed, steps=model.steps
-        )
-    else:
-        api.sample(checkpoint, model.n_samples, out_dir, seed=seed, steps=model.steps)
+    request = SampleRequest(
+        checkpoint=Path(checkpoint),
+        task="dng",
+        n=model.n_samples,
+        steps=model.steps,
+        seed=seed,
+        out_dir=Path(out_dir),
+    )
+    get_model(model.name).sample(request)
     return str(Path(out_dir) / "samples.parquet")
 
 
@@ -70,6 +75,7 @@ def run_model_work(
     """
     if deployment is None:
         return model_work.fn(action, model, source, out_dir, seed)
+    from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
 
     parameters = {
@@ -80,6 +86,7 @@ def run_model_work(
         "seed": seed,
     }
     run = run_deployment(deployment, parameters=parameters, timeout=None)
+    assert isinstance(run, FlowRun)  # called from sync code: the run, not a coroutine
     if run.state is None or not run.state.is_completed():
         state = run.state.name if run.state else "unknown"
         raise RuntimeError(f"{action} of {model.name} on {deployment}: run {run.name} {state}")

@@ -16,7 +16,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.discovery import discovery_flow
-from tasks.atomic import write_text_atomic
+from tasks.core.atomic import write_text_atomic
 
 
 def compare_metrics(

@@ -25,9 +25,9 @@ from typing import Any, Literal
 import pandas as pd
 from pymatgen.core import Structure
 
-from tasks.atomic import atomic_write
-from tasks.records import structure_from_json, structure_to_json
-from tasks.structure_io import write_structures
+from tasks.core.atomic import atomic_write
+from tasks.core.records import structure_from_json, structure_to_json
+from tasks.core.structure_io import write_structures
 
 SAMPLES_TABLE = "samples.parquet"
 SAMPLES_EXTXYZ = "samples.extxyz"

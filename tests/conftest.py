@@ -13,7 +13,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # a loaded 2-core machine can take a minute to bring up Prefect's temporary server
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
 
-from tasks.paths import SAMPLES_DIR, shared_data_dir
+from tasks.core.paths import SAMPLES_DIR, shared_data_dir
 
 
 @pytest.fixture(scope="session")

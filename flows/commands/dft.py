@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 
-if TYPE_CHECKING:
-    from flows.dft_batch import DftStageConfig
+from tasks.dft.settings import DftStageConfig
 
 dft_app = typer.Typer(
     help="DFT (atomate2 VASP MPRelaxSet) on a SLURM cluster: submit, status, collect, resubmit.",
@@ -21,8 +19,7 @@ CONFIG_NAME = "config.json"
 
 def _load_stage_config(config: Path | None, workdir: Path | None) -> DftStageConfig:
     """The stage config: ``--config`` YAML, else the one saved in the work directory."""
-    from flows.dft_batch import DftStageConfig
-    from tasks.config import load_config, validate_config
+    from tasks.core.config import load_config, validate_config
 
     if config is not None:
         return load_config(config, DftStageConfig)
@@ -40,9 +37,8 @@ def submit(
     limit: int | None = typer.Option(None, help="Submit only the first N candidates."),
 ) -> None:
     """Submit candidates as one SLURM array batch (already-known calculations are skipped)."""
-    from tasks.atomic import write_json_atomic
-    from tasks.dft import read_candidates
-    from tasks.hpc import submit_candidates
+    from tasks.core.atomic import write_json_atomic
+    from tasks.dft.submit import read_candidates, submit_candidates
 
     stage = _load_stage_config(config, workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -62,7 +58,7 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON list."),
 ) -> None:
     """Show every calculation's status (SLURM queue + results store)."""
-    from tasks.hpc import calc_statuses, status_summary, statuses_as_dicts
+    from tasks.dft.submit import calc_statuses, status_summary, statuses_as_dicts
 
     statuses = calc_statuses(workdir)
     if as_json:
@@ -85,7 +81,8 @@ def collect(
     vun_rate: float = typer.Option(1.0, help="V.U.N. fraction before DFT (for S.U.N.)."),
 ) -> None:
     """Collect finished calculations into E_hull and the DFT S.U.N. count."""
-    from tasks.dft_hull import collect_results, sun_summary, write_results
+    from tasks.dft.collect import collect_results, dft_counts, write_results
+    from tasks.pipeline.sun import dft_sun_summary
 
     hull = _load_stage_config(config, workdir).hull
     updates = {"entries_file": entries, "mp_cache_dir": mp_cache}
@@ -93,13 +90,16 @@ def collect(
     if earlier:
         hull = hull.model_copy(update={"earlier_results": list(earlier)})
     results = collect_results(workdir, hull)
-    summary = sun_summary(results, vun_rate=vun_rate)
+    summary = dft_sun_summary(dft_counts(results), vun_rate)
     path = write_results(workdir, results, summary)
     for r in results:
         e_hull = f"{r.e_hull_dft:+.3f}" if r.e_hull_dft is not None else "   n/a"
         flag = "stable" if r.stable else "metastable" if r.metastable else ""
         typer.echo(f"{r.id:24s} {r.formula:12s} {r.dft_status:10s} {e_hull} {flag} {r.reason}")
-    typer.echo(f"S.U.N. {summary['sun']}  M.S.U.N. {summary['msun']}  -> {path}")
+    typer.echo(
+        f"S.U.N. {summary['sun']['paper']}  M.S.U.N. {summary['msun']['paper']} "
+        f"of {summary['n_checked']} checked ({summary['n_failed']} failed)  -> {path}"
+    )
 
 
 @dft_app.command("resubmit")
@@ -109,7 +109,7 @@ def resubmit(
     config: Path | None = typer.Option(None, "--config", "-c", help="New SLURM settings."),
 ) -> None:
     """Resubmit failed calculations (next attempt, same DFT settings)."""
-    from tasks.hpc import resubmit_failed
+    from tasks.dft.submit import resubmit_failed
 
     if not failed:
         raise typer.BadParameter("nothing selected: pass --failed")
@@ -117,6 +117,9 @@ def resubmit(
     typer.echo(
         f"batch {report.batch_id} (SLURM job {report.job_id}): {len(report.submitted)} resubmitted"
     )
+    if report.failed:
+        typer.echo(f"failed: {next(iter(report.failed.values()))}", err=True)
+        raise typer.Exit(1)
 
 
 @dft_app.command("write-inputs")
@@ -129,7 +132,7 @@ def write_inputs(
     """Dry run: write the relaxation's VASP inputs for one structure."""
     from pymatgen.core import Structure
 
-    from tasks.dft import write_relax_inputs
+    from tasks.dft.makers import write_relax_inputs
 
     settings = _load_stage_config(config, None).dft.model_copy(update={"potcar_spec": potcar_spec})
     write_relax_inputs(Structure.from_file(structure), outdir, settings)
@@ -138,8 +141,8 @@ def write_inputs(
 
 @dft_app.command("run-task", hidden=True)
 def run_task(batch_file: Path, index: int) -> None:
-    """Run one array task of a batch on this node (called by the sbatch script)."""
-    from tasks.hpc import run_batch_task
+    """Run one array task of a batch on this node (the job script runs tasks.dft.node)."""
+    from tasks.dft.node import run_batch_task
 
     if not run_batch_task(batch_file, index):
         raise typer.Exit(code=1)

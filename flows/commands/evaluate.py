@@ -6,6 +6,9 @@ from pathlib import Path
 
 import typer
 
+from flows.commands import default_of, given
+from tasks.evaluate.settings import EvaluateConfig, ValidityConfig
+
 
 def evaluate(
     samples: Path = typer.Argument(..., help="CIF folder, extxyz, parquet or CSV of samples."),
@@ -15,38 +18,50 @@ def evaluate(
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Output directory (default runs/evaluate/<samples name>)."
     ),
-    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Worker processes."),
-    seed: int = typer.Option(0, help="Seed of the novelty and DFT draws."),
-    novelty_draw: int = typer.Option(1000, min=1, help="Valid+unique drawn for novelty."),
-    dft_draw: int = typer.Option(100, min=1, help="Valid+unique+novel drawn for DFT."),
-    variant: str = typer.Option("cdvae", help="Structural validity: cdvae or lemat."),
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        "-j",
+        min=1,
+        help=f"Worker processes (default {default_of(EvaluateConfig, 'workers')}).",
+    ),
+    seed: int | None = typer.Option(
+        None,
+        help=f"Seed of the novelty / DFT draws (default {default_of(EvaluateConfig, 'seed')}).",
+    ),
+    novelty_draw: int | None = typer.Option(
+        None,
+        min=1,
+        help=f"V+U drawn for novelty (default {default_of(EvaluateConfig, 'novelty_draw')}).",
+    ),
+    dft_draw: int | None = typer.Option(
+        None,
+        min=1,
+        help=f"V.U.N. drawn for DFT (default {default_of(EvaluateConfig, 'dft_draw')}).",
+    ),
+    variant: str | None = typer.Option(
+        None,
+        help=f"Validity: cdvae or lemat (default {default_of(ValidityConfig, 'variant')}).",
+    ),
     cache_dir: Path | None = typer.Option(None, help="Reference caches (default data/cache)."),
     prefect: bool = typer.Option(False, "--prefect", help="Run as the Prefect flow 'evaluate'."),
 ) -> None:
     """Evaluate generated crystals; print the paper-style row, write JSON and verdict tables."""
-    from tasks.config import ConfigError, validate_config
-    from tasks.evaluate import (
-        EvaluateConfig,
-        Reference,
-        evaluate_samples,
-        paper_row,
-        write_evaluation,
-    )
-    from tasks.structure_io import read_structures
+    from tasks.core.config import ConfigError, validate_config
+    from tasks.core.structure_io import read_structures
+    from tasks.evaluate.funnel import Reference, evaluate_samples, write_evaluation
+    from tasks.evaluate.metrics import paper_row
 
+    options = given(
+        seed=seed,
+        workers=workers,
+        novelty_draw=novelty_draw,
+        dft_draw=dft_draw,
+        cache_dir=cache_dir,
+        validity=given(variant=variant) or None,
+    )
     try:
-        config = validate_config(
-            {
-                "seed": seed,
-                "workers": workers,
-                "novelty_draw": novelty_draw,
-                "dft_draw": dft_draw,
-                "cache_dir": cache_dir,
-                "validity": {"variant": variant},
-            },
-            EvaluateConfig,
-            "command line",
-        )
+        config = validate_config(options, EvaluateConfig, "command line")
     except ConfigError as err:
         raise typer.BadParameter(str(err)) from err
     for path in (samples, reference):

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from tasks.config import ConfigError, load_config
-from tasks.pipeline_config import PipelineConfig
+from tasks.core.config import ConfigError, load_config
+from tasks.pipeline.config import PipelineConfig
 
 
 def ingest(
@@ -25,7 +25,7 @@ def ingest(
     prefect: bool = typer.Option(False, "--prefect", help="Run as the Prefect flow 'ingest'."),
 ) -> None:
     """Ingest a dataset: processed parquet, rejects, stats and plots per split."""
-    from tasks.ingest import ingest_path, ingest_sources, summary_table
+    from tasks.ingest.run import ingest_path, ingest_sources, summary_table
 
     overrides = {"symprec": symprec, "n_workers": workers, "cache_dir": cache_dir}
     try:

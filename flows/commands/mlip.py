@@ -8,7 +8,9 @@ from typing import NoReturn
 
 import typer
 
-from tasks.mlip import MLIPConfig, MLIPUnavailableError
+from flows.commands import default_of, given
+from tasks.mlip.backends import MLIPUnavailableError
+from tasks.mlip.settings import MLIPConfig, RelaxConfig
 
 
 def _fail(err: Exception) -> NoReturn:
@@ -20,44 +22,65 @@ def _fail(err: Exception) -> NoReturn:
 def relax(
     candidates: Path = typer.Argument(..., help="Records .parquet, .extxyz or .csv(.gz) with cif."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory (resumable)."),
-    mlip: str = typer.Option("chgnet", "--mlip", help="chgnet | mace | matgl."),
+    mlip: str = typer.Option(
+        default_of(MLIPConfig, "name"), "--mlip", help="chgnet | mace | matgl."
+    ),
     model: str | None = typer.Option(None, help="Model name or local path (mace/matgl need one)."),
     model_cache: Path | None = typer.Option(None, help="Where named MACE/matgl models live."),
-    device: str = typer.Option("cpu", help="cpu | cuda."),
-    fmax: float = typer.Option(0.05, help="Force convergence (eV/Å)."),
-    steps: int = typer.Option(300, help="FIRE step limit; 0 = single point."),
+    device: str | None = typer.Option(
+        None, help=f"cpu | cuda (default {default_of(MLIPConfig, 'device')})."
+    ),
+    fmax: float | None = typer.Option(
+        None, help=f"Force convergence, eV/Å (default {default_of(RelaxConfig, 'fmax')})."
+    ),
+    steps: int | None = typer.Option(
+        None,
+        help=f"FIRE step limit; 0 = single point (default {default_of(RelaxConfig, 'steps')}).",
+    ),
     fix_symmetry: bool = typer.Option(False, "--fix-symmetry", help="Keep the space group."),
-    time_budget: float | None = typer.Option(600.0, help="Seconds per candidate."),
-    scheduler: str = typer.Option(
-        "process", help="serial | process | dask | batched (MACE; one batch per chunk, GPU)."
+    time_budget: float | None = typer.Option(
+        None, help=f"Seconds per candidate (default {default_of(RelaxConfig, 'time_budget_s')})."
+    ),
+    engine: str | None = typer.Option(
+        None, help="ase | batched (MACE; each chunk one batch on the model, the GPU path)."
+    ),
+    scheduler: str | None = typer.Option(
+        None,
+        help=f"Where chunks run: serial | process | dask "
+        f"(default {default_of(RelaxConfig, 'scheduler')}; 'batched' = --engine batched).",
     ),
     scheduler_address: str | None = typer.Option(None, help="Dask scheduler (default: local)."),
-    workers: int = typer.Option(0, "--workers", "-j", help="Processes; 0 = all cores."),
-    chunk_size: int = typer.Option(
-        8, help="Candidates per task and per output file (the batch size with batched)."
+    workers: int | None = typer.Option(
+        None, "--workers", "-j", help="Processes; 0 = all cores (the default)."
+    ),
+    chunk_size: int | None = typer.Option(
+        None,
+        help=f"Candidates per task and per output file (default "
+        f"{default_of(RelaxConfig, 'chunk_size')}; the batch size with --engine batched).",
     ),
 ) -> None:
     """Relax candidates with an MLIP (FIRE + Fréchet cell filter), one process per core."""
-    from tasks.config import ConfigError, validate_config
-    from tasks.relax import RelaxConfig, run_relax
+    from tasks.core.config import ConfigError, validate_config
+    from tasks.mlip.runner import run_relax
 
     try:
         mlip_config = validate_config(
-            {"name": mlip, "model": model, "cache_dir": model_cache, "device": device},
+            given(name=mlip, model=model, cache_dir=model_cache, device=device),
             MLIPConfig,
             "--mlip/--model options",
         )
         config = validate_config(
-            {
-                "fmax": fmax,
-                "steps": steps,
-                "fix_symmetry": fix_symmetry,
-                "time_budget_s": time_budget,
-                "scheduler": scheduler,
-                "scheduler_address": scheduler_address,
-                "n_workers": workers,
-                "chunk_size": chunk_size,
-            },
+            given(
+                fmax=fmax,
+                steps=steps,
+                fix_symmetry=fix_symmetry or None,
+                time_budget_s=time_budget,
+                engine=engine,
+                scheduler=scheduler,
+                scheduler_address=scheduler_address,
+                n_workers=workers,
+                chunk_size=chunk_size,
+            ),
             RelaxConfig,
             "relax options",
         )
@@ -65,7 +88,7 @@ def relax(
         _fail(err)
     try:
         path = run_relax(candidates, out, mlip_config, config)
-    except (MLIPUnavailableError, ValueError) as err:
+    except (MLIPUnavailableError, ValueError, FileNotFoundError) as err:
         _fail(err)
     meta = json.loads((out / "relax_meta.json").read_text())
     typer.echo(f"{path}: {meta['status_counts']}, converged {meta['n_converged']}")
@@ -84,8 +107,8 @@ def hull(
     workers: int | None = typer.Option(None, "--workers", "-j", help="Processes; 0 = all cores."),
 ) -> None:
     """E_hull of relaxed candidates against a hull built with the same MLIP and settings."""
-    from tasks.hull import HullConfig, HullError, read_relaxed, run_hull
-    from tasks.relax import RelaxConfig
+    from tasks.mlip.hull import HullError, read_relaxed, run_hull
+    from tasks.mlip.settings import MLIPHullConfig
 
     try:
         _, meta = read_relaxed(relaxed)
@@ -93,7 +116,7 @@ def hull(
         if workers is not None:
             relax_config = relax_config.model_copy(update={"n_workers": workers})
         mlip_config = MLIPConfig.model_validate(meta.get("mlip", {}))
-        config = HullConfig(single_point_references=single_point, cache_dir=cache_dir)
+        config = MLIPHullConfig(single_point_references=single_point, cache_dir=cache_dir)
         path = run_hull(relaxed, reference, out, mlip_config, relax_config, config)
     except (HullError, MLIPUnavailableError, ValueError) as err:
         _fail(err)
@@ -115,8 +138,8 @@ def hull_ensemble(
     """Combine per-MLIP hulls: E_hull mean/std and stability agreed by >= --min-agree MLIPs."""
     import pandas as pd
 
-    from tasks.atomic import atomic_write
-    from tasks.hull import ensemble_summary
+    from tasks.core.atomic import atomic_write
+    from tasks.mlip.hull import ensemble_summary
 
     try:
         results = {}

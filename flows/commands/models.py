@@ -1,26 +1,22 @@
 """``discovery train`` and ``discovery sample``: the generative models (MCFlow, SymADiT).
 
-Both commands dispatch to ``models.<model>.api.train`` / ``models.<model>.api.sample``,
-imported lazily so the CLI starts fast and a missing model gives a clear error.
+Both commands build a typed request (:mod:`models.contract`) and hand it to the model the
+registry names (:func:`models.registry.get_model`), imported only then so the CLI starts
+fast; options a model does not take are refused by that model with a clear message.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 from enum import StrEnum
 from pathlib import Path
-from types import ModuleType
-from typing import Any
 
 import typer
 
+from models.contract import SampleRequest, TrainRequest
+from models.registry import get_model, model_names
 
-class ModelName(StrEnum):
-    """The generative models of the project."""
-
-    mcflow = "mcflow"
-    symadit = "symadit"
+ModelName = StrEnum("ModelName", {name: name for name in model_names()})  # type: ignore[misc]
 
 
 class TaskName(StrEnum):
@@ -29,18 +25,6 @@ class TaskName(StrEnum):
     dng = "dng"
     csp = "csp"
     atg = "atg"
-
-
-def model_api(model: str) -> ModuleType:
-    """Import ``models.<model>.api`` or exit with a clear message."""
-    name = f"models.{model}.api"
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as err:
-        if err.name is not None and name.startswith(err.name):
-            typer.echo(f"model {model!r} is not available: module {name} not found", err=True)
-            raise typer.Exit(code=2) from None
-        raise
 
 
 def _formulas(formula: list[str] | None, compositions: Path | None) -> list[str] | None:
@@ -59,8 +43,8 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue exactly from out/latest.pt."),
 ) -> None:
     """Train a generative model; prints the checkpoint to sample from."""
-    checkpoint = model_api(model.value).train(config, dataset, out, resume=resume)
-    typer.echo(str(checkpoint))
+    request = TrainRequest(profile=config, dataset=dataset, out_dir=out, resume=resume)
+    typer.echo(str(get_model(model.value).train(request)))
 
 
 def sample(
@@ -81,10 +65,10 @@ def sample(
     ),
     steps: int | None = typer.Option(None, "--steps", help="Integration steps."),
     guidance: bool | None = typer.Option(
-        None, "--guidance/--no-guidance", help="Noisy guidance (default: on iff k = 1)."
+        None, "--guidance/--no-guidance", help="MCFlow noisy guidance (default: on iff k = 1)."
     ),
     guidance_scale: float | None = typer.Option(
-        None, "--guidance-scale", help="SymADiT: classifier-free guidance scale (default 1.5)."
+        None, "--guidance-scale", help="SymADiT: classifier-free guidance scale."
     ),
     spacegroup: list[int] | None = typer.Option(
         None, "--spacegroup", help="SymADiT: space groups to sample (repeatable, cycled)."
@@ -93,30 +77,25 @@ def sample(
     out: Path = typer.Option(..., "--out", "-o", help="Output directory."),
 ) -> None:
     """Generate crystals; writes samples.parquet, samples.extxyz and cifs/ to --out."""
-    kwargs: dict[str, Any] = {"out_dir": out, "seed": seed}
-    optional = {
-        "n": n,
-        "compositions": _formulas(formula, compositions),
-        "structures": structures,
-        "steps": steps,
-        "guidance": guidance,
-        "mask_sites": json.loads(mask_sites) if mask_sites else None,
-        "spacegroups": spacegroup or None,
-    }
-    if guidance_scale is not None:
-        if model.value != "symadit":
-            raise typer.BadParameter(
-                "only SymADiT has a guidance scale", param_hint="--guidance-scale"
-            )
-        optional["guidance"] = guidance_scale
-    if spacegroup and model.value != "symadit":
-        raise typer.BadParameter(
-            "only SymADiT samples given space groups", param_hint="--spacegroup"
-        )
-    kwargs.update({key: value for key, value in optional.items() if value is not None})
-    if k != 1:
-        kwargs["k"] = k
-    records = model_api(model.value).sample(checkpoint, task.value, **kwargs)
+    request = SampleRequest(
+        checkpoint=checkpoint,
+        task=task.value,
+        n=n,
+        compositions=_formulas(formula, compositions),
+        structures=structures,
+        k=k,
+        mask_sites=json.loads(mask_sites) if mask_sites else None,
+        steps=steps,
+        guidance=guidance,
+        guidance_scale=guidance_scale,
+        spacegroups=spacegroup or None,
+        seed=seed,
+        out_dir=out,
+    )
+    try:
+        records = get_model(model.value).sample(request)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
     n_ok = sum(r.status == "ok" for r in records)
     typer.echo(f"{n_ok} of {len(records)} samples ok -> {out}")
 

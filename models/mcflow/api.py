@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from pymatgen.core import Composition, Element, Structure
 
+from models.contract import SampleRequest, TrainRequest, refuse_options
 from models.mcflow.config import MCFlowConfig
 from models.mcflow.data import (
     NUM_ELEMENTS,
@@ -28,11 +29,12 @@ from models.mcflow.sampling import Guidance, SampleSpec, Task, generate, to_stru
 from models.mcflow.validation import validity_callback
 from models.representation.atom_order import electronegativity, mcflow_order
 from models.sample_output import SampleRecord, sample_id, write_samples
-from models.training import Trainer, load_checkpoint, model_weights, resolve_device
-from tasks.atomic import write_json_atomic
-from tasks.config import load_config
-from tasks.records import read_records
-from tasks.structure_io import read_structures
+from models.training.checkpoint import load_checkpoint, model_weights
+from models.training.trainer import Trainer, resolve_device
+from tasks.core.atomic import write_json_atomic
+from tasks.core.config import load_config
+from tasks.core.records import read_records
+from tasks.core.structure_io import read_structures
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +181,9 @@ def _structures(structures: StructureInput) -> list[tuple[str, Structure | None,
         if isinstance(entry, Structure):
             out.append((f"input-{i}", entry, ""))
         else:
-            out.append((entry[0], entry[1], ""))
+            ident, structure = entry
+            assert isinstance(structure, Structure), f"entry {i}: expected (id, Structure)"
+            out.append((str(ident), structure, ""))
     return out
 
 
@@ -248,7 +252,7 @@ def _atg_requests(
                 raise ValueError(reason or "unreadable input")
             order = mcflow_order(structure)
             item = item_from_structure(
-                ident, order.structure, order.orbit_index, "".join(order.wyckoff_letters)
+                ident, order.structure, order.orbit_index.tolist(), "".join(order.wyckoff_letters)
             )
             perm = _order_permutation(structure, order.structure)
             regenerate = np.ones(len(structure), dtype=bool)
@@ -299,7 +303,7 @@ def sample(
         Formulas or compositions for CSP, taken literally as the cell content.
     structures
         Structures (or ``(id, structure)`` pairs, or a file/folder readable by
-        :func:`tasks.structure_io.read_structures`).
+        :func:`tasks.core.structure_io.read_structures`).
     out_dir
         If given, write the samples there (:func:`models.sample_output.write_samples`).
     seed
@@ -366,6 +370,7 @@ def sample(
         crystal = generated[i]
         try:
             if task == "atg":
+                assert ctx is not None  # every ATG request carries its structure
                 structure, perm = ctx
                 species = [site.specie for site in structure]
                 for j, z in enumerate(crystal.types):
@@ -382,3 +387,31 @@ def sample(
     n_ok = sum(r.status == "ok" for r in records)
     log.info("MCFlow %s: %d of %d samples ok", task, n_ok, len(records))
     return records
+
+
+class MCFlowModel:
+    """MCFlow behind the :class:`models.registry.GenerativeModel` contract (DNG, CSP, ATG)."""
+
+    name = "mcflow"
+    tasks = frozenset({"dng", "csp", "atg"})
+
+    def train(self, request: TrainRequest) -> Path:
+        """Train (see :func:`train`)."""
+        return train(request.profile, request.dataset, request.out_dir, resume=request.resume)
+
+    def sample(self, request: SampleRequest) -> list[SampleRecord]:
+        """Samples of any task (see :func:`sample`); SymADiT's options are refused."""
+        refuse_options(self.name, request, ("guidance_scale", "spacegroups"))
+        return sample(
+            request.checkpoint,
+            request.task,
+            n=request.n,
+            compositions=request.compositions,
+            structures=request.structures,
+            out_dir=request.out_dir,
+            seed=request.seed,
+            steps=request.steps,
+            k=request.k,
+            mask_sites=request.mask_sites,
+            guidance=request.guidance,
+        )

@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from models.training.trainer import TrainerConfig
-from tasks.config import StrictModel
+from models.training.config import TrainerConfig
+from tasks.core.config import StrictModel
 
 
 class NetworkConfig(StrictModel):

@@ -27,8 +27,8 @@ from models.representation.atom_order import (
     mcflow_order,
     random_translation,
 )
-from tasks.config import StrictModel
-from tasks.records import structure_from_json
+from tasks.core.config import StrictModel
+from tasks.core.records import structure_from_json
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def item_from_structure(
 
 
 def items_from_records(frame: pd.DataFrame, max_atoms: int | None = None) -> list[CrystalItem]:
-    """Convert ``ok`` dataset records (``tasks.records.read_records``) to items."""
+    """Convert ``ok`` dataset records (``tasks.core.records.read_records``) to items."""
     items = []
     skipped = 0
     for row in frame.itertuples(index=False):

@@ -23,7 +23,9 @@ from models.mcflow.flows import (
     sample_coords_prior,
     sample_lengths_prior,
 )
-from models.nn import MLP, DiT, TimestepEmbedder, sinusoidal_positions
+from models.nn.dit import DiT
+from models.nn.embeddings import TimestepEmbedder, sinusoidal_positions
+from models.nn.mlp import MLP
 
 
 @dataclass
@@ -67,6 +69,11 @@ class MCFlowNet(nn.Module):
     priors
         Fitted training-set priors (stored as buffers, so they travel with the weights).
     """
+
+    coord_frequencies: torch.Tensor
+    length_mu: torch.Tensor
+    length_sigma: torch.Tensor
+    allowed_types: torch.Tensor
 
     def __init__(self, network: NetworkConfig, flow: FlowConfig, priors: Priors) -> None:
         super().__init__()

@@ -106,17 +106,16 @@ class _Batch:
         self.types = torch.where(self.is_known, self.known, torch.full_like(self.known, MASK_TOKEN))
         if task == "atg":
             self.frac = torch.zeros(B, N, 3, device=device)
+            lengths, angles = [], []
             for b, sp in enumerate(specs):
                 if sp.frac is None or sp.lengths is None or sp.angles is None:
                     raise ValueError("ATG needs the structure of every sample")
                 self.frac[b, : sp.n_atoms] = torch.as_tensor(sp.frac, dtype=torch.float32)
-            self.lengths = torch.as_tensor(
-                np.stack([sp.lengths for sp in specs]), dtype=torch.float32, device=device
-            )
+                lengths.append(sp.lengths)
+                angles.append(sp.angles)
+            self.lengths = torch.as_tensor(np.stack(lengths), dtype=torch.float32, device=device)
             self.angle_units = angles_to_units(
-                torch.as_tensor(
-                    np.stack([sp.angles for sp in specs]), dtype=torch.float32, device=device
-                )
+                torch.as_tensor(np.stack(angles), dtype=torch.float32, device=device)
             )
         else:
             self.frac = sample_coords_prior(torch.Size((B, N, 3)), gen, device)

@@ -12,19 +12,12 @@ from models.mcflow.config import ValidationConfig
 from models.mcflow.data import Priors
 from models.mcflow.model import MCFlowNet
 from models.mcflow.sampling import SampleSpec, generate, to_structure
-
-MIN_DISTANCE = 0.5
-MIN_VOLUME = 0.1
+from tasks.core.checks import structure_problem
 
 
 def is_structurally_valid(structure: Structure) -> bool:
-    """Every interatomic distance (minimum image) ≥ 0.5 Å and volume ≥ 0.1 Å³."""
-    if structure.volume < MIN_VOLUME:
-        return False
-    if len(structure) < 2:
-        return True
-    dist = structure.distance_matrix + np.eye(len(structure)) * 1e3
-    return bool(dist.min() >= MIN_DISTANCE)
+    """The structural sanity rule of :mod:`tasks.core.checks` (0.5 Å, 0.1 Å³)."""
+    return not structure_problem(structure)
 
 
 def dng_validity(

@@ -7,6 +7,8 @@ information it wants and applies its own output heads to the returned features.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -52,9 +54,10 @@ class DiTBlock(nn.Module):
         self.mlp = nn.Sequential(
             nn.Linear(hidden, inner), nn.GELU(approximate="tanh"), nn.Linear(inner, hidden)
         )
-        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 6 * hidden))
-        nn.init.zeros_(self.ada[-1].weight)
-        nn.init.zeros_(self.ada[-1].bias)
+        ada = nn.Linear(hidden, 6 * hidden)
+        nn.init.zeros_(ada.weight)
+        nn.init.zeros_(ada.bias)
+        self.ada = nn.Sequential(nn.SiLU(), ada)
 
     def forward(
         self,
@@ -77,9 +80,10 @@ class FinalAdaLN(nn.Module):
     def __init__(self, hidden: int) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
-        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 2 * hidden))
-        nn.init.zeros_(self.ada[-1].weight)
-        nn.init.zeros_(self.ada[-1].bias)
+        ada = nn.Linear(hidden, 2 * hidden)
+        nn.init.zeros_(ada.weight)
+        nn.init.zeros_(ada.bias)
+        self.ada = nn.Sequential(nn.SiLU(), ada)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Normalize ``x`` ``[B, N, H]`` and modulate it by ``cond`` ``[B, H]``."""
@@ -132,8 +136,9 @@ class DiT(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        for block in self.blocks:
-            for layer in (block.attn.qkv, block.attn.proj, block.mlp[0], block.mlp[2]):
+        for block in cast("list[DiTBlock]", self.blocks):
+            first, last = cast(nn.Linear, block.mlp[0]), cast(nn.Linear, block.mlp[2])
+            for layer in (block.attn.qkv, block.attn.proj, first, last):
                 nn.init.xavier_uniform_(layer.weight)
                 nn.init.zeros_(layer.bias)
 

@@ -15,6 +15,8 @@
 
 ``sample(checkpoint, n, out_dir, seed, steps, guidance, spacegroups=None) -> list[SampleRecord]``
     Generates ``n`` crystals and writes them with :func:`models.sample_output.write_samples`.
+
+:class:`SymADiTModel` puts both behind :class:`models.contract.GenerativeModel`.
 """
 
 from __future__ import annotations
@@ -30,17 +32,21 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.contract import SampleRequest, TrainRequest, refuse_options
 from models.representation.wyckoff_tokens import WyckoffTokens
 from models.sample_output import SampleRecord, write_samples
 from models.symadit.autoencoder import WyckoffAutoencoder
+from models.symadit.config import SymADiTConfig
 from models.symadit.data import TokenStats, collate_tokens, load_tokens
 from models.symadit.flow import LatentBatch, LatentFlow
-from models.symadit.model import SymADiT, SymADiTConfig
+from models.symadit.model import SymADiT
+from models.symadit.sampling import generate
 from models.symadit.validation import autoencoder_validator, flow_validator
-from models.training import Trainer, load_checkpoint, model_weights, resolve_device
-from tasks.atomic import write_json_atomic
-from tasks.config import ConfigError, config_hash, load_config
-from tasks.paths import CONFIGS_DIR, REPO_ROOT
+from models.training.checkpoint import load_checkpoint, model_weights
+from models.training.trainer import Trainer, resolve_device
+from tasks.core.atomic import write_json_atomic
+from tasks.core.config import ConfigError, config_hash, load_config
+from tasks.core.paths import CONFIGS_DIR, REPO_ROOT
 
 log = logging.getLogger(__name__)
 
@@ -306,30 +312,21 @@ def train(
 
 def sample(
     checkpoint: str | Path,
-    task: str | int = "dng",
-    n: int | str | Path | None = None,
+    n: int,
     out_dir: str | Path | None = None,
     seed: int = 0,
     steps: int | None = None,
-    guidance: float | bool | None = None,
+    guidance: float | None = None,
     spacegroups: Sequence[int] | None = None,
     batch_size: int | None = None,
     device: str = "auto",
-    **unsupported: Any,
 ) -> list[SampleRecord]:
     """Generate ``n`` crystals (de novo) and write them under ``out_dir``.
-
-    The call style matches :func:`models.mcflow.api.sample` so ``discovery sample --model
-    symadit`` dispatches here: ``sample(checkpoint, "dng", n=..., out_dir=..., seed=...)``.
-    ``sample(checkpoint, n, out_dir, seed, ...)`` (an int as second argument: the
-    positionals shift by one) works too.
 
     Parameters
     ----------
     checkpoint
         ``symadit.pt`` or the training directory holding it.
-    task
-        Only ``dng`` (SymADiT has no CSP/ATG mode); an int is taken as ``n``.
     n
         Number of samples; failed expansions are kept as ``failed`` records.
     out_dir
@@ -339,8 +336,7 @@ def sample(
     steps
         ODE steps (default: the checkpoint's sampling config).
     guidance
-        CFG scale ``w`` (default: the sampling config; 1 = no guidance). The CLI's boolean
-        ``--guidance/--no-guidance`` maps to the default scale / 1.0.
+        CFG scale ``w`` (default: the sampling config; 1 = no guidance).
     spacegroups
         Requested space groups (cycled over the samples); None = training distribution.
     batch_size
@@ -348,27 +344,12 @@ def sample(
     device
         ``auto``, ``cpu`` or ``cuda``.
     """
-    if isinstance(task, int) and not isinstance(task, bool):
-        # brief-style call sample(checkpoint, n, out_dir, ...): shift the positionals
-        if n is not None and not isinstance(n, str | Path):
-            raise TypeError("give n either positionally or by keyword, not both")
-        if n is not None:
-            if out_dir is not None:
-                raise TypeError("out_dir given twice")
-            out_dir = n
-        task, n = "dng", task
-    if task != "dng":
-        raise ValueError(f"SymADiT only generates de novo (task 'dng'), not {task!r}")
-    given = sorted(k for k, v in unsupported.items() if v is not None and k != "k")
-    if given or unsupported.get("k", 1) != 1:
-        raise ValueError(f"SymADiT sampling does not take {given or ['k']} (CSP/ATG options)")
-    if not isinstance(n, int) or n < 1:
+    if n < 1:
         raise ValueError("SymADiT sampling needs n >= 1")
-    if isinstance(guidance, bool):
-        guidance = None if guidance else 1.0
     dev = resolve_device(device)
     model = SymADiT.load(checkpoint, map_location="cpu").to(dev)
-    records = model.generate(
+    records = generate(
+        model,
         n,
         seed=seed,
         steps=steps,
@@ -380,3 +361,33 @@ def sample(
         write_samples(out_dir, records)
     log.info("%d of %d SymADiT samples ok", sum(r.status == "ok" for r in records), n)
     return records
+
+
+class SymADiTModel:
+    """SymADiT behind the :class:`models.registry.GenerativeModel` contract (de novo only)."""
+
+    name = "symadit"
+    tasks = frozenset({"dng"})
+
+    def train(self, request: TrainRequest) -> Path:
+        """Train both stages (see :func:`train`)."""
+        return train(request.profile, request.dataset, request.out_dir, resume=request.resume)
+
+    def sample(self, request: SampleRequest) -> list[SampleRecord]:
+        """De novo samples (see :func:`sample`); CSP / ATG options are refused."""
+        if request.task != "dng":
+            raise ValueError(f"SymADiT only generates de novo (task 'dng'), not {request.task!r}")
+        refuse_options(
+            self.name, request, ("compositions", "structures", "k", "mask_sites", "guidance")
+        )
+        if request.n is None:
+            raise ValueError("SymADiT sampling needs n >= 1")
+        return sample(
+            request.checkpoint,
+            request.n,
+            request.out_dir,
+            seed=request.seed,
+            steps=request.steps,
+            guidance=request.guidance_scale,
+            spacegroups=request.spacegroups,
+        )

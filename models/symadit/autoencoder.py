@@ -37,38 +37,14 @@ from functools import lru_cache
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
-from models.nn import MLP, TransformerEncoder
+from models.nn.mlp import MLP
+from models.nn.transformer import TransformerEncoder
 from models.representation.symmetrize import cell_free_mask, symmetrize_coords, tie_cell
 from models.representation.wyckoff_vocab import wyckoff_vocabulary
+from models.symadit.config import AutoencoderConfig
 from models.symadit.data import NUM_ELEMENTS, NUM_SPACEGROUPS, TokenBatch, TokenStats
-from tasks.config import StrictModel
-
-
-class AutoencoderConfig(StrictModel):
-    """Architecture, loss weights and augmentation of the autoencoder."""
-
-    hidden: int = Field(default=128, gt=0, description="token width")
-    encoder_layers: int = Field(default=2, ge=1)
-    decoder_layers: int = Field(default=2, ge=1)
-    heads: int = Field(default=4, ge=1)
-    mlp_ratio: float = Field(default=4.0, gt=0)
-    dropout: float = Field(default=0.0, ge=0, lt=1)
-    latent_dim: int = Field(default=8, gt=0, description="d_z per orbit")
-    latent_bound: float = Field(default=3.0, gt=0, description="B in z = B·tanh(z/B)")
-    latent_noise: float = Field(default=0.05, ge=0, description="std of training-time latent noise")
-    w_element: float = Field(default=1.0, ge=0)
-    w_wyckoff: float = Field(default=1.0, ge=0)
-    w_coord: float = Field(default=10.0, ge=0)
-    w_cell: float = Field(default=1.0, ge=0)
-    aug_coord_std: float = Field(
-        default=0.005, ge=0, description="jitter of free fractional coords (augmentation)"
-    )
-    aug_cell_std: float = Field(
-        default=0.02, ge=0, description="jitter of free normalized cell params (augmentation)"
-    )
 
 
 @dataclass
@@ -167,6 +143,8 @@ class WyckoffAutoencoder(nn.Module):
     stats
         Training-set statistics (cell normalization, allowed elements).
     """
+
+    element_allowed: torch.Tensor
 
     def __init__(self, config: AutoencoderConfig, stats: TokenStats) -> None:
         super().__init__()

@@ -261,7 +261,7 @@ class TokenStats:
         """``[B, 6]`` physical cell → normalized features."""
         mean = torch.as_tensor(self.cell_mean, dtype=cell.dtype, device=cell.device)
         std = torch.as_tensor(self.cell_std, dtype=cell.dtype, device=cell.device)
-        return (cell_features(cell) - mean) / std
+        return (torch.as_tensor(cell_features(cell)) - mean) / std
 
     def denormalize_cell(self, feats: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`normalize_cell`."""
@@ -309,7 +309,7 @@ def _read_csv_tokens(path: Path, n_workers: int, cache_dir: Path | None) -> list
             "%s: %d of %d structures could not be tokenized (skipped)", path, failed, len(cifs)
         )
     if cache is not None:
-        from tasks.atomic import atomic_write
+        from tasks.core.atomic import atomic_write
 
         out = pd.DataFrame({"wyckoff": [j or "" for j in jsons]})
         if "material_id" in frame.columns:
@@ -326,7 +326,7 @@ def load_tokens(
     Parameters
     ----------
     path
-        A processed dataset (parquet of :class:`tasks.records.CrystalRecord` rows, whose
+        A processed dataset (parquet of :class:`tasks.core.records.CrystalRecord` rows, whose
         ``wyckoff`` column holds :meth:`WyckoffTokens.to_json`; only ``ok`` rows are used;
         a directory means its ``dataset.parquet``) or
         a CSV (optionally gzipped) with a ``cif`` column, tokenized here with pyxtal.
@@ -341,7 +341,7 @@ def load_tokens(
     if not path.exists():
         raise FileNotFoundError(f"dataset {path} not found")
     if path.suffix == ".parquet":
-        from tasks.records import read_records
+        from tasks.core.records import read_records
 
         frame = read_records(path)
         if "wyckoff" not in frame.columns:

@@ -21,30 +21,14 @@ so the flow always sees unit-scale targets whatever the AE learned.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Literal
 
 import torch
-from pydantic import Field
 from torch import nn
 
-from models.nn import DiT, TimestepEmbedder
+from models.nn.dit import DiT
+from models.nn.embeddings import TimestepEmbedder
+from models.symadit.config import FlowConfig
 from models.symadit.data import NUM_SPACEGROUPS
-from tasks.config import StrictModel
-
-
-class FlowConfig(StrictModel):
-    """Architecture and training settings of the latent DiT."""
-
-    hidden: int = Field(default=128, gt=0)
-    depth: int = Field(default=4, ge=1)
-    heads: int = Field(default=4, ge=1)
-    mlp_ratio: float = Field(default=4.0, gt=0)
-    dropout: float = Field(default=0.0, ge=0, lt=1)
-    self_cond_prob: float = Field(default=0.5, ge=0, le=1)
-    p_uncond: float = Field(default=0.1, ge=0, le=1, description="CFG label-dropout probability")
-    time_sampling: Literal["uniform", "logit_normal"] = Field(
-        default="uniform", description="distribution of training times t"
-    )
 
 
 @dataclass
@@ -70,6 +54,9 @@ class LatentFlow(nn.Module):
     latent_dim
         ``d_z`` of the autoencoder.
     """
+
+    latent_mean: torch.Tensor
+    latent_std: torch.Tensor
 
     def __init__(self, config: FlowConfig, latent_dim: int) -> None:
         super().__init__()

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field
 from pymatgen.core import Element, Structure
 from tqdm.auto import tqdm
 
@@ -31,32 +30,11 @@ from models.representation.wyckoff_vocab import wyckoff_vocabulary
 from models.sample_output import SampleRecord, sample_id
 from models.symadit.autoencoder import DecoderOutput, symmetrize_output
 from models.symadit.data import TokenBatch
-from tasks.config import StrictModel
+from tasks.core.checks import closest_pair
 
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "symadit"
-
-
-class SamplingConfig(StrictModel):
-    """Default sampling settings (the CLI / API arguments override steps and guidance)."""
-
-    steps: int = Field(default=100, ge=1, description="Euler steps of the latent ODE")
-    guidance: float = Field(default=1.5, ge=0, description="CFG scale w (1 = no guidance)")
-    batch_size: int = Field(default=256, gt=0)
-    wyckoff_temperature: float = Field(
-        default=0.0, ge=0, description="0 = argmax Wyckoff decoding, > 0 = sample"
-    )
-    element_temperature: float = Field(
-        default=0.0, ge=0, description="0 = argmax element decoding, > 0 = sample"
-    )
-    overlap_tol: float = Field(
-        default=0.1, ge=0, description="Å; atoms closer than this make a sample 'failed'"
-    )
-    cell: Literal["primitive", "conventional"] = Field(
-        default="primitive",
-        description="primitive Niggli cell (as datasets store) or pyxtal's conventional cell",
-    )
 
 
 def _gumbel(
@@ -160,7 +138,7 @@ def primitive_cell(structure: Structure, symprec: float = 1e-3) -> Structure:
     """
     import spglib
 
-    cell = (structure.lattice.matrix, structure.frac_coords, [s.specie.Z for s in structure])
+    cell: Any = (structure.lattice.matrix, structure.frac_coords, [s.specie.Z for s in structure])
     try:
         out = spglib.standardize_cell(cell, to_primitive=True, no_idealize=True, symprec=symprec)
     except Exception:  # spglib raises on some degenerate inputs
@@ -194,11 +172,9 @@ def expand_tokens(
     if not np.isfinite(structure.lattice.volume) or structure.lattice.volume <= 0:
         return None, f"degenerate cell (volume {structure.lattice.volume:.3g})"
     if overlap_tol > 0:
-        from models.symadit.validation import min_interatomic_distance
-
-        dmin = min_interatomic_distance(structure, cutoff=overlap_tol)
-        if dmin < overlap_tol:
-            return None, f"overlapping atoms: min distance {dmin:.4f} Å < {overlap_tol} Å"
+        pair = closest_pair(structure.lattice.matrix, structure.frac_coords, overlap_tol)
+        if pair is not None:
+            return None, f"overlapping atoms: min distance {pair[2]:.4f} Å < {overlap_tol} Å"
     if primitive:
         structure = primitive_cell(structure)
     return structure, ""
@@ -215,7 +191,7 @@ def tokens_metadata(tokens: WyckoffTokens) -> dict[str, object]:
 
 
 def plan_samples(
-    stats_spacegroups: np.ndarray,
+    stats_spacegroups: np.ndarray | None,
     orbit_sampler,
     n: int,
     rng: np.random.Generator,
@@ -227,8 +203,10 @@ def plan_samples(
         if groups.min() < 1 or groups.max() > 230:
             raise ValueError(f"space groups must be in 1..230, got {sorted(set(groups.tolist()))}")
         g = groups[np.arange(n) % len(groups)]
-    else:
+    elif stats_spacegroups is not None:
         g = stats_spacegroups
+    else:
+        raise ValueError("give spacegroups or draws from the training distribution")
     k = orbit_sampler(g, rng)
     return g, np.maximum(k, 1)
 
@@ -271,7 +249,7 @@ def generate(
     batch_size = batch_size or cfg.batch_size
     if device is not None:
         model = model.to(device)
-    device = next(model.parameters()).device
+    run_device = next(model.parameters()).device
     model.eval()
     stats = model.stats
     rng = np.random.default_rng(seed)
@@ -282,14 +260,14 @@ def generate(
     noise_all = torch.randn((n, k_max, model.autoencoder.config.latent_dim), generator=torch_gen)
     decode_gen = torch.Generator().manual_seed(int(seed) + 1)
     records: list[SampleRecord] = []
-    use_autocast = device.type == "cuda"
+    use_autocast = run_device.type == "cuda"
     bar = tqdm(total=n, disable=not progress, desc="symadit sample")
     for start in range(0, n, batch_size):
         idx = np.arange(start, min(start + batch_size, n))
         k = torch.as_tensor(k_all[idx])
         width = int(k.max())
-        mask = (torch.arange(width)[None, :] < k[:, None]).to(device)
-        g = torch.as_tensor(g_all[idx], dtype=torch.long, device=device)
+        mask = (torch.arange(width)[None, :] < k[:, None]).to(run_device)
+        g = torch.as_tensor(g_all[idx], dtype=torch.long, device=run_device)
         z = model.flow.sample(
             g,
             mask,

@@ -10,6 +10,7 @@ missing symmetry is not.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 import spglib
 from pymatgen.core import Structure
@@ -70,7 +71,7 @@ def detect_spacegroup(
     structure: Structure, symprec: float = 0.01, angle_tolerance: float = -1.0
 ) -> int:
     """International number spglib finds for ``structure`` (0 if spglib finds nothing)."""
-    cell = (structure.lattice.matrix, structure.frac_coords, [s.specie.Z for s in structure])
+    cell: Any = (structure.lattice.matrix, structure.frac_coords, [s.specie.Z for s in structure])
     data = spglib.get_symmetry_dataset(cell, symprec=symprec, angle_tolerance=angle_tolerance)
     return 0 if data is None else int(data.number)
 

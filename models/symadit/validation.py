@@ -19,28 +19,24 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from pymatgen.core import Structure
 
+from models.representation.symmetrize import symmetrize_coords
 from models.representation.wyckoff_tokens import WyckoffTokens
 from models.symadit.data import TokenStats, collate_tokens
+from models.symadit.model import SymADiT
+from models.symadit.sampling import batch_to_tokens, expand_tokens, generate
+from tasks.core.checks import closest_pair
 
 if TYPE_CHECKING:
     from models.symadit.autoencoder import WyckoffAutoencoder
-    from models.symadit.model import SymADiTConfig, SymADiTValidationConfig
+    from models.symadit.config import SymADiTConfig, SymADiTValidationConfig
 
 
-def min_interatomic_distance(structure: Structure, cutoff: float = 3.0) -> float:
-    """Smallest distance between two atoms, periodic images included (Å).
-
-    Distances beyond ``cutoff`` are not searched: the result is ``min(d, cutoff)``, which is
-    all a clash check needs and keeps large conventional cells cheap.
-    """
-    lattice_min = float(np.min(structure.lattice.abc))
-    _, _, _, dists = structure.get_neighbor_list(cutoff)  # self pairs are excluded
-    found = float(dists.min()) if len(dists) else cutoff
-    return min(found, lattice_min, cutoff)
+def clashes(structure: Structure, min_distance: float) -> bool:
+    """Whether two atoms (periodic images included) are closer than ``min_distance`` Å."""
+    return closest_pair(structure.lattice.matrix, structure.frac_coords, min_distance) is not None
 
 
 @torch.no_grad()
@@ -52,8 +48,6 @@ def reconstruction_metrics(
     min_distance: float = 0.5,
 ) -> dict[str, float]:
     """Reconstruction quality of ``ae`` on ``tokens`` (see the module docstring)."""
-    from models.symadit.sampling import batch_to_tokens, expand_tokens
-
     device = next(ae.parameters()).device
     was_training = ae.training
     ae.eval()
@@ -73,8 +67,6 @@ def reconstruction_metrics(
         sums["crystal"] += float((elem_ok & wyck_ok).all(dim=1).sum())
         counts["crystal"] += len(batch)
         # free coords of the *true* positions (reconstructed coords projected on them)
-        from models.representation.symmetrize import symmetrize_coords
-
         pred = symmetrize_coords(rec.coords.double(), batch.wyckoff).float()
         diff = torch.remainder(pred - batch.coords + 0.5, 1.0) - 0.5
         cm = batch.coord_mask
@@ -113,7 +105,7 @@ def expansion_metrics(
         if structure is None:
             continue
         ok += 1
-        if min_interatomic_distance(structure) < min_distance:
+        if clashes(structure, min_distance):
             clash += 1
     n = max(len(tokens), 1)
     return {"expand_ok": ok / n, "clash_frac": clash / n}
@@ -139,8 +131,6 @@ def flow_validator(
     ae: WyckoffAutoencoder, stats: TokenStats, cfg: SymADiTConfig
 ) -> Callable[[torch.nn.Module, int], dict[str, float]]:
     """Trainer callback: generate ``n_expand`` crystals and measure expansion and clashes."""
-    from models.symadit.model import SymADiT
-    from models.symadit.sampling import generate
 
     def validate(flow: torch.nn.Module, step: int) -> dict[str, float]:
         model = SymADiT(cfg, stats)
@@ -154,9 +144,7 @@ def flow_validator(
             progress=False,
         )
         ok = [r for r in records if r.status == "ok"]
-        clash = sum(
-            min_interatomic_distance(r.to_structure()) < cfg.validation.min_distance for r in ok
-        )
+        clash = sum(clashes(r.to_structure(), cfg.validation.min_distance) for r in ok)
         n = max(len(records), 1)
         return {"sample_expand_ok": len(ok) / n, "sample_clash_frac": clash / n}
 

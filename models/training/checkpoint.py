@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tasks.atomic import atomic_write
+from tasks.core.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 

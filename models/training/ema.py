@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
@@ -71,11 +72,11 @@ class EMA:
                     if name in backup:
                         p.copy_(backup[name])
 
-    def state_dict(self) -> dict[str, object]:
+    def state_dict(self) -> dict[str, Any]:
         """Serializable state (tensors and ints only, loadable with ``weights_only=True``)."""
         return {"decay": self.decay, "num_updates": self.num_updates, "shadow": self.shadow}
 
-    def load_state_dict(self, state: dict[str, object]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from :meth:`state_dict`; the tracked parameter names must match."""
         shadow = state["shadow"]
         assert isinstance(shadow, dict)
@@ -84,5 +85,5 @@ class EMA:
             raise KeyError(f"EMA state does not match the model's parameters: {sorted(missing)}")
         device = next(iter(self.shadow.values())).device if self.shadow else "cpu"
         self.shadow = {k: v.to(device).float() for k, v in shadow.items()}
-        self.num_updates = int(state["num_updates"])  # type: ignore[arg-type]
-        self.decay = float(state["decay"])  # type: ignore[arg-type]
+        self.num_updates = int(state["num_updates"])
+        self.decay = float(state["decay"])

@@ -1,4 +1,4 @@
-"""DFT hull: MP2020 corrections, E_hull against references only, stability, S.U.N. notation."""
+"""DFT hull: MP2020 corrections, E_hull against references only, safe entry decoding."""
 
 from __future__ import annotations
 
@@ -7,32 +7,39 @@ from pathlib import Path
 
 import pytest
 from monty.json import MontyEncoder
+from support.dft import ELEMENT_ENERGIES, reference_entry
+from support.structures import rocksalt
 
-from tasks.dft_hull import (
+from tasks.dft.collect import (
     DftResult,
-    HullConfig,
     apply_mp2020,
-    classify,
+    decode_entries,
+    dft_counts,
     e_above_hull,
-    format_rate,
     hull_results,
     mp_reference_entries,
     reference_entries,
-    sun_summary,
 )
-from tests.dft.conftest import ELEMENT_ENERGIES, reference_entry, rocksalt
+from tasks.dft.settings import DftHullConfig
 
 
-def test_paper_notation() -> None:
-    assert format_rate(5.53, 12) == "5.53 (12)"
+def test_counts_exclude_failed_and_rejected_from_checked() -> None:
     results = [
-        DftResult(id=str(i), calc_id=str(i), formula="NaCl", dft_status="completed", stable=i < 12)
+        DftResult(
+            id=str(i), calc_id=str(i), formula="NaCl", dft_status="completed",
+            e_hull_dft=-0.1 if i < 12 else 0.3, stable=i < 12, metastable=i < 12,
+        )
         for i in range(100)
-    ]
+    ]  # fmt: skip
     results.append(DftResult(id="bad", calc_id="", formula="", dft_status="rejected"))
-    summary = sun_summary(results, vun_rate=0.4608)
-    assert summary["sun"] == "5.53 (12)"
-    assert summary["n_candidates"] == 100  # rejected inputs never reached DFT
+    results += [
+        DftResult(id=f"f{i}", calc_id=f"f{i}", formula="NaCl", dft_status="failed")
+        for i in range(5)
+    ]
+    counts = dft_counts(results)
+    assert counts["n_checked"] == 100  # failed and rejected ones are not "checked, not stable"
+    assert counts["n_failed"] == 5 and counts["n_sent"] == 105
+    assert counts["n_stable"] == 12 and counts["n_metastable"] == 12
 
 
 def test_mp2020_corrections_and_incompatible_entries() -> None:
@@ -59,15 +66,6 @@ def test_e_hull_against_references_only() -> None:
         e_above_hull(below, refs[:1])  # no Cl reference: no hull
 
 
-def test_classification_rules() -> None:
-    config = HullConfig()
-    assert classify(-0.01, 2, config) == (True, True)
-    assert classify(0.0, 2, config) == (False, True)
-    assert classify(0.05, 3, config) == (False, True)
-    assert classify(0.1, 2, config) == (False, False)
-    assert classify(-0.5, 1, config) == (False, False)  # elements are never "new" stable
-
-
 def test_candidates_never_join_their_hull(tmp_path: Path) -> None:
     refs = [reference_entry(el, e, f"ref-{el}") for el, e in ELEMENT_ENERGIES.items()]
     entries_file = tmp_path / "refs.json"
@@ -84,7 +82,7 @@ def test_candidates_never_join_their_hull(tmp_path: Path) -> None:
             ]
         )
     )
-    config = HullConfig(entries_file=entries_file, earlier_results=[earlier])
+    config = DftHullConfig(entries_file=entries_file, earlier_results=[earlier])
     found = reference_entries(["Na", "Cl"], config, exclude_ids={"this-calc"})
     ids = {e.entry_id for e in found}
     assert "old-calc" in ids and "this-calc" not in ids and "ref-Li" not in ids
@@ -92,7 +90,10 @@ def test_candidates_never_join_their_hull(tmp_path: Path) -> None:
     from pymatgen.entries.computed_entries import ComputedStructureEntry
 
     cand = ComputedStructureEntry(
-        rocksalt(5.69, "Na", "Cl"), -7.0, parameters=dict(deep.parameters), entry_id="this-calc"
+        rocksalt(5.69, "Na", "Cl", primitive=True),
+        -7.0,
+        parameters=dict(deep.parameters),
+        entry_id="this-calc",
     )
     row = DftResult(id="c", calc_id="this-calc", formula="NaCl", dft_status="completed")
     row.n_elements = 2
@@ -111,3 +112,14 @@ def test_mp_cache_is_read_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         "mp-22862",
     }
     assert mp_reference_entries(["Li", "F"], tmp_path) == []  # offline and not cached
+
+
+def test_entries_file_naming_another_module_is_refused(tmp_path: Path) -> None:
+    good = reference_entry("NaCl", -3.4, "mp-22862").as_dict()
+    assert [e.entry_id for e in decode_entries(json.dumps([good]), "ok.json")] == ["mp-22862"]
+    evil = dict(good, **{"@module": "os", "@class": "system"})
+    with pytest.raises(ValueError, match="refusing to decode @module 'os'"):
+        decode_entries(json.dumps([evil]), "evil.json")
+    nested = dict(good, data={"x": {"@module": "subprocess", "@class": "Popen"}})
+    with pytest.raises(ValueError, match="subprocess"):
+        decode_entries(json.dumps([nested]), "nested.json")

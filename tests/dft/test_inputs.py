@@ -8,17 +8,13 @@ import pytest
 from jobflow import Flow
 from pymatgen.io.vasp import Incar, Kpoints
 from pymatgen.io.vasp.sets import MPRelaxSet
+from support.structures import diamond_si, rocksalt
 
-from tasks.config import ConfigError, validate_config
-from tasks.dft import (
-    DftSettings,
-    make_relax_flow,
-    read_candidates,
-    settings_hash,
-    write_relax_inputs,
-)
-from tasks.records import structure_to_json
-from tests.dft.conftest import diamond_si, rocksalt
+from tasks.core.config import ConfigError, validate_config
+from tasks.core.records import structure_to_json
+from tasks.dft.makers import make_relax_flow, write_relax_inputs
+from tasks.dft.settings import DftSettings, settings_hash
+from tasks.dft.submit import read_candidates
 
 
 def _inputs(directory: Path) -> tuple[Incar, Kpoints, list[str]]:
@@ -30,7 +26,7 @@ def _inputs(directory: Path) -> tuple[Incar, Kpoints, list[str]]:
 
 
 def test_nacl_inputs_equal_mprelaxset(tmp_path: Path) -> None:
-    nacl = rocksalt(5.69, "Na", "Cl")
+    nacl = rocksalt(5.69, "Na", "Cl", primitive=True)
     ours = write_relax_inputs(nacl, tmp_path / "ours", DftSettings(potcar_spec=True))
     MPRelaxSet(nacl).write_input(tmp_path / "pymatgen", potcar_spec=True)
     incar, kpoints, potcars = _inputs(ours)
@@ -66,7 +62,7 @@ def test_overrides_change_inputs_and_hash(tmp_path: Path) -> None:
 
 def test_double_relax_and_static_flow() -> None:
     settings = DftSettings(double_relax=True, static=True, vasp_cmd="mpirun vasp_std")
-    flow = make_relax_flow(rocksalt(5.69, "Na", "Cl"), settings, name="cand-1")
+    flow = make_relax_flow(rocksalt(5.69, "Na", "Cl", primitive=True), settings, name="cand-1")
     assert isinstance(flow, Flow) and flow.name == "cand-1"
     relax, static = flow.jobs
     assert isinstance(relax, Flow) and len(relax.jobs) == 2
@@ -85,16 +81,16 @@ def test_unknown_handler_is_a_config_error() -> None:
 def test_read_candidates_records_bad_inputs(tmp_path: Path) -> None:
     folder = tmp_path / "cifs"
     folder.mkdir()
-    rocksalt(5.69, "Na", "Cl").to(filename=str(folder / "good.cif"))
+    rocksalt(5.69, "Na", "Cl", primitive=True).to(filename=str(folder / "good.cif"))
     (folder / "broken.cif").write_text("not a cif")
-    squeezed = rocksalt(5.69, "Na", "Cl")
+    squeezed = rocksalt(5.69, "Na", "Cl", primitive=True)
     squeezed.replace(1, "Cl", squeezed[0].frac_coords + 0.01)
     squeezed.to(filename=str(folder / "squeezed.cif"))
 
     found = {c.id: c for c in read_candidates(folder)}
     assert found["good"].structure is not None and found["good"].reason == ""
-    assert found["broken"].structure is None and "unreadable CIF" in found["broken"].reason
-    assert found["squeezed"].structure is None and "closer than 0.5" in found["squeezed"].reason
+    assert found["broken"].structure is None and "malformed cif" in found["broken"].reason
+    assert found["squeezed"].structure is None and "overlapping atoms" in found["squeezed"].reason
 
 
 def test_read_candidates_from_records_parquet(tmp_path: Path) -> None:
@@ -108,8 +104,10 @@ def test_read_candidates_from_records_parquet(tmp_path: Path) -> None:
         }
     )
     frame.to_parquet(tmp_path / "records.parquet")
-    (cand,) = read_candidates(tmp_path / "records.parquet")
-    assert cand.id == "a" and cand.structure.composition.reduced_formula == "Si"
+    good, refused = read_candidates(tmp_path / "records.parquet")  # rows in = rows out
+    assert good.id == "a" and good.structure.composition.reduced_formula == "Si"
+    assert refused.id == "b" and refused.structure is None
+    assert refused.reason.startswith("record status rejected")
 
 
 def test_write_inputs_command_is_a_dry_run(tmp_path: Path) -> None:
@@ -117,7 +115,7 @@ def test_write_inputs_command_is_a_dry_run(tmp_path: Path) -> None:
 
     from flows.cli import app
 
-    rocksalt(5.69, "Na", "Cl").to(filename=str(tmp_path / "nacl.cif"))
+    rocksalt(5.69, "Na", "Cl", primitive=True).to(filename=str(tmp_path / "nacl.cif"))
     result = CliRunner().invoke(
         app, ["dft", "write-inputs", str(tmp_path / "nacl.cif"), str(tmp_path / "inputs")]
     )

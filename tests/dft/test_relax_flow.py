@@ -6,13 +6,23 @@ from pathlib import Path
 
 import pytest
 from jobflow import run_locally
+from support.structures import rocksalt
 
-from tasks import hpc
-from tasks.atomic import write_json_atomic
-from tasks.dft import DftSettings, make_relax_flow, settings_hash
-from tasks.dft_hull import entry_from_task_output
-from tasks.records import structure_to_json
-from tests.dft.conftest import rocksalt
+from tasks.core.records import structure_to_json
+from tasks.dft.collect import entry_from_task_output
+from tasks.dft.makers import make_relax_flow
+from tasks.dft.node import run_calculation
+from tasks.dft.settings import DftSettings, settings_hash
+from tasks.dft.workdir import (
+    FAILED,
+    SUBMITTED,
+    CalcInput,
+    load_outputs,
+    open_job_store,
+    read_state,
+    write_calc,
+    write_state,
+)
 
 
 def test_tetrahedron_failure_falls_back_to_gaussian_smearing(
@@ -22,14 +32,14 @@ def test_tetrahedron_failure_falls_back_to_gaussian_smearing(
     monkeypatch.setenv("VASP_STANDIN_STEPS", "2")
     monkeypatch.chdir(tmp_path)
     settings = DftSettings(vasp_cmd=standin_cmd, potcar_spec=True)
-    flow = make_relax_flow(rocksalt(5.69, "Na", "Cl"), settings, name="nacl")
+    flow = make_relax_flow(rocksalt(5.69, "Na", "Cl", primitive=True), settings, name="nacl")
     flow.update_metadata({"calc_id": "nacl"})
-    store = hpc.open_job_store(tmp_path, "nacl", 1, read_only=False)
+    store = open_job_store(tmp_path, "nacl", 1, read_only=False)
     run_locally(
         flow, store=store, root_dir=tmp_path / "run", create_folders=True, ensure_success=True
     )
 
-    (doc,) = hpc.load_outputs(tmp_path, "nacl", 1)
+    (doc,) = load_outputs(tmp_path, "nacl", 1)
     task = doc["output"]
     assert task["state"] == "successful"
     assert task["task_type"] == "Structure Optimization"
@@ -52,25 +62,27 @@ def test_crashing_vasp_is_recorded_with_its_reason(
     monkeypatch.setenv("VASP_STANDIN_FAIL", "crash")
     settings = DftSettings(vasp_cmd=standin_cmd, potcar_spec=True, max_errors=1)
     calc_id = f"abc-{settings_hash(settings)}"
-    write_json_atomic(
-        hpc.calc_dir(tmp_path, calc_id) / "calc.json",
-        {
-            "calc_id": calc_id,
-            "candidate_id": "cand",
-            "formula": "NaCl",
-            "structure": structure_to_json(rocksalt(5.69, "Na", "Cl")),
-            "settings": settings.model_dump(mode="json"),
-        },
+    write_calc(
+        tmp_path,
+        CalcInput(
+            calc_id=calc_id,
+            candidate_id="cand",
+            formula="NaCl",
+            structure_hash="abc",
+            settings_hash=settings_hash(settings),
+            structure=structure_to_json(rocksalt(5.69, "Na", "Cl", primitive=True)),
+            settings=settings.model_dump(mode="json"),
+        ),
     )
-    hpc.write_state(tmp_path, calc_id, hpc.SUBMITTED, attempt=1)
+    write_state(tmp_path, calc_id, SUBMITTED, attempt=1)
     cwd = Path.cwd()
 
-    assert hpc.run_calculation(tmp_path, calc_id) is False
+    assert run_calculation(tmp_path, calc_id) is False
     assert Path.cwd() == cwd
-    state = hpc.read_state(tmp_path, calc_id)
-    assert state["status"] == hpc.FAILED
-    assert "ValidationError" in state["reason"]
-    assert "crash requested" in state["reason"]  # the tail of the VASP output
+    state = read_state(tmp_path, calc_id)
+    assert state is not None and state.status == FAILED
+    assert "ValidationError" in state.reason
+    assert "crash requested" in state.reason  # the tail of the VASP output
 
 
 @pytest.mark.slow
@@ -80,14 +92,14 @@ def test_double_relax_and_static_run_end_to_end(
     monkeypatch.setenv("VASP_STANDIN_STEPS", "2")
     monkeypatch.chdir(tmp_path)
     settings = DftSettings(vasp_cmd=standin_cmd, potcar_spec=True, double_relax=True, static=True)
-    flow = make_relax_flow(rocksalt(5.69, "Na", "Cl"), settings, name="nacl")
+    flow = make_relax_flow(rocksalt(5.69, "Na", "Cl", primitive=True), settings, name="nacl")
     flow.update_metadata({"calc_id": "nacl"})
-    store = hpc.open_job_store(tmp_path, "nacl", 1, read_only=False)
+    store = open_job_store(tmp_path, "nacl", 1, read_only=False)
     run_locally(
         flow, store=store, root_dir=tmp_path / "run", create_folders=True, ensure_success=True
     )
 
-    docs = hpc.load_outputs(tmp_path, "nacl", 1)
+    docs = load_outputs(tmp_path, "nacl", 1)
     assert [d["name"] for d in docs] == ["MP GGA static", "MP GGA relax 2", "MP GGA relax 1"]
     static = docs[0]["output"]
     assert static["state"] == "successful"

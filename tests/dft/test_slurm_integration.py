@@ -12,19 +12,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.dft import DEEP_LIF, ELEMENT_ENERGIES, all_settled, wait_until
+from support.structures import diamond_si, rocksalt
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tasks import hpc
-from tasks.dft import Candidate, DftSettings
-from tests.dft.conftest import (
-    DEEP_LIF,
-    ELEMENT_ENERGIES,
-    all_settled,
-    diamond_si,
-    rocksalt,
-    wait_until,
-)
+from tasks.dft.settings import DftSettings, SlurmSettings
+from tasks.dft.submit import submit_candidates
+from tasks.dft.workdir import FAILED, Candidate
 
 runner = CliRunner()
 
@@ -61,7 +56,7 @@ def test_submit_status_collect_resubmit(
 
     out = _invoke("dft", "submit", str(candidates_dir), "-w", str(workdir), "-c", str(failing))
     assert "4 submitted, 0 skipped, 1 rejected" in out
-    assert "cand-bad: unreadable CIF" in out
+    assert "cand-bad: malformed cif" in out
 
     # Idempotent: the same candidates with the same settings start nothing new.
     out = _invoke("dft", "submit", str(candidates_dir), "-w", str(workdir), "-c", str(failing))
@@ -113,7 +108,7 @@ def test_submit_status_collect_resubmit(
     assert not rows["Si"]["stable"]  # one element: not a new stable compound
 
     summary = json.loads((workdir / "dft_summary.json").read_text())
-    assert summary["sun"] == "50.00 (2)"
+    assert summary["sun"]["paper"] == "50.00 (2)" and summary["n_checked"] == 4
     assert "S.U.N. 50.00 (2)" in out
 
 
@@ -121,16 +116,14 @@ def test_job_killed_by_the_scheduler_is_recorded(
     slurm: None, tmp_path: Path, standin_cmd: str
 ) -> None:
     workdir = tmp_path / "dft"
-    slurm_settings = hpc.SlurmSettings(
-        walltime="00:30:00", environment={"VASP_STANDIN_FAIL": "hang"}
-    )
+    slurm_settings = SlurmSettings(walltime="00:30:00", environment={"VASP_STANDIN_FAIL": "hang"})
     dft = DftSettings(vasp_cmd=standin_cmd, potcar_spec=True)
-    report = hpc.submit_candidates([Candidate("si", diamond_si())], workdir, dft, slurm_settings)
+    report = submit_candidates([Candidate("si", diamond_si())], workdir, dft, slurm_settings)
     assert report.job_id
     subprocess.run(["scancel", report.job_id], check=True)
 
     (status,) = wait_until(workdir, all_settled)
-    assert status.status == hpc.FAILED
+    assert status.status == FAILED
     assert "CANCELLED" in status.reason
 
 
@@ -140,11 +133,12 @@ def test_prefect_dft_batch_flow(
 ) -> None:
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.dft_batch import DftStageConfig, dft_batch
+    from flows.dft_batch import dft_batch
+    from tasks.dft.settings import DftStageConfig
 
     folder = tmp_path / "candidates"
     folder.mkdir()
-    rocksalt(5.69, "Na", "Cl").to(filename=str(folder / "nacl.cif"))
+    rocksalt(5.69, "Na", "Cl", primitive=True).to(filename=str(folder / "nacl.cif"))
     config = DftStageConfig.model_validate(
         {
             "dft": {"vasp_cmd": standin_cmd, "potcar_spec": True},
@@ -155,4 +149,4 @@ def test_prefect_dft_batch_flow(
     with prefect_test_harness(server_startup_timeout=180):
         summary = dft_batch(folder, tmp_path / "dft", config=config, poll_s=2, timeout_s=1200)
     assert summary["status_counts"] == {"completed": 1}
-    assert summary["sun"] == "100.00 (1)"
+    assert summary["sun"]["paper"] == "100.00 (1)"

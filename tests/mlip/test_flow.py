@@ -5,8 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tasks.hull import HullConfig
-from tasks.relax import RelaxConfig
+from tasks.mlip.settings import MLIPHullConfig, RelaxConfig
 
 
 @pytest.mark.slow
@@ -20,7 +19,7 @@ def test_mlip_screen_flow(tmp_path, mp20_train_sample, alpd_reference):
         alpd_reference,
         str(tmp_path / "run"),
         relax=RelaxConfig(scheduler="serial"),
-        hull=HullConfig(cache_dir=tmp_path / "cache"),
+        hull=MLIPHullConfig(cache_dir=tmp_path / "cache"),
     )
     row = pd.read_parquet(path).iloc[0]
     assert row["hull_status"] == "ok" and row["e_hull"] == pytest.approx(0.0, abs=1e-6)

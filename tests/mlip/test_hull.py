@@ -10,16 +10,11 @@ from ase.build import bulk
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tasks.hull import (
-    HullConfig,
-    HullError,
-    MLIPHull,
-    ensemble_summary,
-    read_references,
-    run_hull,
-)
-from tasks.records import structure_to_json
-from tasks.relax import RelaxConfig, atoms_to_structure, relax_items
+from tasks.core.records import structure_to_json
+from tasks.mlip.hull import HullError, MLIPHull, ensemble_summary, read_references, run_hull
+from tasks.mlip.results import atoms_to_structure
+from tasks.mlip.runner import relax_items
+from tasks.mlip.settings import MLIPHullConfig, RelaxConfig
 
 ALPD = frozenset({"Al", "Pd"})
 
@@ -32,7 +27,7 @@ def cache(tmp_path_factory):
 @pytest.fixture(scope="module")
 def hull(alpd_reference, serial, cache) -> MLIPHull:
     return MLIPHull(
-        read_references(alpd_reference), relax=serial, config=HullConfig(cache_dir=cache)
+        read_references(alpd_reference), relax=serial, config=MLIPHullConfig(cache_dir=cache)
     )
 
 
@@ -73,7 +68,7 @@ def test_candidate_identical_to_a_reference_is_on_the_hull(evaluated):
     row = evaluated.loc["copy"]
     assert row["hull_status"] == "ok"
     assert row["e_hull"] == pytest.approx(0.0, abs=1e-6)
-    assert row["stable"] and row["metastable"]
+    assert not row["stable"] and row["metastable"]  # on the hull: the papers' E_hull < 0 fails
     assert row["e_form_per_atom"] < -0.3  # AlPd is strongly bound (DFT about -0.9 eV/atom)
     assert "mp-829" in row["decomposition"]
 
@@ -98,7 +93,7 @@ def test_failed_relaxation_is_reported_not_placed(evaluated):
 
 def test_second_run_reuses_the_disk_cache(alpd_reference, serial, cache, hull, evaluated):
     again = MLIPHull(
-        read_references(alpd_reference), relax=serial, config=HullConfig(cache_dir=cache)
+        read_references(alpd_reference), relax=serial, config=MLIPHullConfig(cache_dir=cache)
     )
     again.prepare([ALPD])
     assert again.stats == {"cached": hull.stats["computed"], "computed": 0, "failed": 0}
@@ -140,7 +135,8 @@ def test_cli_relax_then_hull(tmp_path, mp20_train_sample, alpd_reference, cache)
         ["hull-ensemble", str(tmp_path / "h"), "--out", str(tmp_path / "e"), "--min-agree", "1"],
     )
     assert ensemble.exit_code == 0, ensemble.output
-    assert bool(pd.read_parquet(tmp_path / "e" / "ensemble.parquet").loc[0, "stable"])
+    voted = pd.read_parquet(tmp_path / "e" / "ensemble.parquet").loc[0]
+    assert bool(voted["metastable"]) and not bool(voted["stable"])  # on the hull, not below
 
 
 def test_cli_reports_a_missing_model_clearly(tmp_path):
@@ -153,7 +149,7 @@ def test_cli_reports_a_missing_model_clearly(tmp_path):
 def test_run_hull_flags_single_point_references(tmp_path, alpd_reference, alpd, serial, cache):
     relaxed = relax_items([("copy", structure_to_json(alpd))], config=serial)
     relaxed.to_parquet(tmp_path / "relaxed.parquet")
-    config = HullConfig(cache_dir=cache, single_point_references=True)
+    config = MLIPHullConfig(cache_dir=cache, single_point_references=True)
     path = run_hull(
         tmp_path / "relaxed.parquet", alpd_reference, tmp_path / "h", relax=serial, config=config
     )
@@ -165,18 +161,18 @@ def test_run_hull_flags_single_point_references(tmp_path, alpd_reference, alpd, 
 
 def test_unsupported_reference_file_is_a_clear_error(tmp_path):
     (tmp_path / "refs.txt").write_text("x")
-    with pytest.raises(HullError, match="unsupported reference set"):
+    with pytest.raises(HullError, match="unrecognised structure set format"):
         read_references(tmp_path / "refs.txt")
     with pytest.raises(HullError, match="not found"):
         read_references(tmp_path / "none.parquet")
 
 
 def test_single_point_mode_changes_the_cache_key(alpd_reference, cache):
-    relaxed = MLIPHull(read_references(alpd_reference), config=HullConfig(cache_dir=cache))
+    relaxed = MLIPHull(read_references(alpd_reference), config=MLIPHullConfig(cache_dir=cache))
     single = MLIPHull(
         read_references(alpd_reference),
         relax=RelaxConfig(),
-        config=HullConfig(cache_dir=cache, single_point_references=True),
+        config=MLIPHullConfig(cache_dir=cache, single_point_references=True),
     )
     assert relaxed.cache_dir != single.cache_dir
     assert single.relax.single_point and not relaxed.relax.single_point

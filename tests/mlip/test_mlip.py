@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 from ase.build import bulk
+from support.mace import tiny_mace
 
-from tasks.mlip import MLIPConfig, MLIPUnavailableError, load_mlip
-from tasks.relax import RelaxConfig, relax_structure
-from tests.mlip.conftest import tiny_mace
+from tasks.mlip.ase_engine import relax_structure
+from tasks.mlip.backends import MLIPUnavailableError, load_mlip
+from tasks.mlip.settings import MLIPConfig, RelaxConfig
 
 
 def _nacl_atoms():
@@ -96,6 +97,6 @@ def test_version_tracks_model_content(tmp_path):
 
 
 def _structure():
-    from tasks.relax import atoms_to_structure
+    from tasks.mlip.results import atoms_to_structure
 
     return atoms_to_structure(_nacl_atoms())

@@ -2,7 +2,7 @@
 
 The model is a small random MACE (Na, Cl; interaction energies scaled up and ZBL pair
 repulsion on, so rattled rock-salt cells take 18-40 FIRE steps to relax), saved to a local
-``.model`` file and loaded through :mod:`tasks.mlip` by both paths.
+``.model`` file and loaded through :mod:`tasks.mlip.backends` by both paths.
 """
 
 from __future__ import annotations
@@ -15,14 +15,15 @@ import pytest
 from ase import Atoms
 from ase.build import bulk
 from pydantic import ValidationError
+from support.mace import tiny_mace
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tasks.mlip import MLIPConfig
-from tasks.records import structure_to_json
-from tasks.relax import RelaxConfig, atoms_to_structure, relax_items, run_relax
-from tasks.relax_batched import relax_chunk_batched
-from tests.mlip.conftest import tiny_mace
+from tasks.core.records import structure_to_json
+from tasks.mlip.batched_engine import relax_chunk_batched
+from tasks.mlip.results import atoms_to_structure
+from tasks.mlip.runner import relax_items, run_relax
+from tasks.mlip.settings import MLIPConfig, RelaxConfig
 
 #: Rattled (0.1 Å) Na-Cl cells that relax in 18-40 steps under the test model.
 RELAXING = {
@@ -74,7 +75,7 @@ def loop_results(mace, relaxing) -> pd.DataFrame:
 
 
 def _batched(config: RelaxConfig) -> RelaxConfig:
-    return config.model_copy(update={"scheduler": "batched", "chunk_size": 16})
+    return config.model_copy(update={"engine": "batched", "chunk_size": 16})
 
 
 def test_batched_relaxation_matches_the_ase_loop(mace, relaxing, loop_results):
@@ -192,9 +193,9 @@ def test_an_element_the_model_lacks_fails_only_its_candidate(mace):
     kcl = ("kcl", _json(bulk("KCl", "rocksalt", a=6.3)))
     batched = relax_items([kcl, *((i, mixed[i]) for i in good)], mace, _batched(RelaxConfig()))
     alone = relax_items([(i, mixed[i]) for i in good], mace, _batched(RelaxConfig()))
-    assert list(batched["status"]) == ["failed", "ok", "ok"]
-    assert batched.loc[0, "reason"] == "calculator error: the model has no K"
-    assert np.isnan(batched.loc[0, "energy"]) and batched.loc[0, "structure"]
+    assert list(batched["status"]) == ["rejected", "ok", "ok"]  # refused before the model runs
+    assert batched.loc[0, "reason"] == "input: element K not supported by mace"
+    assert np.isnan(batched.loc[0, "energy"])
     np.testing.assert_allclose(batched["energy"][1:], alone["energy"], rtol=0, atol=1e-9)
 
 
@@ -207,11 +208,11 @@ def test_batched_chunks_are_written_and_a_rerun_skips_finished_ids(tmp_path, mac
     table = pd.read_parquet(run_relax(candidates, out, mace, config))
     status = table.set_index("id")["status"]
     assert status.to_dict() == {**{i: "ok" for i, _ in relaxing[:3]}, "broken": "rejected"}
-    chunks = sorted((out / "chunks").glob("chunk-*.parquet"))
+    chunks = sorted((out / "chunks").glob("*/chunk-*.parquet"))
     assert len(chunks) == 2
     assert sorted(len(pd.read_parquet(c)) for c in chunks) == [1, 2]
     meta = json.loads((out / "relax_meta.json").read_text())
-    assert meta["relax"]["scheduler"] == "batched" and meta["n_relaxed_this_run"] == 3
+    assert meta["relax"]["engine"] == "batched" and meta["n_relaxed_this_run"] == 3
 
     small = next(c for c in chunks if len(pd.read_parquet(c)) == 1)
     kept = next(c for c in chunks if c != small)
@@ -232,19 +233,19 @@ def test_batched_refuses_chgnet_and_fix_symmetry(nacl, mace):
         relax_items(items, MLIPConfig(), RelaxConfig(scheduler="batched"))
     with pytest.raises(ValidationError, match="fix_symmetry is not available"):
         RelaxConfig(scheduler="batched", fix_symmetry=True)
-    bypass = RelaxConfig(fix_symmetry=True).model_copy(update={"scheduler": "batched"})
+    bypass = RelaxConfig(fix_symmetry=True).model_copy(update={"engine": "batched"})
     with pytest.raises(ValueError, match="fix_symmetry is not available"):
         relax_chunk_batched(items, mace, bypass)
 
 
-def test_cli_relax_accepts_the_batched_scheduler(tmp_path, mace, relaxing):
+def test_cli_relax_accepts_the_old_batched_scheduler(tmp_path, mace, relaxing):
     candidates = tmp_path / "candidates.parquet"
     pd.DataFrame([{"id": i, "structure": s} for i, s in relaxing[:2]]).to_parquet(candidates)
     runner = CliRunner()
     base = ["relax", str(candidates), "--scheduler", "batched", "--steps", "3"]
     refused = runner.invoke(app, [*base, "--out", str(tmp_path / "chgnet")])
     assert refused.exit_code == 1
-    assert "error: batched relaxation (scheduler 'batched') supports MACE" in refused.output
+    assert "error: batched relaxation (engine 'batched') supports MACE" in refused.output
     done = runner.invoke(
         app, [*base, "--out", str(tmp_path / "mace"), "--mlip", "mace", "--model", mace.model]
     )

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.nn import DiT, TimestepEmbedder, TransformerEncoder, sinusoidal_positions
+from models.nn.dit import DiT
+from models.nn.embeddings import TimestepEmbedder, sinusoidal_positions
+from models.nn.transformer import TransformerEncoder
 
 torch.set_num_threads(1)
 

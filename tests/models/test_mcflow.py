@@ -15,10 +15,10 @@ from models.mcflow import api
 from models.mcflow.config import MCFlowConfig
 from models.mcflow.data import collate, item_from_structure
 from models.sample_output import read_samples
-from tasks.config import IngestConfig
-from tasks.crystal_analysis import analyse_entry
-from tasks.records import load_structures, write_records
-from tasks.sources import RawEntry
+from tasks.core.records import load_structures, write_records
+from tasks.ingest.analysis import analyse_entry
+from tasks.ingest.config import IngestConfig
+from tasks.ingest.sources import RawEntry
 
 torch.set_num_threads(1)
 

@@ -9,13 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from support.symadit import sample_tokens, small_config, write_token_dataset
 
-from models.symadit import SymADiT, load_symadit_config, sample, train
+from models.contract import SampleRequest
+from models.registry import get_model
+from models.symadit.api import load_symadit_config, sample, train
+from models.symadit.model import SymADiT
 from models.symadit.symmetry import symmetry_is_exact
 from models.symadit.validation import reconstruction_metrics
-from models.training import load_checkpoint
-from tasks.config import ConfigError
-from tests.models.symadit_helpers import sample_tokens, small_config, write_token_dataset
+from models.training.checkpoint import load_checkpoint
+from tasks.core.config import ConfigError
 
 
 def _metrics(path: Path, split: str = "train") -> list[dict]:
@@ -141,15 +144,17 @@ def test_profiles_load_and_paper_sizes() -> None:
         load_symadit_config({"autoencoder": {"hiden": 3}})
 
 
-def test_sample_call_styles(overfit_run) -> None:
-    """``discovery sample`` calls ``sample(checkpoint, "dng", n=..., guidance=<bool>)``."""
+def test_sampling_through_the_registry(overfit_run) -> None:
+    """The CLI and the flows sample through the registry's typed request."""
     _, checkpoint = overfit_run
-    a = sample(checkpoint, "dng", n=3, seed=2, steps=3, guidance=True)
+    model = get_model("symadit")
+    request = SampleRequest(checkpoint=checkpoint, n=3, seed=2, steps=3)
+    a = model.sample(request)
     b = sample(checkpoint, 3, None, seed=2, steps=3)
     assert [r.structure for r in a] == [r.structure for r in b]
-    cells = sample(checkpoint, "dng", n=4, seed=2, steps=3, spacegroups=[225])
+    cells = model.sample(request.model_copy(update={"n": 4, "spacegroups": [225]}))
     assert {r.spacegroup_requested for r in cells} == {225}
     with pytest.raises(ValueError, match="de novo"):
-        sample(checkpoint, "csp", n=3)
-    with pytest.raises(ValueError, match="does not take"):
-        sample(checkpoint, "dng", n=3, compositions=["NaCl"])
+        model.sample(request.model_copy(update={"task": "csp"}))
+    with pytest.raises(ValueError, match="does not take compositions"):
+        model.sample(request.model_copy(update={"compositions": ["NaCl"]}))

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from support.symadit import sample_tokens
 
 from models.representation.symmetrize import symmetrize_coords, tie_cell
 from models.representation.wyckoff_vocab import wyckoff_vocabulary
-from models.symadit.autoencoder import AutoencoderConfig, WyckoffAutoencoder, group_positions
+from models.symadit.autoencoder import WyckoffAutoencoder, group_positions
+from models.symadit.config import AutoencoderConfig
 from models.symadit.data import TokenStats, collate_tokens
 from models.symadit.validation import reconstruction_metrics
-from models.training import Trainer, TrainerConfig
-from tests.models.symadit_helpers import sample_tokens
+from models.training.config import TrainerConfig
+from models.training.trainer import Trainer
 
 
 def _ae(**kw) -> tuple[WyckoffAutoencoder, TokenStats]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from support.symadit import sample_tokens, write_token_dataset
 
 from models.representation.wyckoff_vocab import wyckoff_vocabulary
 from models.symadit.data import TokenStats, collate_tokens, load_tokens
-from tests.models.symadit_helpers import sample_tokens, write_token_dataset
 
 
 def test_collate_pads_and_masks() -> None:

@@ -5,16 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from support.symadit import sample_tokens, small_config
 
 from models.representation.wyckoff_vocab import wyckoff_vocabulary
 from models.symadit.api import load_symadit_config
 from models.symadit.autoencoder import DecoderOutput, group_positions
+from models.symadit.config import FlowConfig
 from models.symadit.data import TokenStats, collate_tokens
-from models.symadit.flow import FlowConfig, LatentBatch, LatentFlow
+from models.symadit.flow import LatentBatch, LatentFlow
 from models.symadit.model import SymADiT
-from models.symadit.sampling import constrained_decode, expand_tokens
+from models.symadit.sampling import constrained_decode, expand_tokens, generate
 from models.symadit.symmetry import subgroups, supergroups, symmetry_is_exact
-from tests.models.symadit_helpers import sample_tokens, small_config
 
 
 def _model(seed: int = 0) -> SymADiT:
@@ -106,7 +107,7 @@ def test_symmetry_exact_for_every_group_even_untrained() -> None:
     supergroup; every sample that cannot be expanded is a failed record with a reason.
     """
     model = _model()
-    records = model.generate(230, seed=3, steps=2, spacegroups=range(1, 231), progress=False)
+    records = generate(model, 230, seed=3, steps=2, spacegroups=range(1, 231), progress=False)
     assert [r.spacegroup_requested for r in records] == list(range(1, 231))
     ok = [r for r in records if r.status == "ok"]
     assert len(ok) >= 50
@@ -124,9 +125,9 @@ def test_symmetry_exact_for_every_group_even_untrained() -> None:
 
 def test_sampling_is_reproducible_and_batch_independent() -> None:
     model = _model()
-    a = model.generate(12, seed=5, steps=3, batch_size=12, progress=False)
-    b = model.generate(12, seed=5, steps=3, batch_size=5, progress=False)
-    c = model.generate(12, seed=6, steps=3, batch_size=12, progress=False)
+    a = generate(model, 12, seed=5, steps=3, batch_size=12, progress=False)
+    b = generate(model, 12, seed=5, steps=3, batch_size=5, progress=False)
+    c = generate(model, 12, seed=6, steps=3, batch_size=12, progress=False)
     key = [(r.status, r.extra["tokens"]) for r in a]
 
     def close(x, y) -> bool:
@@ -150,14 +151,14 @@ def test_sampling_is_reproducible_and_batch_independent() -> None:
 
 def test_user_chosen_spacegroups_and_failures_recorded() -> None:
     model = _model()
-    records = model.generate(6, seed=0, steps=2, spacegroups=[229, 194], progress=False)
+    records = generate(model, 6, seed=0, steps=2, spacegroups=[229, 194], progress=False)
     assert [r.spacegroup_requested for r in records] == [229, 194] * 3
     for r in records:
         assert all(
             label.startswith(f"{r.spacegroup_requested}_") for label in r.extra["wyckoff_labels"]
         )
     with pytest.raises(ValueError):
-        model.generate(2, spacegroups=[231], progress=False)
+        generate(model, 2, spacegroups=[231], progress=False)
 
 
 def test_expand_tokens_reports_reasons() -> None:

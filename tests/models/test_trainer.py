@@ -10,9 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from models.nn import DiT
-from models.training import EMA, Trainer, TrainerConfig, load_checkpoint, model_weights
+from models.nn.dit import DiT
 from models.training import checkpoint as ckpt_module
+from models.training.checkpoint import load_checkpoint, model_weights
+from models.training.config import TrainerConfig
+from models.training.ema import EMA
+from models.training.trainer import Trainer
 
 torch.set_num_threads(1)
 

@@ -1,0 +1,108 @@
+"""The contract of a generative model: typed train and sample requests, and the protocol.
+
+Models implement :class:`GenerativeModel` in their ``api`` module; :mod:`models.registry`
+finds them by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from pydantic import Field
+
+from tasks.core.config import StrictModel
+
+if TYPE_CHECKING:
+    from models.sample_output import SampleRecord
+
+TaskName = Literal["dng", "csp", "atg"]
+
+
+class TrainRequest(StrictModel):
+    """What to train: a profile (``configs/<model>/<profile>.yaml`` or a YAML path) on a dataset."""
+
+    profile: str
+    dataset: Path
+    out_dir: Path
+    resume: bool = False
+
+
+class SampleRequest(StrictModel):
+    """What to sample. Options a model does not support are refused by that model.
+
+    Attributes
+    ----------
+    checkpoint
+        Checkpoint file or training directory.
+    task
+        ``dng`` (de novo, needs ``n``), ``csp`` (``compositions`` or ``structures``) or
+        ``atg`` (``structures``).
+    n
+        Number of de novo samples.
+    compositions
+        CSP formulas, taken literally as the cell content.
+    structures
+        A structure set (CSP: its compositions; ATG: its structures).
+    k
+        Samples per composition / structure.
+    mask_sites
+        ATG substitution: per structure, the site indices to regenerate.
+    steps
+        Integration steps (model default when ``None``).
+    guidance
+        MCFlow's noisy guidance on/off (``None``: the model's rule).
+    guidance_scale
+        SymADiT's classifier-free guidance scale ``w``.
+    spacegroups
+        SymADiT: space groups to sample (cycled over the samples).
+    seed
+        Sampling seed (part of every sample id).
+    out_dir
+        Where ``samples.parquet``, ``samples.extxyz`` and ``cifs/`` are written.
+    """
+
+    checkpoint: Path
+    task: TaskName = "dng"
+    n: int | None = Field(default=None, gt=0)
+    compositions: list[str] | None = None
+    structures: Path | None = None
+    k: int = Field(default=1, gt=0)
+    mask_sites: list[list[int]] | None = None
+    steps: int | None = Field(default=None, gt=0)
+    guidance: bool | None = None
+    guidance_scale: float | None = Field(default=None, ge=0)
+    spacegroups: list[int] | None = None
+    seed: int = 0
+    out_dir: Path | None = None
+
+
+class GenerativeModel(Protocol):
+    """A generative model of crystals."""
+
+    @property
+    def name(self) -> str:
+        """Registry name (``symadit``, ``mcflow``)."""
+        ...
+
+    @property
+    def tasks(self) -> frozenset[str]:
+        """Sampling tasks it supports."""
+        ...
+
+    def train(self, request: TrainRequest) -> Path:
+        """Train (resuming when asked); return the checkpoint to sample from."""
+        ...
+
+    def sample(self, request: SampleRequest) -> list[SampleRecord]:
+        """Generate crystals; one record per requested sample, failed ones included."""
+        ...
+
+
+def refuse_options(model: str, request: SampleRequest, unsupported: Sequence[str]) -> None:
+    """Raise ``ValueError`` naming the options of ``request`` that ``model`` does not take."""
+    defaults = SampleRequest.model_fields
+    given = [o for o in unsupported if getattr(request, o) != defaults[o].default]
+    if given:
+        raise ValueError(f"{model} sampling does not take {', '.join(given)}")

@@ -1,0 +1,46 @@
+"""The generative models by name: :func:`get_model` returns a :class:`GenerativeModel`.
+
+Each model's module is imported only when it is asked for, so naming a model is cheap
+(``discovery --help`` imports no torch). The CLI, the Prefect flows and the benchmarks call
+models only through this registry and the contract of :mod:`models.contract` (typed
+:class:`~models.contract.TrainRequest` / :class:`~models.contract.SampleRequest`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from models.contract import GenerativeModel
+
+
+def _symadit() -> GenerativeModel:
+    from models.symadit.api import SymADiTModel
+
+    return SymADiTModel()
+
+
+def _mcflow() -> GenerativeModel:
+    from models.mcflow.api import MCFlowModel
+
+    return MCFlowModel()
+
+
+_FACTORIES: dict[str, Callable[[], GenerativeModel]] = {"symadit": _symadit, "mcflow": _mcflow}
+
+
+def model_names() -> tuple[str, ...]:
+    """Names of the registered models."""
+    return tuple(_FACTORIES)
+
+
+def get_model(name: str) -> GenerativeModel:
+    """The model registered as ``name``.
+
+    Raises
+    ------
+    KeyError
+        No model has that name (the message lists the known ones).
+    """
+    if name not in _FACTORIES:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(_FACTORIES)}")
+    return _FACTORIES[name]()

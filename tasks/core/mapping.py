@@ -1,0 +1,129 @@
+"""How the map-heavy steps (validity, matching, relaxation, analysis) spread their jobs.
+
+A :data:`Mapper` takes a picklable one-argument function and a list of jobs (each job is
+already a chunk of structures or a matcher bucket) and returns the results in job order.
+Where the jobs run is decided in one place: :func:`local_mapper` (this process or a local
+process pool) for the plain functions and the CLI, :func:`tasks.core.cluster.dask_mapper`
+for a Dask cluster, and the Prefect flow's mapper that runs them as tasks on the run's
+cluster (:mod:`flows.parallel`). Pools and clusters are started only here and in
+:mod:`tasks.core.cluster`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: ``mapper(fn, jobs) -> [fn(job) for job in jobs]``, computed anywhere, returned in order.
+Mapper = Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]]
+
+#: The thread-pool variables of BLAS / OpenMP libraries.
+THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def resolve_workers(workers: int) -> int:
+    """``workers``, or every usable core for ``0``."""
+    return workers or usable_cores()
+
+
+def limit_threads(threads: int = 1) -> None:
+    """``threads`` BLAS/OpenMP threads in this process (a worker initializer, before numpy)."""
+    for var in THREAD_ENV:
+        os.environ[var] = str(threads)
+
+
+@contextlib.contextmanager
+def thread_limits(threads: int = 1) -> Iterator[None]:
+    """Set the thread variables for processes started inside the block, then restore them."""
+    previous = {var: os.environ.get(var) for var in THREAD_ENV}
+    limit_threads(threads)
+    try:
+        yield
+    finally:
+        for var, value in previous.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+
+
+def serial_map(fn: Callable[[T], R], jobs: Sequence[T]) -> list[R]:
+    """``map`` in this process (the :data:`Mapper` of one worker)."""
+    return [fn(job) for job in jobs]
+
+
+def pool_map(fn: Callable[[T], R], jobs: Sequence[T], workers: int) -> list[R]:
+    """``map`` in a process pool, or in this process for one worker or one job.
+
+    Workers fork from a ``forkserver`` that has imported ``fn``'s module (and so pymatgen)
+    once, so a pool starts fast and never forks a process that holds Prefect's threads.
+    Each worker uses one BLAS thread.
+
+    Parameters
+    ----------
+    fn
+        A picklable (module-level) function of one job.
+    jobs
+        The jobs, each a unit worth a process round trip (a chunk, a bucket).
+    workers
+        Processes to use (0 = every usable core); ``1`` maps in this process.
+
+    Returns
+    -------
+    list
+        ``fn(job)`` for every job, in job order.
+    """
+    workers = resolve_workers(workers)
+    if workers <= 1 or len(jobs) <= 1:
+        return serial_map(fn, jobs)
+    ctx = get_context("forkserver")
+    ctx.set_forkserver_preload([fn.__module__])
+    chunksize = max(1, len(jobs) // (workers * 8))
+    with (
+        thread_limits(1),
+        ProcessPoolExecutor(
+            max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=limit_threads
+        ) as pool,
+    ):
+        return list(pool.map(fn, jobs, chunksize=chunksize))
+
+
+def local_mapper(workers: int) -> Mapper:
+    """This process for ``workers == 1``, else a local pool of ``workers`` processes."""
+
+    def mapper(fn: Callable[[Any], Any], jobs: Sequence[Any]) -> list[Any]:
+        return pool_map(fn, jobs, workers)
+
+    return mapper
+
+
+def resolve_mapper(mapper: Mapper | None, workers: int) -> Mapper:
+    """The given mapper, or :func:`local_mapper` of ``workers`` processes."""
+    return mapper if mapper is not None else local_mapper(workers)
+
+
+def interleave(n_jobs: int, n_groups: int) -> list[list[int]]:
+    """Deal job indices round-robin into at most ``n_groups`` groups.
+
+    Jobs are often sorted by cost (matcher buckets largest first), so dealing them out
+    spreads the expensive ones over the groups instead of giving them all to the first.
+
+    Examples
+    --------
+    >>> interleave(5, 2)
+    [[0, 2, 4], [1, 3]]
+    """
+    n_groups = max(1, min(n_groups, n_jobs))
+    return [list(range(k, n_jobs, n_groups)) for k in range(n_groups)] if n_jobs else []

@@ -1,0 +1,43 @@
+"""The stability rule, written once: the MLIP hull and the DFT hull both classify with it.
+
+The papers' protocol (``docs/evaluation.md``, step 6): **stable** when E_hull < 0 eV/atom,
+**metastable** when E_hull < 0.1 eV/atom, both only for crystals of at least two distinct
+elements. The inequalities are strict: a crystal exactly on the hull (a known phase
+recomputed, E_hull = 0) is metastable, not stable. E_hull values within
+:data:`HULL_TOLERANCE` of a threshold count as *on* it, so floating-point noise from the
+phase-diagram solver cannot decide a verdict.
+"""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import Field, model_validator
+
+from tasks.core.config import StrictModel
+
+#: E_hull differences below this (eV/atom) are numerical noise of the hull construction.
+HULL_TOLERANCE = 1e-6
+
+
+class StabilityRule(StrictModel):
+    """Thresholds of the stable / metastable verdicts (eV/atom, strict inequalities)."""
+
+    stable_below: float = Field(default=0.0, description="stable: E_hull < this")
+    metastable_below: float = Field(default=0.1, description="metastable: E_hull < this")
+    min_elements: int = Field(default=2, ge=1, description="fewer distinct elements: neither")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> StabilityRule:
+        if self.metastable_below < self.stable_below:
+            raise ValueError("metastable_below must not be below stable_below")
+        return self
+
+    def classify(self, e_hull: float, n_elements: int) -> tuple[bool, bool]:
+        """``(stable, metastable)`` of a crystal with this E_hull and element count."""
+        if not math.isfinite(e_hull) or n_elements < self.min_elements:
+            return False, False
+        return (
+            e_hull < self.stable_below - HULL_TOLERANCE,
+            e_hull < self.metastable_below - HULL_TOLERANCE,
+        )

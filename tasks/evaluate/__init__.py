@@ -1,0 +1,1 @@
+"""Evaluation: validity, uniqueness and novelty, symmetry and distribution metrics, CSP."""

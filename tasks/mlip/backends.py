@@ -1,0 +1,294 @@
+"""Machine-learned interatomic potentials (MLIPs) behind one small interface.
+
+A backend has a ``name``, a ``version`` string (package version + model identity, used in
+cache keys, so a different model never reuses another model's energies) and a
+``calculator()`` returning an ASE calculator.
+
+Backends
+--------
+``chgnet``
+    The offline default: weights ship inside the ``chgnet`` wheel. ``model`` may be a
+    bundled version (``0.3.0``, ``0.2.0``, ``r2scan``) or a path to a CHGNet checkpoint.
+    CHGNet 0.3.0 was trained on MPtrj energies with the MP2020 corrections applied, so its
+    energies are on the MP2020-corrected scale.
+``mace``
+    MACE-MP family via ``mace-torch``. ``model`` is a local ``.model`` file or a MACE-MP
+    name (``medium``, ``medium-mpa-0``...) looked up in ``cache_dir`` (default
+    ``~/.cache/mace``). Energies are raw PBE/PBE+U (MPtrj), *not* MP2020-corrected.
+``matgl``
+    M3GNet / CHGNet / TensorNet potentials via ``matgl``. ``model`` is a local model
+    directory (``model.json``, ``model.pt``, ``state.pt``) or a pretrained name looked up as
+    ``cache_dir/<name>`` (default cache ``~/.cache/matgl``). Energies are on the scale of
+    the model's training data (MatPES models: uncorrected PBE / r2SCAN).
+
+The convex hull built by :mod:`tasks.mlip.hull` uses the same backend for candidates and
+references, so it is self-consistent per MLIP; the energy scale only matters when
+energies of different MLIPs (or DFT) are mixed, which this pipeline never does.
+
+Nothing here downloads: on a machine without internet a missing model is a
+:class:`MLIPUnavailableError` naming the missing file and how to obtain it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import re
+from collections.abc import Callable, Iterator
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any, Protocol, cast
+
+from ase.calculators.calculator import Calculator
+from ase.data import chemical_symbols
+
+from tasks.mlip.settings import MLIPConfig
+
+#: Environment variable ``mace`` sets at import time to disable torch's weights-only loading.
+_TORCH_UNSAFE_LOAD_ENV = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
+#: CHGNet checkpoints bundled with the ``chgnet`` wheel.
+CHGNET_BUNDLED = ("0.3.0", "0.2.0", "r2scan")
+_MATGL_FILES = ("model.json", "model.pt", "state.pt")
+
+
+class MLIPUnavailableError(RuntimeError):
+    """The requested MLIP cannot be loaded (missing weights or package); says how to fix."""
+
+
+class MLIPBackend(Protocol):
+    """What relaxation and hull code need from an MLIP."""
+
+    @property
+    def name(self) -> str:
+        """Short backend name (``chgnet``, ``mace``, ``matgl``)."""
+        ...
+
+    @property
+    def version(self) -> str:
+        """Package version and model identity, e.g. ``chgnet-0.4.2:0.3.0``."""
+        ...
+
+    def calculator(self) -> Calculator:
+        """A fresh ASE calculator (energy in eV, forces in eV/Å, stress in eV/Å³)."""
+        ...
+
+    def supported_elements(self, calculator: Calculator) -> frozenset[str]:
+        """Element symbols the model behind ``calculator`` was trained on."""
+        ...
+
+
+def file_digest(path: Path) -> str:
+    """Short sha256 of a file, or of a directory's files (sorted by name)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(file.name.encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:12]
+
+
+class CHGNetBackend:
+    """CHGNet from the ``chgnet`` package (bundled weights or a local checkpoint)."""
+
+    name = "chgnet"
+
+    def __init__(self, config: MLIPConfig) -> None:
+        self.config = config
+        model = config.model or CHGNET_BUNDLED[0]
+        if model in CHGNET_BUNDLED:
+            self._path: Path | None = None
+            self._model_id = model
+        else:
+            path = Path(model).expanduser()
+            if not path.is_file():
+                raise MLIPUnavailableError(
+                    f"CHGNet checkpoint {str(path)!r} not found; pass one of the bundled "
+                    f"versions {', '.join(CHGNET_BUNDLED)} or an existing checkpoint file"
+                )
+            self._path = path
+            self._model_id = f"{path.name}@{file_digest(path)}"
+
+    @property
+    def version(self) -> str:
+        """``chgnet-<package version>:<model>``."""
+        return f"chgnet-{package_version('chgnet')}:{self._model_id}"
+
+    def calculator(self) -> Calculator:
+        """A :class:`chgnet.model.CHGNetCalculator` on ``config.device``."""
+        from chgnet.model import CHGNet, CHGNetCalculator
+
+        with contextlib.redirect_stdout(io.StringIO()):  # chgnet prints its device
+            if self._path is None:
+                model = CHGNet.load(model_name=self._model_id, use_device="cpu", verbose=False)
+            else:
+                model = CHGNet.from_file(str(self._path))
+            return CHGNetCalculator(model=model, use_device=self.config.device)
+
+    def supported_elements(self, calculator: Calculator) -> frozenset[str]:
+        """Z = 1 .. the size of CHGNet's atom embedding (94: H to Pu)."""
+        n = cast(Any, calculator).model.atom_embedding.embedding.num_embeddings
+        return frozenset(chemical_symbols[1 : n + 1])
+
+
+@contextlib.contextmanager
+def mace_import_guard() -> Iterator[None]:
+    """Import/load MACE with unsafe ``torch.load`` enabled, then restore the environment.
+
+    ``import mace`` sets ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` for the whole process; MACE
+    (and e3nn) need it while importing and loading a ``.model`` pickle. Restoring the
+    previous value afterwards keeps weights-only loading on for every other checkpoint.
+    """
+    previous = os.environ.get(_TORCH_UNSAFE_LOAD_ENV)
+    os.environ[_TORCH_UNSAFE_LOAD_ENV] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(_TORCH_UNSAFE_LOAD_ENV, None)
+        else:
+            os.environ[_TORCH_UNSAFE_LOAD_ENV] = previous
+
+
+def _mace_named_model(name: str, cache_dir: Path | None) -> Path:
+    """Local path of a MACE-MP named model, or a clear error with its download URL."""
+    with mace_import_guard():
+        from mace.calculators.foundations_models import mace_mp_urls
+
+    if name not in mace_mp_urls:
+        raise MLIPUnavailableError(
+            f"MACE model {name!r} is neither an existing file nor a known MACE-MP name "
+            f"({', '.join(sorted(mace_mp_urls))})"
+        )
+    url = mace_mp_urls[name]
+    # Same file name as mace's own downloader, so its cache is reused.
+    file_name = "".join(c for c in os.path.basename(url) if c.isalnum() or c in "_")
+    directory = cache_dir or Path.home() / ".cache" / "mace"
+    path = directory / file_name
+    if not path.is_file():
+        raise MLIPUnavailableError(
+            f"MACE-MP model {name!r} is not available offline: missing file {path}. "
+            f"Download {url} on a machine with internet and copy it to that path, "
+            "or pass the downloaded file's path as the model"
+        )
+    return path
+
+
+class MACEBackend:
+    """MACE-MP family via ``mace-torch`` from a local ``.model`` file (float64)."""
+
+    name = "mace"
+
+    def __init__(self, config: MLIPConfig) -> None:
+        if not config.model:
+            raise MLIPUnavailableError(
+                "the mace backend needs a model: a local .model file or a MACE-MP name "
+                "such as 'medium-mpa-0' present in the cache directory"
+            )
+        self.config = config
+        path = Path(config.model).expanduser()
+        if not path.is_file() and ("/" in config.model or path.suffix):
+            raise MLIPUnavailableError(
+                f"MACE model file {path} not found; pass an existing .model file or a "
+                "MACE-MP name such as 'medium-mpa-0'"
+            )
+        self.path = path if path.is_file() else _mace_named_model(config.model, config.cache_dir)
+
+    @property
+    def version(self) -> str:
+        """``mace-<package version>:<file name>@<content hash>``."""
+        return f"mace-{package_version('mace-torch')}:{self.path.name}@{file_digest(self.path)}"
+
+    def calculator(self) -> Calculator:
+        """A :class:`mace.calculators.MACECalculator` in float64 (for geometry optimisation)."""
+        with mace_import_guard():
+            from mace.calculators import MACECalculator
+
+            return MACECalculator(
+                model_paths=str(self.path), device=self.config.device, default_dtype="float64"
+            )
+
+    def supported_elements(self, calculator: Calculator) -> frozenset[str]:
+        """The atomic numbers of the model's element table."""
+        zs = cast(Any, calculator).models[0].atomic_numbers.tolist()
+        return frozenset(chemical_symbols[int(z)] for z in zs)
+
+
+class MatGLBackend:
+    """A matgl potential (M3GNet, CHGNet, TensorNet...) from a local model directory."""
+
+    name = "matgl"
+
+    def __init__(self, config: MLIPConfig) -> None:
+        if not config.model:
+            raise MLIPUnavailableError(
+                "the matgl backend needs a model: a local model directory or a pretrained "
+                "name such as 'M3GNet-MatPES-PBE-v2025.1-PES' present in the cache directory"
+            )
+        self.config = config
+        path = Path(config.model).expanduser()
+        if not path.is_dir():
+            path = (config.cache_dir or Path.home() / ".cache" / "matgl") / config.model
+        missing = [f for f in _MATGL_FILES if not (path / f).is_file()]
+        if missing:
+            raise MLIPUnavailableError(
+                f"matgl model {config.model!r} is not available offline: missing "
+                f"{', '.join(str(path / f) for f in missing)}. On a machine with internet run "
+                f"`python -c \"import matgl; matgl.load_model('{config.model}').save('OUT')\"` "
+                f"and copy OUT's {', '.join(_MATGL_FILES)} to {path}"
+            )
+        self.path = path
+
+    @property
+    def version(self) -> str:
+        """``matgl-<package version>:<directory name>@<content hash>``."""
+        return f"matgl-{package_version('matgl')}:{self.path.name}@{file_digest(self.path)}"
+
+    def calculator(self) -> Calculator:
+        """A :class:`matgl.ext.ase.PESCalculator` with stress in eV/Å³ (ASE's unit)."""
+        import matgl
+        from matgl.ext.ase import PESCalculator
+
+        potential = matgl.load_model(self.path)
+        return PESCalculator(potential, stress_unit="eV/A3")
+
+    def supported_elements(self, calculator: Calculator) -> frozenset[str]:
+        """The model's ``element_types``."""
+        return frozenset(cast(Any, calculator).potential.model.element_types)
+
+
+_BACKENDS: dict[str, Callable[[MLIPConfig], MLIPBackend]] = {
+    "chgnet": CHGNetBackend,
+    "mace": MACEBackend,
+    "matgl": MatGLBackend,
+}
+
+
+def load_mlip(config: MLIPConfig | None = None) -> MLIPBackend:
+    """Resolve an :class:`MLIPConfig` into a backend (checks the model exists; cheap).
+
+    Parameters
+    ----------
+    config
+        Which backend and model; default CHGNet 0.3.0 from the wheel.
+
+    Returns
+    -------
+    MLIPBackend
+        Object with ``name``, ``version`` and ``calculator()``.
+
+    Raises
+    ------
+    MLIPUnavailableError
+        The model file is missing (the message names it and how to get it).
+    """
+    config = config or MLIPConfig()
+    return _BACKENDS[config.name](config)
+
+
+def safe_dirname(text: str) -> str:
+    """A file-system-safe directory name for an MLIP version string."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)

@@ -1,0 +1,511 @@
+"""An MLIP-consistent convex hull: E_hull of relaxed candidates against MLIP-relaxed references.
+
+Reference phases are the training dataset's structures plus elemental prototypes for
+elements the dataset lacks as pure phases, all relaxed with the *same* MLIP and the same
+:class:`tasks.mlip.settings.RelaxConfig` physics settings as the candidates (the LeMat-GenBench
+practice), so the hull is self-consistent per MLIP. References are computed lazily, only
+for the chemical systems the candidates need (with all their sub-systems), and cached on
+disk under ``<cache>/<MLIP name+version>/<settings hash>/<key>.json`` where ``key`` is the
+record's ``content_hash`` (:func:`tasks.core.records.structure_hash`) when the dataset has one,
+else the sha256 of the stored structure text. A second run (or the next night) reuses them.
+
+With ``single_point_references`` the references are not relaxed (faster, but they sit
+higher on the energy surface than relaxed candidates, which biases candidates toward
+stability); every output row and the summary say when this was used.
+
+Elemental references for missing elements: ASE's reference crystal structure where ASE
+can build it, plus fcc / bcc / simple-cubic / diamond prototypes at a covalent-radius
+lattice constant (and a dimer in a 10 Å box for diatomic gases); the phase diagram keeps
+the lowest. Such a reference can lie above the element's true ground state, which makes
+compounds of that element look too stable: prefer a reference set with elemental phases.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import cast
+
+import numpy as np
+import pandas as pd
+from ase import Atoms
+from ase.build import bulk
+from ase.data import atomic_numbers, covalent_radii, reference_states
+from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
+from pymatgen.core import Composition, Structure
+
+from tasks.core.atomic import atomic_write, write_json_atomic
+from tasks.core.config import content_dump
+from tasks.core.mapping import Mapper
+from tasks.core.paths import REPO_ROOT
+from tasks.core.records import STATUS_FAILED, STATUS_OK, structure_hash, structure_to_json
+from tasks.core.stability import StabilityRule
+from tasks.core.structure_io import Format, parse_payload, read_entries
+from tasks.mlip.backends import load_mlip, safe_dirname
+from tasks.mlip.results import atoms_to_structure
+from tasks.mlip.runner import relax_items
+from tasks.mlip.settings import MLIPConfig, MLIPHullConfig, RelaxConfig
+
+log = logging.getLogger(__name__)
+
+#: Failures that may not happen again on a rerun, so they are not cached.
+_TRANSIENT = ("time budget", "worker failed")
+#: Shortest covalent bond (Å) for which generic elemental lattice prototypes are built.
+MIN_PROTOTYPE_BOND = 1.5
+
+
+class HullError(RuntimeError):
+    """The hull cannot be built as asked (inconsistent MLIP, unreadable reference set)."""
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One reference phase before its energy is known."""
+
+    id: str
+    elements: frozenset[str]
+    key: str
+    text: str
+    fmt: Format
+
+    def structure(self) -> Structure:
+        """The reference structure as stored."""
+        return parse_payload(self.text, self.fmt)
+
+
+def _elements(formula: str) -> frozenset[str]:
+    return frozenset(el.symbol for el in Composition(formula).elements)
+
+
+def _text_key(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def read_references(path: str | Path) -> list[Reference]:
+    """Index a reference set without parsing its structures (when it has a formula column).
+
+    Parameters
+    ----------
+    path
+        Any structure set :func:`tasks.core.structure_io.read_entries` reads: a records
+        parquet, an MP-20 / MPTS-52 CSV(.gz), a CIF folder. Unusable entries are skipped.
+
+    Returns
+    -------
+    list of Reference
+    """
+    path = Path(path)
+    if not path.exists():
+        raise HullError(f"reference set {path} not found")
+    try:
+        entries = read_entries(path)
+    except ValueError as err:
+        raise HullError(f"reference set: {err}") from None
+    out = []
+    for entry in entries:
+        if entry.reason:
+            continue
+        formula = entry.formula
+        if not formula:
+            structure, _ = entry.parse()
+            if structure is None:
+                continue
+            formula = structure.composition.reduced_formula
+        out.append(
+            Reference(
+                entry.id, _elements(formula), _text_key(entry.payload), entry.payload, entry.fmt
+            )
+        )
+    return out
+
+
+def elemental_prototypes(symbol: str) -> list[Structure]:
+    """Candidate elemental reference structures for ``symbol`` (see the module docstring)."""
+    d = 2 * covalent_radii[atomic_numbers[symbol]]
+    builders = [lambda: bulk(symbol)]
+    if d >= MIN_PROTOTYPE_BOND:  # not for H, He, N, O, F: only their ASE state / a dimer
+        builders += [
+            lambda: bulk(symbol, "fcc", a=d * math.sqrt(2)),
+            lambda: bulk(symbol, "bcc", a=2 * d / math.sqrt(3)),
+            lambda: bulk(symbol, "sc", a=d),
+            lambda: bulk(symbol, "diamond", a=4 * d / math.sqrt(3)),
+        ]
+    state = reference_states[atomic_numbers[symbol]] or {}
+    if state.get("symmetry") == "diatom":
+        bond = float(cast(float, state["d"]))
+        builders.append(
+            lambda: Atoms(
+                2 * symbol, positions=[(5, 5, 5), (5, 5, 5 + bond)], cell=[10] * 3, pbc=True
+            )
+        )
+    out = []
+    for build in builders:
+        try:
+            out.append(atoms_to_structure(build()))
+        except Exception as err:  # ASE has no reference data for this element/lattice
+            log.debug("no %s prototype: %s", symbol, err)
+    return out
+
+
+@cache
+def _prototype_references(symbol: str) -> tuple[Reference, ...]:
+    return tuple(
+        Reference(
+            f"ase:{symbol}-{k}",
+            frozenset([symbol]),
+            structure_hash(s),
+            structure_to_json(s),
+            "json",
+        )
+        for k, s in enumerate(elemental_prototypes(symbol))
+    )
+
+
+class MLIPHull:
+    """Reference energies and phase diagrams for one MLIP, computed lazily and cached.
+
+    Parameters
+    ----------
+    references
+        The reference set (see :func:`read_references`).
+    mlip, relax
+        MLIP and relaxation settings; they must be those the candidates were relaxed with.
+    config
+        Hull settings.
+    mapper
+        Where the reference relaxations' chunks run (default: ``relax.scheduler``).
+    rule
+        The stable / metastable thresholds (shared with the DFT hull).
+    """
+
+    def __init__(
+        self,
+        references: list[Reference],
+        mlip: MLIPConfig | None = None,
+        relax: RelaxConfig | None = None,
+        config: MLIPHullConfig | None = None,
+        mapper: Mapper | None = None,
+        rule: StabilityRule | None = None,
+    ) -> None:
+        self.references = references
+        self.rule = rule or StabilityRule()
+        self.mapper = mapper
+        self.mlip = mlip or MLIPConfig()
+        self.config = config or MLIPHullConfig()
+        relax = relax or RelaxConfig()
+        self.relax = (
+            relax.model_copy(update={"steps": 0}) if self.config.single_point_references else relax
+        )
+        self.backend = load_mlip(self.mlip)
+        self.settings_hash = hashlib.sha256(
+            json.dumps(content_dump(self.relax), sort_keys=True).encode()
+        ).hexdigest()[:12]
+        root = self.config.cache_dir or REPO_ROOT / "data" / "cache" / "mlip_hull"
+        self.cache_dir = (
+            root / safe_dirname(f"{self.backend.name}-{self.backend.version}") / self.settings_hash
+        )
+        self.energies: dict[str, dict] = {}  # reference key -> cache entry
+        self.stats = {"cached": 0, "computed": 0, "failed": 0}
+        self._diagrams: dict[frozenset[str], PhaseDiagram | str] = {}
+        self._elemental = {el for r in references if len(r.elements) == 1 for el in r.elements}
+
+    def _cache_path(self, key: str) -> Path:
+        return self.cache_dir / key[:2] / f"{key}.json"
+
+    def _needed(self, systems: Iterable[frozenset[str]]) -> list[Reference]:
+        systems = set(systems)
+        needed = [r for r in self.references if any(r.elements <= s for s in systems)]
+        if self.config.elemental_prototypes:
+            missing = sorted(set().union(*systems) - self._elemental) if systems else []
+            for symbol in missing:
+                needed.extend(_prototype_references(symbol))
+        return needed
+
+    def prepare(self, systems: Iterable[frozenset[str]]) -> None:
+        """Make sure every reference of these chemical systems (and sub-systems) has an energy.
+
+        Cached energies are read from disk; the rest are relaxed (or single-pointed) with the
+        MLIP in one batch and written to the cache.
+        """
+        todo: list[Reference] = []
+        for ref in self._needed(systems):
+            if ref.key in self.energies:
+                continue
+            path = self._cache_path(ref.key)
+            if path.is_file():
+                self.energies[ref.key] = {**json.loads(path.read_text()), "id": ref.id}
+                self.stats["cached"] += 1
+            else:
+                todo.append(ref)
+        todo = list({r.key: r for r in todo}.values())
+        if not todo:
+            return
+        log.info("computing %d reference energies with %s", len(todo), self.backend.version)
+        items, unreadable = [], []
+        for ref in todo:
+            try:
+                items.append((ref.key, structure_to_json(ref.structure())))
+            except Exception as err:
+                unreadable.append(ref)
+                log.warning("reference %s unreadable: %s", ref.id, err)
+        results = relax_items(items, self.mlip, self.relax, mapper=self.mapper).set_index("id")
+        by_key = {r.key: r for r in todo}
+        for key, row in results.iterrows():
+            entry = {
+                "id": by_key[key].id,
+                "formula": row["formula"],
+                "n_atoms": int(row["n_atoms"]),
+                "energy": float(row["energy"]),
+                "status": row["status"],
+                "reason": row["reason"],
+                "steps": int(row["steps"]),
+                "converged": bool(row["converged"]),
+                "mlip_version": self.backend.version,
+            }
+            self.energies[str(key)] = entry
+            self.stats["computed"] += 1
+            self.stats["failed"] += row["status"] != STATUS_OK
+            if not str(row["reason"]).startswith(_TRANSIENT):
+                write_json_atomic(self._cache_path(str(key)), entry)
+        for ref in unreadable:
+            self.energies[ref.key] = {"id": ref.id, "status": STATUS_FAILED, "reason": "unreadable"}
+
+    def entries(self, elements: frozenset[str]) -> list[PDEntry]:
+        """Phase-diagram entries of the references within ``elements`` (after :meth:`prepare`)."""
+        out = []
+        for ref in self._needed([elements]):
+            entry = self.energies.get(ref.key)
+            if entry and entry["status"] == STATUS_OK and np.isfinite(entry["energy"]):
+                out.append(PDEntry(_composition(entry), entry["energy"], name=ref.id))
+        return out
+
+    def phase_diagram(self, elements: frozenset[str]) -> PhaseDiagram:
+        """The :class:`PhaseDiagram` of a chemical system (memoised)."""
+        if elements not in self._diagrams:
+            self.prepare([elements])
+            entries = self.entries(elements)
+            have = {
+                el.symbol
+                for e in entries
+                if len(e.composition.elements) == 1
+                for el in e.composition.elements
+            }
+            lacking = sorted(elements - have)
+            if lacking:
+                self._diagrams[elements] = f"no elemental reference for {', '.join(lacking)}"
+            else:
+                self._diagrams[elements] = PhaseDiagram(entries)
+        diagram = self._diagrams[elements]
+        if isinstance(diagram, str):
+            raise HullError(diagram)
+        return diagram
+
+    def evaluate(self, candidates: pd.DataFrame) -> pd.DataFrame:
+        """E_hull, formation energy and stability flags of relaxed candidates.
+
+        Parameters
+        ----------
+        candidates
+            Rows of :func:`tasks.mlip.runner.run_relax` output (``id``, ``structure``,
+            ``energy``, ``status``, ``mlip_version``, ``single_point``...).
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per candidate: ``id, formula, chemsys, n_elements, energy_per_atom,
+            e_form_per_atom, e_hull, stable, metastable, decomposition, hull_status,
+            hull_reason, mlip, mlip_version, candidate_single_point,
+            reference_single_point``.
+        """
+        ok = candidates[candidates["status"] == STATUS_OK]
+        versions = set(ok["mlip_version"]) - {self.backend.version}
+        if versions:
+            raise HullError(
+                f"candidates were relaxed with {sorted(versions)} but the hull uses "
+                f"{self.backend.version}: energies of different MLIPs cannot share a hull"
+            )
+        systems = {_elements(f) for f in ok["formula"]}
+        self.prepare(systems)
+        return pd.DataFrame([self._row(row) for row in candidates.to_dict(orient="records")])
+
+    def _row(self, row: dict) -> dict:
+        formula = row.get("formula") or ""
+        elements = _elements(formula) if formula else frozenset()
+        out = {
+            "id": row["id"],
+            "formula": formula,
+            "chemsys": "-".join(sorted(elements)),
+            "n_elements": len(elements),
+            "energy_per_atom": row.get("energy_per_atom", math.nan),
+            "e_form_per_atom": math.nan,
+            "e_hull": math.nan,
+            "stable": False,
+            "metastable": False,
+            "decomposition": "",
+            "hull_status": STATUS_OK,
+            "hull_reason": "",
+            "mlip": self.backend.name,
+            "mlip_version": self.backend.version,
+            "candidate_single_point": bool(row.get("single_point", False)),
+            "reference_single_point": self.relax.single_point,
+        }
+        if row["status"] != STATUS_OK or not np.isfinite(row.get("energy", math.nan)):
+            out["hull_status"] = STATUS_FAILED
+            out["hull_reason"] = f"relaxation {row['status']}: {row.get('reason', '')}"
+            return out
+        try:
+            diagram = self.phase_diagram(elements)
+            entry = PDEntry(_composition(row), float(row["energy"]), name=str(row["id"]))
+            decomposition, e_hull = diagram.get_decomp_and_e_above_hull(
+                entry, allow_negative=True, check_stable=False
+            )
+        except Exception as err:
+            out["hull_status"], out["hull_reason"] = STATUS_FAILED, str(err)
+            return out
+        if e_hull is None or decomposition is None:
+            out["hull_status"], out["hull_reason"] = STATUS_FAILED, "no decomposition on the hull"
+            return out
+        out["e_hull"] = float(e_hull)
+        out["e_form_per_atom"] = float(diagram.get_form_energy_per_atom(entry))
+        out["stable"], out["metastable"] = self.rule.classify(float(e_hull), len(elements))
+        out["decomposition"] = " + ".join(
+            f"{amount:.3f} {e.composition.reduced_formula} ({getattr(e, 'name', '')})"
+            for e, amount in sorted(decomposition.items(), key=lambda kv: -kv[1])
+        )
+        return out
+
+
+def _composition(row: dict) -> Composition:
+    """The cell composition from a reduced formula and an atom count."""
+    reduced = Composition(row["formula"])
+    return reduced * (int(row["n_atoms"]) / reduced.num_atoms)
+
+
+def read_relaxed(path: str | Path) -> tuple[pd.DataFrame, dict]:
+    """Relaxed candidates and their run metadata from a ``run_relax`` directory or parquet."""
+    path = Path(path)
+    table = path / "relaxed.parquet" if path.is_dir() else path
+    if not table.is_file():
+        raise HullError(f"no relaxed candidates at {table}")
+    meta_path = table.parent / "relax_meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    return pd.read_parquet(table), meta
+
+
+def run_hull(
+    relaxed: str | Path,
+    reference: str | Path,
+    out_dir: str | Path,
+    mlip: MLIPConfig | None = None,
+    relax: RelaxConfig | None = None,
+    config: MLIPHullConfig | None = None,
+    mapper: Mapper | None = None,
+    rule: StabilityRule | None = None,
+) -> Path:
+    """Place relaxed candidates on the MLIP hull of a reference set; write the results.
+
+    MLIP and relaxation settings default to those recorded in ``relax_meta.json`` next to
+    the relaxed candidates, so references are treated exactly like the candidates.
+
+    Parameters
+    ----------
+    relaxed
+        A :func:`tasks.mlip.runner.run_relax` output directory or its ``relaxed.parquet``.
+    reference
+        The reference set (see :func:`read_references`).
+    out_dir
+        Writes ``hull.parquet`` (see :meth:`MLIPHull.evaluate`) and ``hull_summary.json``.
+    mlip, relax, config
+        Overrides of the recorded MLIP / relaxation settings, and hull settings.
+    mapper
+        Where the reference relaxations' chunks run (default: ``relax.scheduler``).
+    rule
+        The stable / metastable thresholds.
+
+    Returns
+    -------
+    Path
+        The ``hull.parquet`` path.
+    """
+    candidates, meta = read_relaxed(relaxed)
+    if mlip is None:
+        mlip = MLIPConfig.model_validate(meta["mlip"]) if "mlip" in meta else MLIPConfig()
+    if relax is None:
+        relax = RelaxConfig.model_validate(meta["relax"]) if "relax" in meta else RelaxConfig()
+    config = config or MLIPHullConfig()
+    start = time.perf_counter()
+    rule = rule or StabilityRule()
+    hull = MLIPHull(read_references(reference), mlip, relax, config, mapper, rule)
+    frame = hull.evaluate(candidates)
+    out = Path(out_dir)
+    path = atomic_write(out / "hull.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
+    ok = frame["hull_status"] == STATUS_OK
+    summary = {
+        "mlip_version": hull.backend.version,
+        "reference": str(reference),
+        "reference_single_point": hull.relax.single_point,
+        "candidate_single_point": bool(frame["candidate_single_point"].any()),
+        "n_candidates": len(frame),
+        "n_on_hull": int(ok.sum()),
+        "n_stable": int(frame["stable"].sum()),
+        "n_metastable": int(frame["metastable"].sum()),
+        "references": hull.stats,
+        "cache_dir": str(hull.cache_dir),
+        "relax": hull.relax.model_dump(mode="json"),
+        "config": config.model_dump(mode="json"),
+        "stability": rule.model_dump(mode="json"),
+        "wall_s": time.perf_counter() - start,
+    }
+    if hull.relax.single_point:
+        summary["warning"] = (
+            "references were single points (not relaxed): E_hull is biased toward stability"
+        )
+    write_json_atomic(out / "hull_summary.json", summary)
+    return path
+
+
+def ensemble_summary(results: dict[str, pd.DataFrame], min_agree: int = 2) -> pd.DataFrame:
+    """Combine per-MLIP hull results (each against its own hull) into an ensemble verdict.
+
+    Parameters
+    ----------
+    results
+        MLIP label -> :meth:`MLIPHull.evaluate` output for the same candidates.
+    min_agree
+        How many MLIPs must call a candidate stable (metastable) for the ensemble flag
+        (LeMat-GenBench uses 2 of MACE, ORB and UMA).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Per ``id``: ``e_hull_<label>`` per MLIP, ``e_hull_mean``, ``e_hull_std`` (over the
+        MLIPs that placed it), ``n_mlips``, ``stable_votes``, ``metastable_votes``,
+        ``stable`` and ``metastable`` (votes >= ``min_agree``).
+    """
+    if min_agree < 1 or min_agree > len(results):
+        raise ValueError(f"min_agree={min_agree} must be between 1 and {len(results)} MLIPs")
+    columns = {}
+    stable, metastable = [], []
+    for label, frame in results.items():
+        indexed = frame.set_index("id")
+        placed = indexed["hull_status"] == STATUS_OK
+        columns[f"e_hull_{label}"] = indexed["e_hull"].where(placed)
+        stable.append(indexed["stable"].astype(bool) & placed)
+        metastable.append(indexed["metastable"].astype(bool) & placed)
+    out = pd.DataFrame(columns)
+    values = out.to_numpy(dtype=float)
+    out["e_hull_mean"] = np.nanmean(values, axis=1) if values.size else []
+    out["e_hull_std"] = np.nanstd(values, axis=1) if values.size else []
+    out["n_mlips"] = np.isfinite(values).sum(axis=1)
+    out["stable_votes"] = pd.concat(stable, axis=1).fillna(False).sum(axis=1)
+    out["metastable_votes"] = pd.concat(metastable, axis=1).fillna(False).sum(axis=1)
+    out["stable"] = out["stable_votes"] >= min_agree
+    out["metastable"] = out["metastable_votes"] >= min_agree
+    return out.reset_index()

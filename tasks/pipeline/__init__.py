@@ -1,0 +1,1 @@
+"""The loop's bookkeeping: pipeline config, run directory, selection, S.U.N., report."""

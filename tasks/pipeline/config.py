@@ -1,0 +1,129 @@
+"""The whole pipeline's configuration: one YAML profile validated into one typed object.
+
+Each stage owns its settings model (in its wing's ``settings``/``config`` module, which
+imports nothing heavy); this module composes them. Profiles live in ``configs/`` (``quick``:
+the embedded default; ``benchmark``: the shared MP-20 splits). Load with
+``load_config("quick", PipelineConfig)``.
+
+Keys renamed since earlier profiles are still accepted (:data:`RENAMED_KEYS`): the E_hull
+thresholds of both hulls now live in one ``stability`` section.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from tasks.core.cluster import DaskConfig
+from tasks.core.config import Placement, StrictModel
+from tasks.core.stability import StabilityRule
+from tasks.dft.settings import DftStageConfig
+from tasks.evaluate.settings import EvaluateConfig
+from tasks.ingest.config import DatasetSource, IngestConfig
+from tasks.mlip.settings import MLIPConfig, MLIPHullConfig, RelaxConfig
+
+log = logging.getLogger(__name__)
+
+#: Old dotted key → its place now (both hulls' thresholds became ``stability``).
+RENAMED_KEYS = {
+    "hull.stable_threshold": "stability.stable_below",
+    "hull.metastable_threshold": "stability.metastable_below",
+    "dft.hull.stable_below": "stability.stable_below",
+    "dft.hull.metastable_below": "stability.metastable_below",
+}
+
+
+def _pop_dotted(data: dict[str, Any], dotted: str) -> tuple[bool, Any]:
+    node: Any = data
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node.get(key) if isinstance(node, dict) else None
+    if isinstance(node, dict) and leaf in node:
+        return True, node.pop(leaf)
+    return False, None
+
+
+def migrate_renamed_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """Move renamed keys to their new place (a conflict between old and new is an error)."""
+    data = copy.deepcopy(data)
+    for old, new in RENAMED_KEYS.items():
+        found, value = _pop_dotted(data, old)
+        if not found:
+            continue
+        section, leaf = new.split(".")
+        target = data.setdefault(section, {})
+        if leaf in target and target[leaf] != value:
+            raise ValueError(
+                f"'{old}' (now '{new}') = {value} contradicts '{new}' = {target[leaf]}"
+            )
+        target[leaf] = value
+        log.warning("config key '%s' is now '%s'", old, new)
+    return data
+
+
+MODEL_NAMES = ("symadit", "mcflow")
+
+
+class ModelRun(StrictModel):
+    """One generative model in a run: train it (or load a checkpoint) and sample from it."""
+
+    name: Literal["symadit", "mcflow"]
+    profile: str = Field(default="tiny", description="model config: configs/<name>/<profile>.yaml")
+    checkpoint: Path | None = Field(default=None, description="load this instead of training")
+    n_samples: int = Field(default=64, gt=0)
+    steps: int | None = Field(default=None, gt=0, description="integration steps (model default)")
+    seed: int = 0
+
+
+class SelectionConfig(StrictModel):
+    """Which V.U.N. candidates go to the MLIP screen and then to DFT."""
+
+    strategy: Literal["ranked", "random"] = Field(
+        default="ranked",
+        description="ranked: lowest MLIP E_hull first; random: the paper's unbiased draw",
+    )
+    max_relax: int = Field(default=64, gt=0, description="V.U.N. candidates relaxed by the MLIP")
+    n_dft: int = Field(default=4, ge=0, description="candidates sent to DFT per round")
+
+
+class PipelineConfig(StrictModel):
+    """The resolved configuration of one run (every stage's settings)."""
+
+    profile: str = "quick"
+    seed: int = 0
+    run_root: Annotated[Path, Placement] = Path("runs")
+    rounds: int = Field(default=1, ge=1)
+    model_deployment: Annotated[str | None, Placement] = Field(
+        default=None,
+        pattern=r"^[^/]+/[^/]+$",
+        description="deployment that trains and samples (e.g. model-work/gpu); None = here",
+    )
+    datasets: dict[str, DatasetSource] = Field(default_factory=dict)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    models: list[ModelRun] = Field(default_factory=list)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    mlip: MLIPConfig = Field(default_factory=MLIPConfig)
+    relax: RelaxConfig = Field(default_factory=RelaxConfig)
+    hull: MLIPHullConfig = Field(default_factory=MLIPHullConfig)
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    dft: DftStageConfig = Field(default_factory=DftStageConfig)
+    stability: StabilityRule = Field(default_factory=StabilityRule)
+    dask: Annotated[DaskConfig, Placement] = Field(default_factory=DaskConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        return migrate_renamed_keys(data) if isinstance(data, dict) else data
+
+    @model_validator(mode="after")
+    def _check(self) -> PipelineConfig:
+        names = [m.name for m in self.models]
+        if len(names) != len(set(names)):
+            raise ValueError(f"models: each model may appear once, got {names}")
+        if self.models and "train" not in self.datasets:
+            raise ValueError("datasets: a 'train' dataset is needed to train and judge novelty")
+        return self

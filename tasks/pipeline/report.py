@@ -1,0 +1,239 @@
+"""The run report: markdown and an HTML page with tables and plots, every number linked to files.
+
+:func:`write_report` builds it from a run directory alone (``config.yaml``, the training
+set and each round's files, through :func:`tasks.pipeline.summary.summarize_run`), so it can
+be rebuilt at any time (``discovery report RUN_DIR``) and every figure points at the
+crystals behind it. It writes ``report/report.md``, ``report/index.html`` with its plots,
+and ``metrics.json`` (the rates per model and round).
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from tasks.core.atomic import atomic_write, write_json_atomic, write_text_atomic
+from tasks.core.columns import Col
+from tasks.core.config import validate_config
+from tasks.core.plotting import pyplot
+from tasks.core.records import STATUS_OK, structure_from_json
+from tasks.evaluate.metrics import PAPER_COLUMNS, paper_cells, paper_row
+from tasks.pipeline.config import PipelineConfig
+from tasks.pipeline.summary import RoundSummary, summarize_run
+from tasks.pipeline.sun import estimate_as_dict, funnel_table
+
+STANDIN_WARNING = (
+    "The DFT stage ran on the local stand-in (an MLIP-driven test double of VASP): "
+    "the 'DFT' numbers below are MLIP numbers, not DFT."
+)
+
+
+def _link(path: Path, base: Path) -> str:
+    return os.path.relpath(path, base)
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+_RATE_HEADER = ("rate", "% (count)", "95% interval", "checked")
+
+
+def _rate_rows(summary: RoundSummary) -> list[list[str]]:
+    return [
+        [e.name, e.paper_notation(), f"{e.low:.2f}–{e.high:.2f}", str(e.checked)]
+        for e in summary.estimates
+    ]
+
+
+def _funnel_rows(summary: RoundSummary) -> list[list[str]]:
+    return [
+        [s.name, f"{s.passed:,}", f"{s.checked:,}", f"{100 * s.fraction:.2f}%"]
+        for s in summary.funnel
+    ]
+
+
+def markdown_report(summaries: Sequence[RoundSummary], base: Path, standin: bool) -> str:
+    """Markdown: the paper-style row, the funnel with counts and the S.U.N. estimates."""
+    lines = [f"> **{STANDIN_WARNING}**", ""] if standin else []
+    lines.append("# S.U.N. estimation report\n")
+    for r in summaries:
+        lines.append(f"## {r.model}, round {r.round}\n")
+        lines.append(paper_row(r.metrics, r.model) + "\n")
+        lines.append(funnel_table(r.funnel))
+        lines.append(_md_table(_RATE_HEADER, _rate_rows(r)))
+        lines.append("Files: " + ", ".join(f"[{k}]({_link(p, base)})" for k, p in r.files.items()))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _plot(name: str, out_dir: Path, draw: Callable[[Any], None]) -> Path:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 3.2), dpi=110)
+    draw(ax)
+    fig.tight_layout()
+    path = atomic_write(out_dir / name, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return path
+
+
+def _structure_image(structure_json: str, path: Path) -> Path:
+    from ase.visualize.plot import plot_atoms
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    structure = structure_from_json(structure_json)
+    atoms = AseAtomsAdaptor.get_atoms(structure).repeat((2, 2, 2))
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(2.6, 2.6), dpi=100)
+    plot_atoms(atoms, ax, rotation="10x,20y,0z", radii=0.5)
+    ax.set_axis_off()
+    ax.set_title(structure.composition.reduced_formula, fontsize=9)
+    written = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return written
+
+
+@dataclass(frozen=True)
+class TrainingShape:
+    """The training set's space groups and orbit counts, for the comparison plots."""
+
+    spacegroups: list[int]
+    orbits: list[int]
+
+
+def html_report(
+    summaries: Sequence[RoundSummary], training: TrainingShape, out_dir: Path, standin: bool
+) -> Path:
+    """Write ``index.html`` with the tables and plots into ``out_dir``; return its path."""
+    out = Path(out_dir)
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>S.U.N. report</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
+        "table{border-collapse:collapse;margin:6px 0}td,th{border:1px solid #ccc;padding:3px 8px}"
+        ".warn{background:#fde2e1;padding:8px;border:1px solid #d33}</style></head><body>",
+    ]
+    if standin:
+        parts.append(f"<p class='warn'><b>{html.escape(STANDIN_WARNING)}</b></p>")
+    parts.append("<h1>S.U.N. estimation report</h1>")
+    train_sg = np.asarray(training.spacegroups)
+    for r in summaries:
+        tag = f"{r.model}-round{r.round}"
+        parts.append(f"<h2>{html.escape(r.model)}, round {r.round}</h2>")
+        parts.append(_html_table(PAPER_COLUMNS, [paper_cells(r.metrics, r.model)]))
+        parts.append(_html_table(("stage", "passed", "checked", "%"), _funnel_rows(r)))
+        parts.append(_html_table(_RATE_HEADER, _rate_rows(r)))
+        gen_sg = np.asarray(r.generated_spacegroups)
+
+        def sg_plot(ax: Any, gen_sg: np.ndarray = gen_sg) -> None:
+            bins = np.arange(0.5, 231.5)
+            ax.hist(train_sg, bins=bins, density=True, alpha=0.5, label="training")
+            ax.hist(gen_sg, bins=bins, density=True, alpha=0.5, label="generated")
+            ax.set_xlabel("space group")
+            ax.legend()
+
+        def orbit_plot(ax: Any, r: RoundSummary = r) -> None:
+            top = max([*training.orbits, *r.generated_orbits, 1])
+            bins = np.arange(0.5, top + 1.5)
+            ax.hist(training.orbits, bins=bins, density=True, alpha=0.5, label="training")
+            ax.hist(r.generated_orbits, bins=bins, density=True, alpha=0.5, label="generated")
+            ax.set_xlabel("orbits per crystal")
+            ax.legend()
+
+        def hull_plot(ax: Any, r: RoundSummary = r) -> None:
+            ax.hist(np.clip(r.e_hull, -0.5, 2.0), bins=40, color="#6a5")
+            ax.axvline(0.0, color="k", lw=0.8)
+            ax.axvline(0.1, color="k", lw=0.8, ls="--")
+            ax.set_xlabel("MLIP E_hull (eV/atom, clipped to [-0.5, 2])")
+
+        def funnel_plot(ax: Any, r: RoundSummary = r) -> None:
+            names = [s.name for s in r.funnel]
+            ax.barh(names[::-1], [s.passed for s in r.funnel][::-1], color="#37a")
+            ax.set_xlabel("crystals passing")
+
+        for name, draw in (
+            ("sg", sg_plot),
+            ("orbits", orbit_plot),
+            ("ehull", hull_plot),
+            ("funnel", funnel_plot),
+        ):
+            png = _plot(f"{tag}-{name}.png", out, draw)
+            parts.append(f"<img src='{png.name}' alt='{name}'>")
+        if r.top_candidates:
+            parts.append("<h3>Lowest MLIP E_hull</h3><div>")
+            for cid, structure_json in r.top_candidates:
+                png = _structure_image(structure_json, out / f"{tag}-{_safe(cid)}.png")
+                parts.append(
+                    f"<figure style='display:inline-block'><img src='{png.name}'>"
+                    f"<figcaption>{html.escape(cid)}</figcaption></figure>"
+                )
+            parts.append("</div>")
+        links = " · ".join(
+            f"<a href='{_link(p, out)}'>{html.escape(k)}</a>" for k, p in r.files.items()
+        )
+        parts.append(f"<p>Files: {links}</p>")
+    parts.append("</body></html>")
+    return write_text_atomic(out / "index.html", "\n".join(parts))
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+def read_run_config(run_dir: Path) -> PipelineConfig:
+    """The resolved configuration a run recorded (``config.yaml``)."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
+    return validate_config(yaml.safe_load(path.read_text()), PipelineConfig, str(path))
+
+
+def training_shape(run_dir: Path) -> TrainingShape:
+    """Space groups and orbit counts of the run's ingested training set."""
+    frame = pd.read_parquet(Path(run_dir) / "dataset" / "train" / "dataset.parquet")
+    ok = frame[frame[Col.STATUS] == STATUS_OK]
+    return TrainingShape([int(g) for g in ok[Col.SPACEGROUP]], [int(k) for k in ok[Col.N_ORBITS]])
+
+
+@dataclass(frozen=True)
+class Report:
+    """Where a report was written, with its markdown and the rates per model and round."""
+
+    html: Path
+    markdown: str
+    metrics: dict[str, dict[str, Any]]
+
+
+def write_report(run_dir: str | Path) -> Report:
+    """Build the report of a run directory from its files (see the module docstring)."""
+    run_dir = Path(run_dir)
+    config = read_run_config(run_dir)
+    summaries = summarize_run(run_dir, config)
+    out = run_dir / "report"
+    standin = config.dft.mode == "standin" and any("dft_results" in s.files for s in summaries)
+    markdown = markdown_report(summaries, out, standin)
+    write_text_atomic(out / "report.md", markdown)
+    page = html_report(summaries, training_shape(run_dir), out, standin)
+    metrics = {
+        f"{s.model}/round{s.round}": {e.name: estimate_as_dict(e) for e in s.estimates}
+        for s in summaries
+    }
+    write_json_atomic(run_dir / "metrics.json", metrics)
+    return Report(html=page, markdown=markdown, metrics=metrics)

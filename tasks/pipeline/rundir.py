@@ -1,0 +1,139 @@
+"""The run directory: one folder per run id holding every stage's inputs and outputs.
+
+``runs/<run id>/``: ``run.json`` (layout version and the configuration's content hash),
+``config.yaml`` (resolved), ``dataset/``, ``checkpoints/<model>/``,
+``round-<k>/<model>/{samples,filters,mlip,dft}/``, ``discovered/``, ``metrics.json``,
+``report/``.
+
+A run id is a plain name (``[A-Za-z0-9._-]+``): it can never point outside the run root.
+Reopening a run resumes it when its configuration computes the same things (placement
+settings such as worker counts or the Dask cluster may differ); anything else is refused.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from tasks.core.atomic import atomic_write, write_json_atomic, write_text_atomic
+from tasks.core.config import ConfigError, config_hash
+from tasks.core.records import structure_from_json
+from tasks.pipeline.config import PipelineConfig
+
+#: Version of the run directory's layout; runs of another layout are refused, not mixed.
+LAYOUT_VERSION = 2
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
+
+#: Columns of a next round's reference set (what novelty and the MLIP hull read).
+REFERENCE_COLUMNS = ["id", "formula", "structure", "status", "content_hash"]
+
+
+def check_run_id(run_id: str) -> str:
+    """``run_id`` when it is a plain name; :class:`ConfigError` otherwise (``../x``, ``/x``)."""
+    if not RUN_ID_PATTERN.match(run_id) or run_id in (".", ".."):
+        raise ConfigError(f"run id {run_id!r}: use letters, digits, '.', '_' and '-' only")
+    return run_id
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths of one run."""
+
+    run_id: str
+    path: Path
+
+    @classmethod
+    def open(cls, run_root: Path, run_id: str | None, config: PipelineConfig) -> RunDir:
+        """Create a run directory (or reopen one to resume) and record the resolved config.
+
+        Raises
+        ------
+        ConfigError
+            The run id is not a plain name, or an existing run was made by another layout
+            of the pipeline or with a configuration that computes something else: resuming
+            it would mix results.
+        """
+        digest = config_hash(config)
+        if run_id is None:
+            stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+            run_id = f"{config.profile}-{stamp}-{digest[:6]}"
+        check_run_id(run_id)
+        path = Path(run_root) / run_id
+        meta_path = path / "run.json"
+        if meta_path.exists():
+            meta = json.loads(meta_path.read_text())
+            if meta.get("layout") != LAYOUT_VERSION:
+                raise ConfigError(
+                    f"run {run_id} was made by layout {meta.get('layout')} of the pipeline, "
+                    f"this is layout {LAYOUT_VERSION}; start a new run id"
+                )
+            if meta.get("config_hash") != digest:
+                raise ConfigError(
+                    f"run {run_id} exists with another configuration ({path / 'config.yaml'}); "
+                    "choose a new run id or the same settings"
+                )
+        elif (path / "config.yaml").exists():
+            raise ConfigError(
+                f"run {run_id} was made by an earlier version of the pipeline (no run.json); "
+                "its files are not resumed: start a new run id"
+            )
+        path.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(
+            path / "config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=True)
+        )
+        write_json_atomic(meta_path, {"layout": LAYOUT_VERSION, "config_hash": digest})
+        return cls(run_id=run_id, path=path)
+
+    def round_dir(self, round_index: int) -> Path:
+        """Folder of one round of the loop."""
+        return self.path / f"round-{round_index}"
+
+    @property
+    def report_dir(self) -> Path:
+        """Folder of the HTML report."""
+        return self.path / "report"
+
+    def add_discovered(
+        self, reference: str | Path, confirmed: pd.DataFrame, round_index: int
+    ) -> Path:
+        """Add confirmed crystals to the ``discovered`` dataset and the next reference set.
+
+        Parameters
+        ----------
+        reference
+            The current reference set (a records parquet with ``id`` and ``structure``).
+        confirmed
+            Rows with ``id`` and ``structure`` of the crystals confirmed this round.
+        round_index
+            The round that confirmed them.
+
+        Returns
+        -------
+        Path
+            ``reference-round<k+1>.parquet``: the reference plus every discovered crystal.
+        """
+        formulas = [
+            structure_from_json(s).composition.reduced_formula for s in confirmed["structure"]
+        ]
+        found = confirmed[["id", "structure"]].assign(
+            formula=formulas, status="ok", source=f"round-{round_index}", content_hash=""
+        )
+        discovered_path = self.path / "discovered" / "discovered.parquet"
+        if discovered_path.exists():
+            found = pd.concat([pd.read_parquet(discovered_path), found], ignore_index=True)
+        found = found.drop_duplicates("id", keep="first")
+        atomic_write(discovered_path, lambda tmp: found.to_parquet(tmp, index=False))
+        base = pd.read_parquet(reference)
+        base = base[base["status"] == "ok"].assign(status="ok")
+        if "content_hash" not in base:
+            base = base.assign(content_hash="")
+        merged = pd.concat([base[REFERENCE_COLUMNS], found[REFERENCE_COLUMNS]], ignore_index=True)
+        merged = merged.drop_duplicates("id", keep="first")
+        out = self.path / f"reference-round{round_index + 1}.parquet"
+        return atomic_write(out, lambda tmp: merged.to_parquet(tmp, index=False))

@@ -1,0 +1,73 @@
+"""The S.U.N. graph in a real Prefect test harness, on a micro profile."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.discovery import discovery_flow
+from tasks.pipeline.report import STANDIN_WARNING
+
+
+def test_discovery_flow_two_rounds_end_to_end(micro: Path, prefect_harness) -> None:
+    # every crystal the stand-in completes counts as metastable, so round 1 surely confirms
+    # some and the closed loop has something to carry into round 2 (the old key of the
+    # threshold, now stability.metastable_below, is still accepted)
+    loose = {"rounds": 2, "dft.hull.metastable_below": 1e6}
+    result = discovery_flow(profile=str(micro), run_id="e2e", overrides=loose)
+    run = micro.parent / "runs" / "e2e"
+    report = Path(result["report"])
+    assert report == run / "report" / "index.html" and report.exists()
+    markdown = (run / "report" / "report.md").read_text()
+    assert markdown.splitlines()[0].endswith(f"**{STANDIN_WARNING}**")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics) == {"mcflow/round1", "mcflow/round2"}
+    verdicts = pd.read_parquet(run / "round-1" / "mcflow" / "filters" / "verdicts.parquet")
+    samples = pd.read_parquet(run / "round-1" / "mcflow" / "samples" / "samples.parquet")
+    assert list(verdicts["id"]) == list(samples["id"])  # every sample judged, none dropped
+    assert (run / "config.yaml").exists()
+
+    # the closed loop: round 1's confirmed crystals are references of round 2
+    dft1 = pd.read_parquet(run / "round-1" / "mcflow" / "dft" / "dft_results.parquet")
+    confirmed = set(dft1.loc[dft1["metastable"].astype(bool), "id"])
+    assert confirmed, dft1.to_string()
+    discovered = pd.read_parquet(run / "discovered" / "discovered.parquet")
+    assert set(discovered["id"]) == confirmed
+    reference2 = run / "reference-round2.parquet"
+    assert confirmed <= set(pd.read_parquet(reference2)["id"])
+    filters2 = json.loads((run / "round-2" / "mcflow" / "filters" / "metrics.json").read_text())
+    assert filters2["reference"]["path"] == str(reference2)
+    hull2 = json.loads(
+        (run / "round-2" / "mcflow" / "mlip" / "hull" / "hull_summary.json").read_text()
+    )
+    assert hull2["reference"] == str(reference2)
+
+    # the report is rebuilt from the run directory alone
+    shutil.rmtree(run / "report")
+    (run / "metrics.json").unlink()
+    rebuilt = CliRunner().invoke(app, ["report", str(run)])
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert (run / "report" / "report.md").read_text() == markdown
+    assert json.loads((run / "metrics.json").read_text()) == metrics
+
+    # a cached stage whose files were deleted is recomputed, not trusted
+    verdicts_file = run / "round-1" / "mcflow" / "filters" / "verdicts.parquet"
+    verdicts_file.unlink()
+    again = discovery_flow(profile=str(micro), run_id="e2e", overrides=loose)
+    assert verdicts_file.exists() and again["metrics"] == result["metrics"]
+
+
+def test_wrong_parameters_fail_before_any_work(tmp_path: Path, micro: Path) -> None:
+    with pytest.raises(ValueError, match="neither a file nor a profile"):
+        discovery_flow.fn(profile="no-such-profile")
+    with pytest.raises(ValueError, match=r"selection\.n_dft"):
+        discovery_flow.fn(profile=str(micro), overrides={"selection.n_dft": -1})
+    with pytest.raises(ValueError, match=r"models\.0\.name"):
+        discovery_flow.fn(profile=str(micro), overrides={"models": [{"name": "gpt"}]})
+    assert not (micro.parent / "runs").exists()
