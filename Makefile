@@ -27,8 +27,12 @@ test: setup
 test-slow: setup
 	$(VENV)/bin/pytest -m slow -q
 
+## Style (ruff), layering (the import-linter contracts in pyproject.toml) and types (mypy).
 lint: setup
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 benchmarks: setup
 	@bash benchmarks/run_all.sh

@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--single-point-references", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    items, _ = load_candidates(SAMPLES / "mp20_test_sample200.csv.gz")
+    items = load_candidates(SAMPLES / "mp20_test_sample200.csv.gz").items
     items = items[: args.n]
     candidates = relax_items(items, config=RelaxConfig(scheduler="serial", steps=0))
     relax = RelaxConfig(n_workers=args.workers, chunk_size=8)

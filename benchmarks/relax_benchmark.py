@@ -14,7 +14,7 @@ throughput (atoms/s) is measured on the same structures.
 With ``--batched --mace-model PATH`` the same structures are also relaxed with that MACE
 model twice in the same run, on ``cuda`` when available (else the CPU): by the ASE loop (one
 structure at a time, ``scheduler: serial``) and by the batched torch-sim path
-(``scheduler: batched``, ``--batch-size`` structures per batch), both with the model loaded
+(``engine: batched``, ``--batch-size`` structures per batch), both with the model loaded
 beforehand, and the ratio of their wall times is reported. Writes ``relax_benchmark.json``
 and ``.md`` to ``--out-dir`` (default ``benchmarks/results``).
 """
@@ -59,7 +59,7 @@ def rattled_items(n: int, seed: int) -> list[tuple[str, str]]:
     """The first ``n`` bundled MP-20 test structures, positions rattled by 0.05 Å."""
     from tasks.core.records import structure_from_json
 
-    items, _ = load_candidates(REPO_ROOT / "data" / "samples" / "mp20_test_sample200.csv.gz")
+    items = load_candidates(REPO_ROOT / "data" / "samples" / "mp20_test_sample200.csv.gz").items
     rng = np.random.default_rng(seed)
     out = []
     for candidate_id, text in items[:n]:

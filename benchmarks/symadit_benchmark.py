@@ -155,15 +155,16 @@ def symmetry_check(records: list[Any]) -> dict[str, Any]:
 
 
 def evaluate(records: list[Any], reference: Path, workers: int, seed: int) -> dict[str, Any]:
-    """:func:`tasks.evaluate.evaluate_samples` over every requested sample."""
-    from tasks.evaluate.funnel import Reference, evaluate_samples, paper_row
+    """:func:`tasks.evaluate.funnel.evaluate_samples` over every requested sample."""
+    from tasks.evaluate.funnel import Reference, evaluate_samples
+    from tasks.evaluate.metrics import paper_row
     from tasks.evaluate.settings import EvaluateConfig
 
     samples = [(r.id, r.to_structure() if r.status == "ok" else None, r.reason) for r in records]
     config = EvaluateConfig(seed=seed, workers=workers)
     result = evaluate_samples(samples, Reference(reference, config), config)
-    metrics = result.metrics
-    metrics["paper_row_markdown"] = paper_row(metrics, "SymADiT cpu-small (ours)")
+    metrics = result.metrics.model_dump()
+    metrics["paper_row_markdown"] = paper_row(result.metrics, "SymADiT cpu-small (ours)")
     return metrics
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -353,19 +353,3 @@ def load_tokens(
     if not tokens:
         raise ValueError(f"{path}: no usable crystals")
     return tokens
-
-
-def iterate_batches(
-    tokens: Sequence[WyckoffTokens],
-    batch_size: int,
-    rng: np.random.Generator,
-    shuffle: bool = True,
-    drop_last: bool = False,
-) -> Iterator[TokenBatch]:
-    """One epoch of batches (shuffled with ``rng``)."""
-    order = rng.permutation(len(tokens)) if shuffle else np.arange(len(tokens))
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        if drop_last and len(idx) < batch_size:
-            break
-        yield collate_tokens([tokens[i] for i in idx])

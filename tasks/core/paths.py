@@ -26,14 +26,6 @@ def shared_data_dir() -> Path:
     return (REPO_ROOT.parent / "shared" / "data").resolve()
 
 
-def bundled_sample(name: str = "mp20_train_sample1000.csv.gz") -> Path:
-    """Path of a dataset sample shipped inside the repository (works without ``../shared``)."""
-    path = SAMPLES_DIR / name
-    if not path.exists():
-        raise FileNotFoundError(f"bundled sample {name!r} not found in {SAMPLES_DIR}")
-    return path
-
-
 #: Prefix of config paths that live in the shared data directory (``shared:mp_20/test.csv.gz``).
 SHARED_PREFIX = "shared:"
 

@@ -10,7 +10,6 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -107,15 +106,6 @@ def records_to_frame(records: list[CrystalRecord]) -> pd.DataFrame:
     return pd.DataFrame([asdict(r) for r in records], columns=RECORD_COLUMNS)
 
 
-def frame_to_records(frame: pd.DataFrame) -> list[CrystalRecord]:
-    """Inverse of :func:`records_to_frame` (extra columns are ignored)."""
-    out = []
-    for row in frame[RECORD_COLUMNS].to_dict(orient="records"):
-        row["orbit_index"] = [int(i) for i in row["orbit_index"]]
-        out.append(CrystalRecord(**row))
-    return out
-
-
 def write_records(records: list[CrystalRecord] | pd.DataFrame, path: str | Path) -> Path:
     """Atomically write records to a parquet file."""
     frame = records if isinstance(records, pd.DataFrame) else records_to_frame(records)
@@ -134,8 +124,3 @@ def load_structures(path: str | Path) -> tuple[list[str], list[Structure]]:
     """Ids and structures of the ``ok`` records of a processed dataset."""
     frame = read_records(path)
     return list(frame["id"]), [structure_from_json(s) for s in frame["structure"]]
-
-
-def record_summary(record: CrystalRecord) -> dict[str, Any]:
-    """Short dict for logs and reject tables (no structure payload)."""
-    return {k: getattr(record, k) for k in ("id", "source", "status", "reason", "formula")}

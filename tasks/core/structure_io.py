@@ -168,13 +168,19 @@ def split_cif_blocks(text: str) -> list[tuple[str, str]]:
     return [(_block_name(text[a:b]), text[a:b]) for a, b in itertools.pairwise(bounds)]
 
 
-def _cif_file_entries(path: Path) -> list[StructureEntry]:
+def _file_text(path: Path) -> tuple[str, StructureEntry | None]:
+    """A file's text, or ``("", the file's one unusable entry)`` when it cannot be read."""
     try:
         text, reason = _decode(path.read_bytes())
     except OSError as err:
-        return [StructureEntry(path.stem, reason=f"unreadable file: {err}")]
-    if reason:
-        return [StructureEntry(path.stem, reason=reason)]
+        return "", StructureEntry(path.stem, reason=f"unreadable file: {err}")
+    return text, StructureEntry(path.stem, reason=reason) if reason else None
+
+
+def _cif_file_entries(path: Path) -> list[StructureEntry]:
+    text, unusable = _file_text(path)
+    if unusable is not None:
+        return [unusable]
     blocks = split_cif_blocks(text)
     if len(blocks) == 1:
         return [StructureEntry(path.stem, blocks[0][1], "cif")]
@@ -217,12 +223,9 @@ _FRAME_ID = re.compile(r"""(?:^|\s)id=(?:"([^"]*)"|(\S+))""")
 
 
 def _extxyz_entries(path: Path) -> list[StructureEntry]:
-    try:
-        text, reason = _decode(path.read_bytes())
-    except OSError as err:
-        return [StructureEntry(path.stem, reason=f"unreadable file: {err}")]
-    if reason:
-        return [StructureEntry(path.stem, reason=reason)]
+    text, unusable = _file_text(path)
+    if unusable is not None:
+        return [unusable]
     out = []
     for k, (frame, why) in enumerate(split_extxyz_frames(text)):
         comment = frame.splitlines()[1] if frame.count("\n") >= 1 else ""

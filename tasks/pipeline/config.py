@@ -65,9 +65,6 @@ def migrate_renamed_keys(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-MODEL_NAMES = ("symadit", "mcflow")
-
-
 class ModelRun(StrictModel):
     """One generative model in a run: train it (or load a checkpoint) and sample from it."""
 
