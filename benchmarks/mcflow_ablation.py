@@ -7,12 +7,15 @@ coordinate inputs / loss, then measures on held-out crystals
   with the global translation removed, beside the same loss of a model predicting zero
   (equal values = nothing learned about where atoms go);
 - CSP match rate / RMSE on the first ``--n-csp`` MP-20 test compositions (1 sample, 50
-  steps, with and without noisy guidance).
+  steps, with and without noisy guidance);
+- distinct elements and atoms per crystal of ``--n-dng`` DNG samples (50 steps).
 
 Usage (variants were run two at a time, one thread each, on the 2-core machine)::
 
     .venv/bin/python benchmarks/mcflow_ablation.py --name base --minutes 10
     .venv/bin/python benchmarks/mcflow_ablation.py --name rg4 --minutes 10 --freq 4 --relgeo
+    .venv/bin/python benchmarks/mcflow_ablation.py --name p16 --minutes 10 --freq 4 --relgeo \
+        --tfree --pair-freq 16
 
 Needs the records parquets of ``benchmarks/mcflow_benchmark.py`` (its prepare stage).
 Writes ``data/cache/mcflow_ablation/res_<name>.json``; the table of recorded runs is
@@ -30,6 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -72,7 +76,10 @@ def main() -> None:
     parser.add_argument("--profile", default="cpu-small", help="MCFlow profile (S on a GPU)")
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--freq", type=int, default=1, help="network.coord_frequencies")
-    parser.add_argument("--relgeo", action="store_true", help="network.relative_geometry")
+    parser.add_argument("--relgeo", action="store_true", help="network.geometry: pairs")
+    parser.add_argument("--pair-freq", type=int, default=None, help="network.pair_frequencies")
+    parser.add_argument("--edge-hidden", type=int, default=0, help="network.edge_hidden")
+    parser.add_argument("--n-dng", type=int, default=200, help="DNG samples for the sanity row")
     parser.add_argument("--tfree", action="store_true", help="flow.translation_free")
     parser.add_argument("--coords-only", action="store_true", help="only the coordinate loss")
     parser.add_argument("--head-std", type=float, default=0.0, help="coordinate head init")
@@ -87,7 +94,9 @@ def main() -> None:
     cfg.train.max_time_s = args.minutes * 60
     cfg.train.progress = False
     cfg.network.coord_frequencies = args.freq
-    cfg.network.relative_geometry = args.relgeo
+    cfg.network.geometry = "pairs" if args.relgeo else "paper"
+    cfg.network.pair_frequencies = args.pair_freq
+    cfg.network.edge_hidden = args.edge_hidden
     cfg.flow.translation_free = args.tfree
     if args.coords_only:
         cfg.flow.w_types = cfg.flow.w_lengths = cfg.flow.w_angles = 0.0
@@ -108,6 +117,14 @@ def main() -> None:
             checkpoint, "csp", structures=structures, seed=0, steps=50, k=1, guidance=guided
         )
         result[key] = mb.csp_metrics(targets, records, 1, 1)
+    dng = api.sample(checkpoint, "dng", n=args.n_dng, seed=0, steps=50)
+    ok = [r.to_structure() for r in dng if r.status == "ok"]
+    result["dng"] = {
+        "n": len(dng),
+        "n_ok": len(ok),
+        "mean_distinct_elements": float(np.mean([len(s.composition) for s in ok])),
+        "mean_atoms": float(np.mean([len(s) for s in ok])),
+    }
     lines = [json.loads(x) for x in (run / "metrics.jsonl").open()]
     result["steps"] = [x for x in lines if x["split"] == "train"][-1]["step"]
     result["val"] = [x for x in lines if x["split"] == "val"]

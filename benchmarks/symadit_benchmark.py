@@ -11,11 +11,15 @@ Stages (a rerun with ``--resume`` continues the training directory):
    ``--ae-minutes`` / ``--flow-minutes`` (the 5% validation split is held out of training);
 3. sample ``-n`` crystals (space group from p_train(g), K ~ p_train(K | g), CFG);
 4. check symmetry exactness (spglib, symprec 0.01: requested group or a supergroup) of
-   every expanded sample;
+   every expanded sample, and the autoencoder's own validity ceiling (``--ae-ceiling``
+   validation crystals encoded, decoded, expanded: the share without a clash);
 5. evaluate with :mod:`tasks.evaluate.funnel` (structural / compositional validity over *all*
    requested samples — failed expansions count as invalid —, uniqueness, novelty against
    train_partial, P1 rate, d_SG, d_W, d_N) next to the paper's SymADiT row;
-6. training curves (PNG + the raw ``metrics.jsonl`` of both stages).
+6. sweeps at ``--sweep-n`` samples, each with the full evaluation: CFG scale × ODE steps
+   (``--sweep-guidance``, ``--sweep-steps``) and decoder temperature (``--sweep-temperature``,
+   Wyckoff and element logits alike; 0 = argmax);
+7. training curves (PNG + the raw ``metrics.jsonl`` of both stages).
 
 Writes ``benchmarks/results/<results-name>.{json,md}`` and ``<results-name>_training_curves.png``
 (default name ``symadit_benchmark``).
@@ -39,8 +43,8 @@ import numpy as np
 import torch
 
 from benchmarks.machine import RESULTS_DIR, machine_info, save_results
-from models.symadit.api import load_symadit_config
 from models.symadit.api import train as symadit_train
+from models.symadit.config import load_symadit_config
 from models.symadit.model import SymADiT
 from models.symadit.sampling import generate
 from models.symadit.symmetry import symmetry_is_exact
@@ -168,17 +172,62 @@ def evaluate(records: list[Any], reference: Path, workers: int, seed: int) -> di
     return metrics
 
 
-def quick_metrics(records: list[Any]) -> dict[str, float]:
-    """Expansion rate, structural validity and distinct requested groups (cheap checks)."""
-    from tasks.evaluate.validity import structural_validity
-
-    ok = [r for r in records if r.status == "ok"]
-    valid = sum(bool(structural_validity(r.to_structure())[0]) for r in ok)
-    return {
+def sweep_point(
+    model: SymADiT, args: argparse.Namespace, dataset: Path, **settings: float
+) -> dict[str, Any]:
+    """Sample ``--sweep-n`` crystals with ``settings`` (guidance, steps, temperature) and
+    evaluate them fully: validity, uniqueness, novelty, P1, distances, distinct elements."""
+    temperature = settings.get("temperature")
+    sampling = model.config.sampling
+    if temperature is not None:
+        model.config.sampling = sampling.model_copy(
+            update={"wyckoff_temperature": temperature, "element_temperature": temperature}
+        )
+    start = time.perf_counter()
+    records = generate(
+        model,
+        args.sweep_n,
+        seed=args.seed + 1,
+        steps=int(settings.get("steps", sampling.steps)),
+        guidance=settings.get("guidance", sampling.guidance),
+        progress=False,
+    )
+    seconds = time.perf_counter() - start
+    model.config.sampling = sampling
+    ev = evaluate(records, dataset, args.workers, args.seed)
+    d = ev["distribution"]
+    row = {
+        **settings,
         "n": len(records),
-        "expanded": len(ok) / len(records),
-        "structural_validity": valid / len(records),
+        "sample_seconds": seconds,
+        "crystals_per_s": len(records) / seconds,
+        "structural_validity": ev["structural_validity"],
+        "compositional_validity": ev["compositional_validity"],
+        "uniqueness": ev["uniqueness"],
+        "novelty": ev["novelty"],
+        "vun_rate": ev["vun_rate"],
+        "p1_rate": d["p1_rate"],
+        "d_sg": d["d_sg"],
+        "d_n": d["d_n"],
+        "mean_elements": d["elements"]["generated"]["mean"],
     }
+    log.info("sweep point %s", row)
+    return row
+
+
+def autoencoder_ceiling(model: SymADiT, cfg: Any, dataset: Path, n: int) -> dict[str, Any]:
+    """Reconstruction of ``n`` held-out crystals: how valid can decoded samples be at best?"""
+    from models.symadit.api import split_tokens
+    from models.symadit.data import load_tokens
+    from models.symadit.validation import reconstruction_metrics
+
+    tokens = load_tokens(
+        dataset, n_workers=cfg.data.n_workers, cache_dir=REPO_ROOT / "data" / "cache"
+    )
+    _, val = split_tokens(tokens, cfg)
+    val = val[:n]
+    metrics = reconstruction_metrics(model.autoencoder, val, n_expand=len(val), min_distance=0.5)
+    return {"n": len(val), **metrics, "valid": metrics["expand_ok"] - metrics["clash_frac"]}
 
 
 def orbit_stats(records: list[Any]) -> dict[str, float]:
@@ -212,11 +261,12 @@ def render(result: dict[str, Any]) -> str:
         f"- training: autoencoder {tr.get('autoencoder', {}).get('steps')} steps "
         f"({tr.get('autoencoder', {}).get('elapsed_s')} s), flow "
         f"{tr.get('flow', {}).get('steps')} steps ({tr.get('flow', {}).get('elapsed_s')} s) — "
-        "far below the paper's 7,000 epochs on a GPU",
+        "far below the paper's 7,000 epochs on a GPU; flow loss weighting "
+        f"`{result['config']['flow'].get('loss_weighting', 'x1')}`",
         f"- sampling: {result['n_samples']} samples, {result['steps']} Euler steps, CFG "
         f"w = {result['guidance']}, {result['sample_seconds']:.0f} s "
         f"({result['n_samples'] / max(result['sample_seconds'], 1e-9):.1f} crystals/s, "
-        "pyxtal expansion included)",
+        "expansion and overlap checks included)",
         f"- failed expansions: {result['n_failed']} ({result['failure_reasons']})",
         f"- symmetry exactness (spglib symprec 0.01, requested group or supergroup): "
         f"{sym['n_exact']} / {sym['n_expanded']} expanded samples",
@@ -246,10 +296,43 @@ def render(result: dict[str, Any]) -> str:
             ev["paper_row_markdown"],
             "",
         ]
+    ceiling = result.get("autoencoder_ceiling")
+    if ceiling:
+        lines += [
+            f"Autoencoder ceiling: of {ceiling['n']} held-out crystals encoded and decoded, "
+            f"{100 * ceiling['expand_ok']:.1f}% expand and {100 * ceiling['clash_frac']:.1f}% "
+            f"have atoms closer than 0.5 Å, so at most {100 * ceiling['valid']:.1f}% of decoded "
+            f"latents are valid; crystal-level reconstruction accuracy "
+            f"{100 * ceiling['recon_crystal_acc']:.1f}%.",
+            "",
+        ]
+    for title, rows in (
+        ("CFG scale × ODE steps", result.get("guidance_sweep") or []),
+        ("Decoder temperature (Wyckoff and element logits; 0 = argmax)",
+         result.get("temperature_sweep") or []),
+    ):  # fmt: skip
+        if not rows:
+            continue
+        keys = [k for k in ("guidance", "steps", "temperature") if k in rows[0]]
+        lines += [
+            f"{title}, {rows[0]['n']} samples each (sampling seed + 1), full evaluation:",
+            "",
+            "| " + " | ".join(keys) + " | struct % | comp % | U % | N % | V.U.N. % | P1 % "
+            "| d_SG | elements | crystals/s |",
+            "|" + " --- |" * (len(keys) + 9),
+            *(
+                "| "
+                + " | ".join(f"{r[k]:g}" for k in keys)
+                + f" | {100 * r['structural_validity']:.1f} | "
+                f"{100 * r['compositional_validity']:.1f} | {100 * r['uniqueness']:.1f} | "
+                f"{100 * r['novelty']:.1f} | {100 * r['vun_rate']:.1f} | {100 * r['p1_rate']:.1f} "
+                f"| {r['d_sg']:.3f} | {r['mean_elements']:.2f} | {r['crystals_per_s']:.1f} |"
+                for r in rows
+            ),
+            "",
+        ]
     lines += [
         f"Orbits per sample: {result['orbits']}",
-        "",
-        f"Guidance sweep (sampling seed + 1, cheap metrics): {result['guidance_sweep']}",
         "",
         f"Training curves: `{result['results_name']}_training_curves.png`; final validation "
         "of the autoencoder:",
@@ -290,7 +373,13 @@ def main() -> None:
         default=[],
         help="CFG scales to compare on --sweep-n samples (expansion and structural validity)",
     )
-    parser.add_argument("--sweep-n", type=int, default=200)
+    parser.add_argument("--sweep-steps", type=int, nargs="*", default=[])
+    parser.add_argument("--sweep-temperature", type=float, nargs="*", default=[])
+    parser.add_argument("--sweep-n", type=int, default=1000)
+    parser.add_argument(
+        "--flow-weighting", choices=["x1", "velocity"], default=None, help="flow.loss_weighting"
+    )
+    parser.add_argument("--ae-ceiling", type=int, default=1000, help="validation crystals")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     warnings.filterwarnings("ignore")
@@ -302,6 +391,8 @@ def main() -> None:
     cfg.ae_trainer.max_time_s = args.ae_minutes * 60
     cfg.flow_trainer.max_time_s = args.flow_minutes * 60
     cfg.data.n_workers = args.workers
+    if args.flow_weighting:
+        cfg.flow.loss_weighting = args.flow_weighting
     t0 = time.perf_counter()
     if not args.skip_train:
         checkpoint = symadit_train(cfg, dataset, args.run_dir, resume=args.resume)
@@ -325,12 +416,15 @@ def main() -> None:
             key = r.reason.split(":")[0]
             failures[key] = failures.get(key, 0) + 1
 
-    sweep = []
-    for w in args.sweep_guidance:
-        t1 = time.perf_counter()
-        recs = generate(model, args.sweep_n, seed=args.seed + 1, steps=steps, guidance=w)
-        sweep.append({"guidance": w, **quick_metrics(recs), "seconds": time.perf_counter() - t1})
-        log.info("guidance sweep: %s", sweep[-1])
+    ceiling = autoencoder_ceiling(model, cfg, dataset, args.ae_ceiling) if args.ae_ceiling else None
+    sweep = [
+        sweep_point(model, args, dataset, guidance=w, steps=k)
+        for w in args.sweep_guidance
+        for k in (args.sweep_steps or [steps])
+    ]
+    temperature_sweep = [
+        sweep_point(model, args, dataset, temperature=t) for t in args.sweep_temperature
+    ]
 
     curves = read_curves(args.run_dir)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -358,6 +452,8 @@ def main() -> None:
         "failure_reasons": failures,
         "symmetry": symmetry_check(records),
         "guidance_sweep": sweep,
+        "temperature_sweep": temperature_sweep,
+        "autoencoder_ceiling": ceiling,
         "orbits": orbit_stats(records),
         "paper": PAPER,
     }

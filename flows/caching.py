@@ -38,6 +38,8 @@ def digest(value: Any) -> str:
         return config_hash(value)
     if isinstance(value, str | Path) and Path(value).is_file():
         return hashlib.sha256(Path(value).read_bytes()).hexdigest()[:16]
+    if isinstance(value, list | tuple):
+        return digest("|".join(digest(v) for v in value))
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -2,7 +2,9 @@
 
 ingest → train or load a checkpoint → sample → validity / uniqueness / novelty → MLIP
 relaxation + MLIP hull → pick candidates → DFT batch → S.U.N. estimate → report; then the
-DFT-confirmed (meta)stable crystals join the reference set and the next round starts.
+DFT-confirmed (meta)stable crystals join the reference set and the next round starts. With
+``loop.finetune`` every model is first fine-tuned on the training set plus the crystals
+confirmed so far, and the next round samples the fine-tuned checkpoint.
 
 This module is the graph only: every stage is a Prefect task that calls one function of
 ``tasks/`` or ``models/`` with its own config section, and whose inputs and outputs are files
@@ -31,18 +33,39 @@ from flows.caching import run_stage, stage
 from flows.evaluate import evaluate_on
 from flows.mlip import hull_on, relax_on
 from flows.model_work import run_model_work
+from models.contract import FineTune
 from tasks.core.cluster import Cluster, dask_cluster
-from tasks.core.config import ConfigError, Placement, load_config
+from tasks.core.config import ConfigError, Placement, load_config, resolve_config_path
 from tasks.core.stability import StabilityRule
 from tasks.dft.settings import DftStageConfig
 from tasks.evaluate.settings import EvaluateConfig
 from tasks.ingest.config import DatasetSource, IngestConfig
+from tasks.mlip.hull import reference_sources
 from tasks.mlip.settings import MLIPConfig, MLIPHullConfig, RelaxConfig
-from tasks.pipeline.config import ModelRun, PipelineConfig
+from tasks.pipeline.config import (
+    LoopConfig,
+    ModelRun,
+    PipelineConfig,
+    check_overrides,
+    check_profile_location,
+)
+from tasks.pipeline.loop import (
+    add_discoveries,
+    finetune_dataset,
+    round_discoveries,
+    write_checkpoint_info,
+)
+from tasks.pipeline.preflight import preflight
 from tasks.pipeline.report import write_report
 from tasks.pipeline.rundir import RunDir
 from tasks.pipeline.selection import write_dft_candidates, write_mlip_candidates
-from tasks.pipeline.summary import RoundFiles, RoundSummary, round_seed, summarize_round
+from tasks.pipeline.summary import (
+    RoundFiles,
+    RoundSummary,
+    dft_label,
+    round_seed,
+    summarize_round,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +89,28 @@ def train_stage(
     return run_model_work(deployment, "train", model, dataset, out_dir, 0)
 
 
+@stage("finetune-data")
+def finetune_data_stage(
+    train: str, discoveries: str, out_dir: str, ingest: IngestConfig, loop: LoopConfig
+) -> str:
+    """The training set plus every crystal confirmed so far, ingested like the training set."""
+    return str(finetune_dataset(Path(train), Path(discoveries), Path(out_dir), ingest, loop))
+
+
+@stage("finetune")
+def finetune_stage(
+    model: ModelRun,
+    checkpoint: str,
+    dataset: str,
+    out_dir: str,
+    loop: LoopConfig,
+    deployment: Annotated[str | None, Placement],
+) -> str:
+    """Fine-tune the checkpoint a round sampled on the fine-tuning set (resumable)."""
+    budget = FineTune(init_from=Path(checkpoint), **loop.budget())
+    return run_model_work(deployment, "finetune", model, dataset, out_dir, 0, budget)
+
+
 @stage("sample")
 def sample_stage(
     model: ModelRun,
@@ -84,10 +129,11 @@ def evaluate_stage(
     reference: str,
     out_dir: str,
     config: EvaluateConfig,
+    known_reference: list[str],
     cluster: Annotated[Cluster | None, Placement],
 ) -> str:
-    """Validity, uniqueness, novelty and distribution metrics against the reference set."""
-    evaluate_on(cluster, samples, reference, out_dir, config)
+    """Validity, uniqueness, novelty (vs the training set), known phases, distributions."""
+    evaluate_on(cluster, samples, reference, out_dir, config, known_reference)
     return str(Path(out_dir) / "verdicts.parquet")
 
 
@@ -106,7 +152,7 @@ def relax_stage(
 @stage("mlip-hull")
 def hull_stage(
     relaxed: str,
-    reference: str,
+    extra_references: list[str],
     out_dir: str,
     mlip: MLIPConfig,
     relax: RelaxConfig,
@@ -114,14 +160,15 @@ def hull_stage(
     stability: StabilityRule,
     cluster: Annotated[Cluster | None, Placement],
 ) -> str:
-    """E_hull of every relaxed candidate against the same MLIP's hull of the reference."""
-    return hull_on(cluster, relaxed, reference, out_dir, mlip, relax, hull, stability)
+    """E_hull of every relaxed candidate against the same MLIP's hull of the competing phases
+    (every MP-20 / MPTS-52 phase by default, plus the crystals earlier rounds confirmed)."""
+    return hull_on(cluster, relaxed, extra_references, out_dir, mlip, relax, hull, stability)
 
 
 @stage("dft-batch")
 def dft_stage(
     candidates: str,
-    reference: str,
+    extra_references: list[str],
     workdir: str,
     dft: DftStageConfig,
     mlip: MLIPConfig,
@@ -134,7 +181,7 @@ def dft_stage(
 
     entries = None
     if dft.mode == "standin":
-        entries = mlip_reference_entries(Path(candidates), Path(reference), mlip, relax, hull)
+        entries = mlip_reference_entries(Path(candidates), mlip, relax, hull, extra_references)
     return str(run_dft_stage(Path(candidates), Path(workdir), dft, entries, stability))
 
 
@@ -146,16 +193,23 @@ def model_round(
     reference: str,
     round_index: int,
     cluster: Cluster | None,
+    discovered: list[str],
 ) -> RoundSummary:
-    """One model's pass through the funnel: sample → filters → MLIP → DFT, then its summary."""
+    """One model's pass through the funnel: sample → filters → MLIP → DFT, then its summary.
+
+    ``reference`` is the novelty reference (the training set, plus earlier discoveries);
+    the hull's competing phases are ``config.hull``'s plus the ``discovered`` sets.
+    """
     files = RoundFiles(run.round_dir(round_index) / model.name)
     seed = round_seed(config, model.seed, round_index)
     deployment = config.model_deployment
     samples = run_stage(
         sample_stage, model, checkpoint, str(files.root / "samples"), seed, deployment
     )
+    write_checkpoint_info(checkpoint, files.checkpoint)
+    known = [str(p) for p in reference_sources(config.hull)] + discovered
     verdicts = run_stage(
-        evaluate_stage, samples, reference, str(files.filters), config.evaluate, cluster
+        evaluate_stage, samples, reference, str(files.filters), config.evaluate, known, cluster
     )
     mlip_input = write_mlip_candidates(
         Path(samples), Path(verdicts), files.mlip_candidates, config.selection
@@ -167,7 +221,7 @@ def model_round(
         hull = run_stage(
             hull_stage,
             relaxed,
-            reference,
+            discovered,
             str(files.hull_dir),
             config.mlip,
             config.relax,
@@ -184,7 +238,7 @@ def model_round(
             run_stage(
                 dft_stage,
                 str(picks),
-                reference,
+                discovered,
                 str(files.dft_dir),
                 config.dft,
                 config.mlip,
@@ -205,12 +259,62 @@ def with_earlier_dft(config: DftStageConfig, earlier: list[Path]) -> DftStageCon
     return config.model_copy(update={"hull": hull})
 
 
+def finetune_between_rounds(
+    config: PipelineConfig,
+    run: RunDir,
+    train: str,
+    checkpoints: dict[str, str],
+    round_index: int,
+) -> dict[str, str]:
+    """After round k: add its confirmed crystals to the loop's discoveries, and fine-tune every
+    model on the training set plus all of them; the checkpoints round k+1 samples.
+
+    Without any discovery so far the checkpoints stay as they are.
+    """
+    label = dft_label(config.dft.mode)
+    new = [
+        round_discoveries(
+            RoundFiles(run.round_dir(round_index) / m.name),
+            m.name,
+            round_index,
+            config.loop.evidence,
+            label,
+        )
+        for m in config.models
+    ]
+    table = add_discoveries(run.path / "loop" / "discoveries.parquet", pd.concat(new))
+    if pd.read_parquet(table).empty:
+        log.info("round %d confirmed nothing: round %d samples the same checkpoints",
+                 round_index, round_index + 1)  # fmt: skip
+        return checkpoints
+    dataset = run_stage(
+        finetune_data_stage,
+        train,
+        str(table),
+        str(run.path / "loop" / f"round-{round_index + 1}"),
+        config.ingest,
+        config.loop,
+    )
+    return {
+        m.name: run_stage(
+            finetune_stage,
+            m,
+            checkpoints[m.name],
+            dataset,
+            str(run.path / "checkpoints" / m.name / f"round-{round_index + 1}"),
+            config.loop,
+            config.model_deployment,
+        )
+        for m in config.models
+    }
+
+
 def closed_loop(
     config: PipelineConfig, run: RunDir, datasets: dict[str, str], cluster: Cluster | None
 ) -> dict[str, Any]:
     """All rounds: train once per model, then sample → ... → DFT with growing references."""
     reference = datasets["train"]
-    checkpoints = {
+    checkpoints: dict[str, str] = {
         m.name: run_stage(
             train_stage,
             m,
@@ -221,12 +325,20 @@ def closed_loop(
         for m in config.models
     }
     earlier_dft: list[Path] = []
+    discovered: list[str] = []
     for round_index in range(1, config.rounds + 1):
         round_config = config.model_copy(update={"dft": with_earlier_dft(config.dft, earlier_dft)})
         confirmed = []
         for model in config.models:
             summary = model_round(
-                round_config, run, model, checkpoints[model.name], reference, round_index, cluster
+                round_config,
+                run,
+                model,
+                checkpoints[model.name],
+                reference,
+                round_index,
+                cluster,
+                discovered,
             )
             confirmed.append(summary.confirmed)
             if "dft_results" in summary.files:
@@ -234,6 +346,11 @@ def closed_loop(
         found = pd.concat(confirmed, ignore_index=True)
         if len(found) and round_index < config.rounds:
             reference = str(run.add_discovered(reference, found, round_index))
+            discovered = [str(run.discovered_path)]
+        if config.loop.finetune and round_index < config.rounds:
+            checkpoints = finetune_between_rounds(
+                config, run, datasets["train"], checkpoints, round_index
+            )
     report = write_report(run.path)
     return {
         "run_id": run.run_id,
@@ -246,11 +363,14 @@ def closed_loop(
 def check_parameters(profile: str, overrides: dict[str, Any] | None) -> PipelineConfig:
     """Load and validate the run's configuration before any work starts."""
     try:
+        check_overrides(overrides or {})
+        check_profile_location(resolve_config_path(profile))
         config = load_config(profile, PipelineConfig, overrides)
+        if not config.models:
+            raise ConfigError(f"profile {profile!r} lists no models to run")
+        preflight(config)
     except ConfigError as err:
         raise ValueError(str(err)) from None
-    if not config.models:
-        raise ValueError(f"profile {profile!r} lists no models to run")
     return config
 
 

@@ -24,6 +24,7 @@ def evaluate_flow(
     out_dir: str,
     config: EvaluateConfig | None = None,
     cluster: Cluster | None = None,
+    known_reference: list[str] | None = None,
 ) -> EvaluationResult:
     """Evaluate a structure set against a reference dataset and write the outputs.
 
@@ -40,11 +41,14 @@ def evaluate_flow(
     cluster
         The run's Dask cluster; run this flow through :func:`evaluate_on` so its tasks go
         there. ``None``: local processes.
+    known_reference
+        Sets of known phases (the hull's) the novel crystals are checked against.
     """
     config = config or EvaluateConfig()
     mapper = cluster_mapper(cluster)
     entries = read_structures(samples)
-    result = evaluate_samples(entries, Reference(Path(reference), config, mapper), config, mapper)
+    reference_set = Reference(Path(reference), config, mapper)
+    result = evaluate_samples(entries, reference_set, config, mapper, known_reference or [])
     write_evaluation(result, out_dir, name=Path(samples).name)
     return result
 
@@ -55,6 +59,8 @@ def evaluate_on(
     reference: str,
     out_dir: str,
     config: EvaluateConfig | None = None,
+    known_reference: list[str] | None = None,
 ) -> EvaluationResult:
     """Run :func:`evaluate_flow` with its chunk tasks on ``cluster``."""
-    return on_cluster(evaluate_flow, cluster)(samples, reference, out_dir, config, cluster)
+    subflow = on_cluster(evaluate_flow, cluster)
+    return subflow(samples, reference, out_dir, config, cluster, known_reference)

@@ -35,7 +35,7 @@ def relax_flow(
 @flow(name="mlip-hull")
 def hull_flow(
     relaxed: str,
-    reference: str,
+    extra_references: list[str],
     out_dir: str,
     mlip: MLIPConfig,
     relax: RelaxConfig,
@@ -45,7 +45,7 @@ def hull_flow(
 ) -> str:
     """E_hull of relaxed candidates against the same MLIP's hull; returns ``hull.parquet``."""
     mapper = cluster_mapper(cluster, False)
-    return str(run_hull(relaxed, reference, out_dir, mlip, relax, hull, mapper, rule))
+    return str(run_hull(relaxed, out_dir, mlip, relax, hull, mapper, rule, extra_references))
 
 
 def relax_on(
@@ -58,22 +58,21 @@ def relax_on(
 def hull_on(
     cluster: Cluster | None,
     relaxed: str,
-    reference: str,
+    extra_references: list[str],
     out_dir: str,
     mlip: MLIPConfig,
     relax: RelaxConfig,
     hull: MLIPHullConfig,
     rule: StabilityRule,
 ) -> str:
-    """:func:`hull_flow` with its reference relaxations on ``cluster``."""
+    """:func:`hull_flow` with its reference computations on ``cluster``."""
     subflow = on_cluster(hull_flow, cluster)
-    return subflow(relaxed, reference, out_dir, mlip, relax, hull, rule, cluster)
+    return subflow(relaxed, extra_references, out_dir, mlip, relax, hull, rule, cluster)
 
 
 @flow(name="mlip-screen")
 def mlip_screen_flow(
     candidates: str,
-    reference: str,
     out_dir: str = "runs/quick/mlip",
     mlip: MLIPConfig | None = None,
     relax: RelaxConfig | None = None,
@@ -87,12 +86,11 @@ def mlip_screen_flow(
     ----------
     candidates
         Candidate file (records parquet, extxyz or CSV with ``cif``).
-    reference
-        Reference set for the hull (records parquet or MP-20-style CSV).
     out_dir
         Writes ``relax/`` (see :func:`tasks.mlip.runner.run_relax`) and ``hull/``.
     mlip, relax, hull
-        Settings (defaults: CHGNet, :class:`RelaxConfig`, :class:`MLIPHullConfig`).
+        Settings (defaults: CHGNet, :class:`RelaxConfig`, :class:`MLIPHullConfig`: the
+        papers' hull of every MP-20 / MPTS-52 phase from the shipped table).
     dask
         Where the chunks run (default: no Dask, ``relax.scheduler``).
     rule
@@ -111,7 +109,7 @@ def mlip_screen_flow(
             hull_on(
                 cluster,
                 relaxed,
-                reference,
+                [],
                 str(out / "hull"),
                 mlip,
                 relax,

@@ -1,11 +1,11 @@
-"""Training and sampling of the generative models, here or on the GPU work pool.
+"""Training, fine-tuning and sampling of the generative models, here or on the GPU work pool.
 
-:func:`train_model` and :func:`sample_model` are what the ``discovery`` flow's ``train`` and
-``sample`` stages do. With ``model_deployment`` set in the profile (``model-work/gpu`` in
-``prefect.yaml``), the stages instead start the :func:`model_work` flow of that deployment, so
-a worker on a GPU host does the model work while the rest of the graph stays where it runs;
-the flow waits for it and reads the result path the remote run wrote next to its outputs (the
-run directory must be on a filesystem both hosts see).
+:func:`train_model` and :func:`sample_model` are what the ``discovery`` flow's ``train``,
+``finetune`` and ``sample`` stages do. With ``model_deployment`` set in the profile
+(``model-work/gpu`` in ``prefect.yaml``), the stages instead start the :func:`model_work` flow
+of that deployment, so a worker on a GPU host does the model work while the rest of the
+graph stays where it runs; the flow waits for it and reads the result path the remote run
+wrote next to its outputs (the run directory must be on a filesystem both hosts see).
 """
 
 from __future__ import annotations
@@ -16,21 +16,28 @@ from typing import Literal
 
 from prefect import flow
 
-from models.contract import SampleRequest, TrainRequest
+from models.contract import FineTune, SampleRequest, TrainRequest
 from models.registry import get_model
 from tasks.core.atomic import write_json_atomic
 from tasks.pipeline.config import ModelRun
 
-Action = Literal["train", "sample"]
+Action = Literal["train", "finetune", "sample"]
 RESULT_FILE = "model_work.json"
 
 
-def train_model(model: ModelRun, dataset: str, out_dir: str) -> str:
-    """Train the model on the dataset (resuming a crashed run), or use its checkpoint."""
-    if model.checkpoint is not None:
+def train_model(
+    model: ModelRun, dataset: str, out_dir: str, finetune: FineTune | None = None
+) -> str:
+    """Train the model on the dataset (resuming a crashed run), or use its checkpoint; with
+    ``finetune``, continue that checkpoint on the dataset instead."""
+    if model.checkpoint is not None and finetune is None:
         return str(model.checkpoint)
     request = TrainRequest(
-        profile=model.profile, dataset=Path(dataset), out_dir=Path(out_dir), resume=True
+        profile=model.profile,
+        dataset=Path(dataset),
+        out_dir=Path(out_dir),
+        resume=True,
+        finetune=finetune,
     )
     return str(get_model(model.name).train(request))
 
@@ -50,13 +57,20 @@ def sample_model(model: ModelRun, checkpoint: str, out_dir: str, seed: int) -> s
 
 
 @flow(name="model-work")
-def model_work(action: Action, model: ModelRun, source: str, out_dir: str, seed: int = 0) -> str:
-    """Train (``source`` = dataset) or sample (``source`` = checkpoint) one model.
+def model_work(
+    action: Action,
+    model: ModelRun,
+    source: str,
+    out_dir: str,
+    seed: int = 0,
+    finetune: FineTune | None = None,
+) -> str:
+    """Train or fine-tune (``source`` = dataset) or sample (``source`` = checkpoint) one model.
 
     The result path is also written to ``out_dir/model_work.json`` for the caller.
     """
-    if action == "train":
-        result = train_model(model, source, out_dir)
+    if action in ("train", "finetune"):
+        result = train_model(model, source, out_dir, finetune if action == "finetune" else None)
     else:
         result = sample_model(model, source, out_dir, seed)
     write_json_atomic(Path(out_dir) / RESULT_FILE, {"action": action, "result": result})
@@ -64,7 +78,13 @@ def model_work(action: Action, model: ModelRun, source: str, out_dir: str, seed:
 
 
 def run_model_work(
-    deployment: str | None, action: Action, model: ModelRun, source: str, out_dir: str, seed: int
+    deployment: str | None,
+    action: Action,
+    model: ModelRun,
+    source: str,
+    out_dir: str,
+    seed: int,
+    finetune: FineTune | None = None,
 ) -> str:
     """Do the model work in this process, or on ``deployment``'s work pool and wait for it.
 
@@ -74,7 +94,7 @@ def run_model_work(
         When the remote run does not complete (its state and the deployment are named).
     """
     if deployment is None:
-        return model_work.fn(action, model, source, out_dir, seed)
+        return model_work.fn(action, model, source, out_dir, seed, finetune)
     from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
 
@@ -84,6 +104,7 @@ def run_model_work(
         "source": source,
         "out_dir": out_dir,
         "seed": seed,
+        "finetune": finetune.model_dump(mode="json") if finetune else None,
     }
     run = run_deployment(deployment, parameters=parameters, timeout=None)
     assert isinstance(run, FlowRun)  # called from sync code: the run, not a coroutine

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 from pydantic import Field
 
+from models.training.config import TrainerConfig
 from tasks.core.config import StrictModel
 
 if TYPE_CHECKING:
@@ -20,13 +21,42 @@ if TYPE_CHECKING:
 TaskName = Literal["dng", "csp", "atg"]
 
 
+class FineTune(StrictModel):
+    """Continue training a checkpoint on a new dataset: its weights, a fresh optimizer, a budget.
+
+    The network, its data priors (MCFlow) or its autoencoder and statistics (SymADiT) stay
+    those of ``init_from``; the profile's training settings apply except for these.
+    """
+
+    init_from: Path
+    steps: int | None = Field(default=200, gt=0, description="optimizer steps (None: time only)")
+    max_time_s: float | None = Field(default=None, gt=0)
+    lr: float | None = Field(default=None, gt=0, description="None: the profile's")
+
+    def apply(self, trainer: TrainerConfig) -> TrainerConfig:
+        """The profile's trainer settings with this budget (no warm-up: the weights are warm)."""
+        update: dict[str, object] = {
+            "max_steps": self.steps,
+            "max_epochs": None if self.steps else trainer.max_epochs,
+            "max_time_s": self.max_time_s,
+            "warmup_steps": 0,
+        }
+        if self.lr is not None:
+            update["lr"] = self.lr
+        return trainer.model_copy(update=update)
+
+
 class TrainRequest(StrictModel):
-    """What to train: a profile (``configs/<model>/<profile>.yaml`` or a YAML path) on a dataset."""
+    """What to train: a profile (``configs/<model>/<profile>.yaml`` or a YAML path) on a dataset.
+
+    With ``finetune`` the model starts from that checkpoint instead of from scratch.
+    """
 
     profile: str
     dataset: Path
     out_dir: Path
     resume: bool = False
+    finetune: FineTune | None = None
 
 
 class SampleRequest(StrictModel):

@@ -28,6 +28,28 @@ def _mcflow() -> GenerativeModel:
 _FACTORIES: dict[str, Callable[[], GenerativeModel]] = {"symadit": _symadit, "mcflow": _mcflow}
 
 
+def check_profile(name: str, profile: str) -> None:
+    """Validate a model's profile (YAML path or name) without importing the model.
+
+    Raises
+    ------
+    tasks.core.config.ConfigError
+        The profile is missing or invalid (the message names the file and key).
+    KeyError
+        No model has that name.
+    """
+    if name == "symadit":
+        from models.symadit.config import load_symadit_config
+
+        load_symadit_config(profile)
+    elif name == "mcflow":
+        from models.mcflow.config import resolve_config
+
+        resolve_config(profile)
+    else:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(_FACTORIES)}")
+
+
 def model_names() -> tuple[str, ...]:
     """Names of the registered models."""
     return tuple(_FACTORIES)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # a loaded 2-core machine can take a minute to bring up Prefect's temporary server
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
+# the tests write their micro profiles under the temporary folder
+os.environ.setdefault("DISCOVERY_PROFILE_DIRS", tempfile.gettempdir())
 
 from tasks.core.paths import SAMPLES_DIR, shared_data_dir
 

@@ -36,7 +36,10 @@ def submit(
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML: dft/slurm/hull."),
     limit: int | None = typer.Option(None, help="Submit only the first N candidates."),
 ) -> None:
-    """Submit candidates as one SLURM array batch (already-known calculations are skipped)."""
+    """Submit candidates as one SLURM array batch (already-known calculations are skipped).
+
+    Exits non-zero when the batch could not be submitted (``sbatch`` missing or refusing).
+    """
     from tasks.core.atomic import write_json_atomic
     from tasks.dft.submit import read_candidates, submit_candidates
 
@@ -46,10 +49,14 @@ def submit(
     report = submit_candidates(read_candidates(candidates, limit), workdir, stage.dft, stage.slurm)
     typer.echo(
         f"batch {report.batch_id} (SLURM job {report.job_id}): {len(report.submitted)} submitted, "
-        f"{len(report.skipped)} skipped, {len(report.rejected)} rejected"
+        f"{len(report.skipped)} skipped, {len(report.rejected)} rejected, "
+        f"{len(report.failed)} failed"
     )
-    for key, why in {**report.skipped, **report.rejected}.items():
+    for key, why in {**report.skipped, **report.rejected, **report.failed}.items():
         typer.echo(f"  {key}: {why}")
+    if report.failed:
+        typer.echo(f"failed: {next(iter(report.failed.values()))}", err=True)
+        raise typer.Exit(1)
 
 
 @dft_app.command("status")

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, cast
 
 import typer
 
 from flows.commands import default_of, given
 from tasks.mlip.backends import MLIPUnavailableError
-from tasks.mlip.settings import MLIPConfig, RelaxConfig
+from tasks.mlip.settings import MLIPConfig, MLIPHullConfig, RelaxConfig
 
 
 def _fail(err: Exception) -> NoReturn:
@@ -26,6 +27,9 @@ def relax(
         default_of(MLIPConfig, "name"), "--mlip", help="chgnet | mace | matgl."
     ),
     model: str | None = typer.Option(None, help="Model name or local path (mace/matgl need one)."),
+    model_sha256: str | None = typer.Option(
+        None, help="Approve a pickled (MACE / matgl) model file: its sha256."
+    ),
     model_cache: Path | None = typer.Option(None, help="Where named MACE/matgl models live."),
     device: str | None = typer.Option(
         None, help=f"cpu | cuda (default {default_of(MLIPConfig, 'device')})."
@@ -65,7 +69,13 @@ def relax(
 
     try:
         mlip_config = validate_config(
-            given(name=mlip, model=model, cache_dir=model_cache, device=device),
+            given(
+                name=mlip,
+                model=model,
+                model_sha256=model_sha256,
+                cache_dir=model_cache,
+                device=device,
+            ),
             MLIPConfig,
             "--mlip/--model options",
         )
@@ -96,19 +106,31 @@ def relax(
 
 def hull(
     relaxed: Path = typer.Argument(..., help="Output directory of `discovery relax`."),
-    reference: Path = typer.Option(
-        ..., "--reference", "-r", help="Reference set (.parquet/.csv.gz)."
-    ),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory."),
+    reference: list[Path] | None = typer.Option(
+        None,
+        "--reference",
+        "-r",
+        help="Reference set(s) (.parquet/.csv.gz/CIF dir); default: every MP-20 / MPTS-52 "
+        "phase of the reference table (the papers' hull).",
+    ),
+    energies: str | None = typer.Option(
+        None,
+        help="table | single_point | relaxed: where reference energies come from "
+        f"(default {default_of(MLIPHullConfig, 'energies')}).",
+    ),
+    table: Path | None = typer.Option(None, help="Reference energy table (default: shipped)."),
     single_point: bool = typer.Option(
-        False, "--single-point", help="Do not relax references (faster, biased; flagged)."
+        False, "--single-point", help="Old flag: --energies single_point."
     ),
     cache_dir: Path | None = typer.Option(None, help="Reference energy cache directory."),
     workers: int | None = typer.Option(None, "--workers", "-j", help="Processes; 0 = all cores."),
 ) -> None:
-    """E_hull of relaxed candidates against a hull built with the same MLIP and settings."""
+    """E_hull of relaxed candidates against the competing phases, same MLIP; rows carry
+    reference coverage and flags."""
+    from tasks.core.config import ConfigError, validate_config
     from tasks.mlip.hull import HullError, read_relaxed, run_hull
-    from tasks.mlip.settings import MLIPHullConfig
+    from tasks.mlip.reference_table import TableMismatchError
 
     try:
         _, meta = read_relaxed(relaxed)
@@ -116,18 +138,81 @@ def hull(
         if workers is not None:
             relax_config = relax_config.model_copy(update={"n_workers": workers})
         mlip_config = MLIPConfig.model_validate(meta.get("mlip", {}))
-        config = MLIPHullConfig(single_point_references=single_point, cache_dir=cache_dir)
-        path = run_hull(relaxed, reference, out, mlip_config, relax_config, config)
-    except (HullError, MLIPUnavailableError, ValueError) as err:
+        options = given(
+            reference=[str(p) for p in reference] if reference else None,
+            energies=energies or ("single_point" if single_point else None),
+            table=table,
+            cache_dir=cache_dir,
+        )
+        config = validate_config(options, MLIPHullConfig, "hull options")
+        path = run_hull(relaxed, out, mlip_config, relax_config, config)
+    except (HullError, MLIPUnavailableError, TableMismatchError, ConfigError, ValueError) as err:
         _fail(err)
     summary = json.loads((out / "hull_summary.json").read_text())
     typer.echo(
         f"{path}: {summary['n_on_hull']}/{summary['n_candidates']} placed, "
-        f"{summary['n_stable']} stable, {summary['n_metastable']} metastable; "
-        f"references {summary['references']}"
+        f"{summary['n_stable']} stable, {summary['n_metastable']} metastable, "
+        f"{summary['n_flagged']} flagged ({summary['n_uncovered']} with uncovered systems); "
+        f"references: {summary['reference']}"
     )
     if "warning" in summary:
         typer.echo(f"warning: {summary['warning']}")
+
+
+def hull_reference_build(
+    out: Path = typer.Option(..., "--out", "-o", help="The table (.parquet)."),
+    source: list[Path] | None = typer.Option(
+        None, "--source", "-s", help="Structure sets (default: every MP-20 / MPTS-52 split)."
+    ),
+    mlip: str = typer.Option(default_of(MLIPConfig, "name"), "--mlip"),
+    model: str | None = typer.Option(None, help="Model name or local path (mace/matgl)."),
+    method: str = typer.Option("single_point", help="single_point | relaxed."),
+    cluster: str = typer.Option(
+        "none", help="Where chunks run: none (local processes) | local (Dask) | address | slurm."
+    ),
+    address: str | None = typer.Option(None, help="Dask scheduler for --cluster address."),
+    profile: str | None = typer.Option(
+        None, "--config", "-c", help="A profile whose dask: section (e.g. slurm jobs) is used."
+    ),
+    workers: int | None = typer.Option(None, "--workers", "-j", help="Local processes."),
+    chunk_size: int = typer.Option(256, help="Phases per task and per saved chunk."),
+    bias: Path | None = typer.Option(
+        None, help="reference_bias.json of benchmarks/reference_bias.py, recorded in the table."
+    ),
+) -> None:
+    """Build a reference energy table: the MLIP energy of every distinct competing phase.
+
+    Chunks run on a Dask cluster when asked (the same command builds a million-phase table
+    on SLURM Dask workers) and are saved as they finish, so an interrupted build resumes.
+    """
+    from tasks.core.cluster import DaskConfig, dask_cluster, dask_mapper
+    from tasks.core.config import ConfigError, load_config, validate_config
+    from tasks.core.paths import shared_data_dir
+    from tasks.mlip.reference_table import Method, build_reference_table, default_sources
+    from tasks.pipeline.config import PipelineConfig
+
+    try:
+        mlip_config = validate_config(given(name=mlip, model=model), MLIPConfig, "--mlip")
+        dask = (
+            load_config(profile, PipelineConfig).dask
+            if profile
+            else validate_config(given(cluster=cluster, address=address), DaskConfig, "--cluster")
+        )
+        relax = RelaxConfig(chunk_size=chunk_size, **given(n_workers=workers))
+        if method not in ("single_point", "relaxed"):
+            raise ValueError(f"--method must be single_point or relaxed, not {method!r}")
+    except (ConfigError, ValueError) as err:
+        _fail(err)
+    how = cast(Method, method)
+    sources = list(source) if source else default_sources(shared_data_dir())
+    if not sources:
+        _fail(ValueError(f"no --source given and no MP-20 / MPTS-52 split in {shared_data_dir()}"))
+    measured = json.loads(bias.read_text())["drop_eV_per_atom"] if bias else None
+    with contextlib.ExitStack() as stack:
+        running = stack.enter_context(dask_cluster(dask))
+        mapper = stack.enter_context(dask_mapper(running.address)) if running else None
+        path = build_reference_table(sources, out, mlip_config, how, relax, mapper, measured)
+    typer.echo(f"wrote {path} and {path.with_suffix('.json')}")
 
 
 def hull_ensemble(
@@ -160,4 +245,9 @@ def register(app: typer.Typer) -> None:
     """Add ``relax``, ``hull`` and ``hull-ensemble`` to the ``discovery`` command."""
     app.command("relax")(relax)
     app.command("hull")(hull)
+    reference_app = typer.Typer(
+        help="Reference energy tables of the MLIP hull.", no_args_is_help=True
+    )
+    reference_app.command("build")(hull_reference_build)
+    app.add_typer(reference_app, name="hull-reference")
     app.command("hull-ensemble")(hull_ensemble)

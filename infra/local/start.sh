@@ -33,8 +33,18 @@ if ! { [ -f "$STATE/worker.pid" ] && kill -0 "$(cat "$STATE/worker.pid")" 2>/dev
   echo $! >"$STATE/worker.pid"
 fi
 echo "[start] running discovery/sun-eval (profile $PROFILE); UI: http://127.0.0.1:4200"
+set +e
 $PREFECT deployment run discovery/sun-eval --param profile="$PROFILE" --watch --watch-interval 10 \
   | tee "$STATE/last-run.log"
+run_status=${PIPESTATUS[0]}
+set -e
+if [ "$run_status" -ne 0 ] || ! grep -q "finished successfully" "$STATE/last-run.log"; then
+  run_id=$(sed -n 's/.*UUID: \([0-9a-f-]*\).*/\1/p' "$STATE/last-run.log" | head -1)
+  echo
+  echo "[start] discovery/sun-eval did not complete. Last lines of flow run $run_id's log:" >&2
+  [ -n "$run_id" ] && $PREFECT flow-run logs "$run_id" --tail --num-logs 25 >&2
+  exit 1
+fi
 report=$(ls -td runs/"$PROFILE"-*/report/index.html 2>/dev/null | head -1)
 echo
 echo "Report: ${report:-not found (see $STATE/last-run.log)}"

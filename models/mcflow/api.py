@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from pymatgen.core import Composition, Element, Structure
 
-from models.contract import SampleRequest, TrainRequest, refuse_options
-from models.mcflow.config import MCFlowConfig
+from models.contract import FineTune, SampleRequest, TrainRequest, refuse_options
+from models.mcflow.config import MCFlowConfig, resolve_config
 from models.mcflow.data import (
     NUM_ELEMENTS,
     CrystalItem,
@@ -32,7 +32,6 @@ from models.sample_output import SampleRecord, sample_id, write_samples
 from models.training.checkpoint import load_checkpoint, model_weights
 from models.training.trainer import Trainer, resolve_device
 from tasks.core.atomic import write_json_atomic
-from tasks.core.config import load_config
 from tasks.core.records import read_records
 from tasks.core.structure_io import read_structures
 
@@ -40,16 +39,6 @@ log = logging.getLogger(__name__)
 
 MODEL = "mcflow"
 StructureInput = Sequence[Structure] | Sequence[tuple[str, Structure]] | str | Path
-
-
-def resolve_config(config: MCFlowConfig | str | Path) -> MCFlowConfig:
-    """A config object, a YAML path, or a profile name (``tiny`` → configs/mcflow/tiny.yaml)."""
-    if isinstance(config, MCFlowConfig):
-        return config
-    name = str(config)
-    if not Path(name).exists() and "/" not in name and not name.endswith(".yaml"):
-        name = f"mcflow/{name}"
-    return load_config(name, MCFlowConfig)
 
 
 def load_dataset_items(dataset_path: str | Path, max_atoms: int) -> list[CrystalItem]:
@@ -84,8 +73,9 @@ def train(
     dataset_path: str | Path,
     out_dir: str | Path,
     resume: bool = False,
+    finetune: FineTune | None = None,
 ) -> Path:
-    """Train MCFlow on an ingested dataset.
+    """Train MCFlow on an ingested dataset (from scratch, or fine-tune a checkpoint).
 
     Parameters
     ----------
@@ -98,6 +88,9 @@ def train(
         Receives ``latest.pt``, ``best.pt``, ``metrics.jsonl`` and ``config.json``.
     resume
         Continue exactly from ``out_dir/latest.pt``.
+    finetune
+        Start from this checkpoint's (EMA) weights, network and priors, with a fresh
+        optimizer and the given budget; the profile supplies the other training settings.
 
     Returns
     -------
@@ -106,11 +99,18 @@ def train(
     """
     cfg = resolve_config(config)
     out = Path(out_dir)
+    base: MCFlowNet | None = None
+    if finetune is not None:
+        base, base_cfg, priors = load_model(finetune.init_from, "cpu")
+        cfg = base_cfg.model_copy(update={"train": finetune.apply(cfg.train)})
     items = load_dataset_items(dataset_path, cfg.data.max_atoms)
     train_items, val_items = split_items(items, cfg.data.val_fraction, cfg.train.seed)
-    priors = fit_priors(train_items)
     torch.manual_seed(cfg.train.seed)
-    model = MCFlowNet(cfg.network, cfg.flow, priors)
+    if base is None:
+        priors = fit_priors(train_items)
+        model = MCFlowNet(cfg.network, cfg.flow, priors)
+    else:
+        model = base.train()
     log.info(
         "MCFlow: %d parameters, %d train / %d val crystals",
         count_parameters(model),
@@ -136,6 +136,7 @@ def train(
             "priors": priors.model_dump(mode="json"),
             "n_train": len(train_items),
             "n_params": count_parameters(model),
+            "init_from": str(finetune.init_from) if finetune else None,
         },
     )
     result = trainer.fit(resume=resume)
@@ -396,8 +397,14 @@ class MCFlowModel:
     tasks = frozenset({"dng", "csp", "atg"})
 
     def train(self, request: TrainRequest) -> Path:
-        """Train (see :func:`train`)."""
-        return train(request.profile, request.dataset, request.out_dir, resume=request.resume)
+        """Train or fine-tune (see :func:`train`)."""
+        return train(
+            request.profile,
+            request.dataset,
+            request.out_dir,
+            resume=request.resume,
+            finetune=request.finetune,
+        )
 
     def sample(self, request: SampleRequest) -> list[SampleRecord]:
         """Samples of any task (see :func:`sample`); SymADiT's options are refused."""

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from models.training.config import TrainerConfig
-from tasks.core.config import StrictModel
+from tasks.core.config import StrictModel, load_config
 
 
 class NetworkConfig(StrictModel):
@@ -23,14 +24,45 @@ class NetworkConfig(StrictModel):
         gt=0,
         description="coords enter as sin/cos(2πkF) for k = 1..K (K = 1: the paper's Lin(F))",
     )
-    relative_geometry: bool = Field(
-        default=False,
+    geometry: Literal["paper", "pairs"] = Field(
+        default="pairs",
         description=(
-            "attention also reads sin/cos(2πk(F_j − F_i)) of every atom pair (not in the "
-            "paper: a translation-invariant bias that makes the coordinate field learnable "
-            "on a CPU budget)"
+            "'paper': coordinates enter only as token features (the paper's network); "
+            "'pairs': every attention layer also reads sin/cos(2πk(F_j − F_i)) of every "
+            "atom pair (not in the paper; DiffCSP and FlowMM feed coordinates this way). "
+            "Under the random global translation the paper network stays at 'predict zero' "
+            "for a whole CPU budget (benchmarks/results/mcflow_ablation.md)"
         ),
     )
+    pair_frequencies: int | None = Field(
+        default=None,
+        gt=0,
+        description="k = 1..K of the pair-offset sinusoids (None: coord_frequencies)",
+    )
+    edge_hidden: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "0: the pair sinusoids feed each attention layer's bias and values directly; "
+            "> 0: a per-layer edge MLP on [h_i, h_j, pair sinusoids] of this width does"
+        ),
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _relative_geometry(cls, data: Any) -> Any:
+        """Profiles and checkpoints written before ``geometry`` said ``relative_geometry``."""
+        if isinstance(data, dict) and "relative_geometry" in data:
+            data = dict(data)
+            data["geometry"] = "pairs" if data.pop("relative_geometry") else "paper"
+        return data
+
+    @property
+    def pair_dim(self) -> int:
+        """Width of the pair sinusoids (0 for the paper network)."""
+        if self.geometry == "paper":
+            return 0
+        return 6 * (self.pair_frequencies or self.coord_frequencies)
 
 
 class FlowConfig(StrictModel):
@@ -93,3 +125,10 @@ class MCFlowConfig(StrictModel):
     )
     sample: SampleConfig = Field(default_factory=SampleConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
+
+
+def resolve_config(config: MCFlowConfig | str | Path) -> MCFlowConfig:
+    """A config object, a YAML path, or a profile name (``tiny`` → configs/mcflow/tiny.yaml)."""
+    if isinstance(config, MCFlowConfig):
+        return config
+    return load_config(config, MCFlowConfig, profiles="mcflow")

@@ -55,8 +55,9 @@ class MCFlowNet(nn.Module):
 
     Coordinates enter through the periodic features ``[sin 2πkF, cos 2πkF]``, k = 1..K (a
     linear map of them), so a shift by a lattice vector does not change the input. With
-    ``network.relative_geometry`` every attention layer also reads the same features of
-    each pair's offset ``F_j − F_i`` (see :class:`models.nn.attention.SelfAttention`).
+    ``network.geometry: pairs`` every attention layer also reads the features of each
+    pair's offset ``F_j − F_i`` at ``pair_frequencies`` (directly, or through an edge MLP
+    of width ``edge_hidden``; see :class:`models.nn.attention.SelfAttention`).
     Lengths enter as the standardized log ``(log L − μ)/σ``. Conditioning
     ``c = TimeEmb_A(t) + TimeEmb_X(s)`` drives the DiT's adaptive layer norms. Per-token
     heads give element logits and coordinate displacements; the cell head reads the mean
@@ -71,6 +72,7 @@ class MCFlowNet(nn.Module):
     """
 
     coord_frequencies: torch.Tensor
+    pair_frequencies: torch.Tensor
     length_mu: torch.Tensor
     length_sigma: torch.Tensor
     allowed_types: torch.Tensor
@@ -90,10 +92,19 @@ class MCFlowNet(nn.Module):
         self.angle_in = nn.Linear(3, h)
         self.time_types = TimestepEmbedder(h)
         self.time_struct = TimestepEmbedder(h)
-        self.relative_geometry = network.relative_geometry
-        pair_dim = 6 * network.coord_frequencies if network.relative_geometry else 0
+        self.register_buffer(
+            "pair_frequencies",
+            torch.arange(1, network.pair_dim // 6 + 1, dtype=torch.float32),
+            persistent=False,
+        )
         self.dit = DiT(
-            h, network.depth, network.heads, network.mlp_ratio, network.dropout, pair_dim
+            h,
+            network.depth,
+            network.heads,
+            network.mlp_ratio,
+            network.dropout,
+            network.pair_dim,
+            network.edge_hidden if network.pair_dim else 0,
         )
         self.type_head = nn.Linear(h, NUM_ELEMENTS)
         self.coord_head = nn.Linear(h, 3)
@@ -105,9 +116,10 @@ class MCFlowNet(nn.Module):
         self.register_buffer("length_sigma", torch.tensor(priors.length_sigma, dtype=torch.float32))
         self.register_buffer("allowed_types", torch.from_numpy(priors.allowed_types()))
 
-    def _periodic_features(self, frac: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _periodic_features(frac: torch.Tensor, frequencies: torch.Tensor) -> torch.Tensor:
         """``[..., 3]`` fractional values → ``[..., 6K]`` ``[sin 2πkf, cos 2πkf]``, k = 1..K."""
-        phases = (2 * math.pi * frac[..., None] * self.coord_frequencies).flatten(-2)
+        phases = (2 * math.pi * frac[..., None] * frequencies).flatten(-2)
         return torch.cat([torch.sin(phases), torch.cos(phases)], dim=-1)
 
     def forward(
@@ -142,14 +154,15 @@ class MCFlowNet(nn.Module):
         cell = self.length_in(log_len) + self.angle_in(angle_units)
         x = (
             self.type_emb(types)
-            + self.coord_in(self._periodic_features(frac))
+            + self.coord_in(self._periodic_features(frac, self.coord_frequencies))
             + cell[:, None, :]
             + sinusoidal_positions(N, self.type_emb.embedding_dim, types.device)[None]
         )
         cond = self.time_types(t) + self.time_struct(s)
         pair = None
-        if self.relative_geometry:
-            pair = self._periodic_features(frac[:, None, :, :] - frac[:, :, None, :])
+        if len(self.pair_frequencies):
+            offsets = frac[:, None, :, :] - frac[:, :, None, :]
+            pair = self._periodic_features(offsets, self.pair_frequencies)
         h = self.dit(x, cond, mask, pair)
         logits = self.type_head(h).float()
         logits = logits.masked_fill(~self.allowed_types, float("-inf"))

@@ -16,6 +16,22 @@ def key_padding_bias(mask: torch.Tensor | None) -> torch.Tensor | None:
     return mask[:, None, None, :].to(torch.bool)
 
 
+class EdgeMLP(nn.Module):
+    """Edge features ``e_ij = W₂ SiLU(A x_i + B x_j + C p_ij + b)`` of width ``edge_hidden``."""
+
+    def __init__(self, hidden: int, pair_dim: int, edge_hidden: int) -> None:
+        super().__init__()
+        self.source = nn.Linear(hidden, edge_hidden)
+        self.target = nn.Linear(hidden, edge_hidden, bias=False)
+        self.pair = nn.Linear(pair_dim, edge_hidden, bias=False)
+        self.out = nn.Linear(edge_hidden, edge_hidden)
+
+    def forward(self, x: torch.Tensor, pair: torch.Tensor) -> torch.Tensor:
+        """``x`` ``[B, N, H]`` and ``pair`` ``[B, N, N, P]`` → ``[B, N, N, edge_hidden]``."""
+        first = self.source(x)[:, :, None, :] + self.target(x)[:, None, :, :] + self.pair(pair)
+        return self.out(F.silu(first))
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention over tokens ``[B, N, H]``.
 
@@ -29,21 +45,37 @@ class SelfAttention(nn.Module):
         Attention dropout probability (training only).
     pair_dim
         Size of optional pair features ``[B, N, N, pair_dim]`` (0 = none). With them, each
-        head adds a learned bias ``Lin(p_ij)`` to its logits and also returns the
-        attention-weighted pair features ``Σ_j a_ij p_ij`` (mapped back to ``hidden``):
+        head adds a learned bias ``Lin(e_ij)`` to its logits and also returns the
+        attention-weighted edge features ``Σ_j a_ij e_ij`` (mapped back to ``hidden``):
         tokens read relations between atoms (e.g. periodic offsets) directly.
+    edge_hidden
+        0: the edge features are the pair features, ``e_ij = p_ij``. Otherwise a small edge
+        MLP of this width, ``e_ij = W₂ SiLU(A x_i + B x_j + C p_ij)``, lets the relation
+        depend on the two atoms too (the first layer of an MLP on ``[x_i, x_j, p_ij]``,
+        factorized so that it costs ``N·H·E + N²·P·E`` rather than ``N²·(2H + P)·E``).
     """
 
-    def __init__(self, hidden: int, heads: int, dropout: float = 0.0, pair_dim: int = 0) -> None:
+    def __init__(
+        self,
+        hidden: int,
+        heads: int,
+        dropout: float = 0.0,
+        pair_dim: int = 0,
+        edge_hidden: int = 0,
+    ) -> None:
         super().__init__()
         if hidden % heads:
             raise ValueError(f"hidden size {hidden} is not divisible by {heads} heads")
+        if edge_hidden and not pair_dim:
+            raise ValueError("an edge MLP needs pair features (pair_dim > 0)")
         self.heads = heads
         self.dropout = dropout
         self.qkv = nn.Linear(hidden, 3 * hidden)
         self.proj = nn.Linear(hidden, hidden)
-        self.pair_bias = nn.Linear(pair_dim, heads) if pair_dim else None
-        self.pair_out = nn.Linear(heads * pair_dim, hidden) if pair_dim else None
+        self.edge = EdgeMLP(hidden, pair_dim, edge_hidden) if edge_hidden else None
+        edge_dim = edge_hidden or pair_dim
+        self.pair_bias = nn.Linear(edge_dim, heads) if pair_dim else None
+        self.pair_out = nn.Linear(heads * edge_dim, hidden) if pair_dim else None
 
     def forward(
         self,
@@ -65,6 +97,8 @@ class SelfAttention(nn.Module):
             return self.proj(out.transpose(1, 2).reshape(B, N, H))
         if pair is None:
             raise ValueError("this attention layer was built with pair features: pass `pair`")
+        if self.edge is not None:
+            pair = self.edge(x, pair)
         logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
         logits = logits + self.pair_bias(pair).permute(0, 3, 1, 2).to(logits.dtype)
         if attn_mask is not None:

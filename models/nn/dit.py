@@ -34,8 +34,9 @@ class DiTBlock(nn.Module):
         Width multiplier of the feed-forward branch.
     dropout
         Attention dropout.
-    pair_dim
-        Size of pair features fed to the attention (0 = none; see :class:`SelfAttention`).
+    pair_dim, edge_hidden
+        Size of pair features fed to the attention (0 = none) and of its edge MLP (0 = none;
+        see :class:`SelfAttention`).
     """
 
     def __init__(
@@ -45,10 +46,11 @@ class DiTBlock(nn.Module):
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
         pair_dim: int = 0,
+        edge_hidden: int = 0,
     ):
         super().__init__()
         self.norm1 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
-        self.attn = SelfAttention(hidden, heads, dropout, pair_dim)
+        self.attn = SelfAttention(hidden, heads, dropout, pair_dim, edge_hidden)
         self.norm2 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
         inner = int(hidden * mlp_ratio)
         self.mlp = nn.Sequential(
@@ -108,6 +110,8 @@ class DiT(nn.Module):
         Attention dropout.
     pair_dim
         Size of pair features every block's attention reads (0 = none).
+    edge_hidden
+        Width of each block's edge MLP on the pair features (0 = none).
 
     Examples
     --------
@@ -126,11 +130,12 @@ class DiT(nn.Module):
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
         pair_dim: int = 0,
+        edge_hidden: int = 0,
     ) -> None:
         super().__init__()
         self.hidden = hidden
         self.blocks = nn.ModuleList(
-            DiTBlock(hidden, heads, mlp_ratio, dropout, pair_dim) for _ in range(depth)
+            DiTBlock(hidden, heads, mlp_ratio, dropout, pair_dim, edge_hidden) for _ in range(depth)
         )
         self.final = FinalAdaLN(hidden)
         self._init_weights()

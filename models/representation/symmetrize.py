@@ -83,7 +83,9 @@ def symmetrize_coords(coords: torch.Tensor, wyckoff: torch.Tensor) -> torch.Tens
     matrix = tables["proj_matrix"][wyckoff].to(coords.dtype)
     offset = tables["proj_offset"][wyckoff].to(coords.dtype)
     projected = torch.einsum("...ij,...j->...i", matrix, coords) + offset
-    return torch.remainder(projected, 1.0)
+    wrapped = torch.remainder(projected, 1.0)
+    # remainder(-1e-17, 1) rounds to exactly 1.0: fold it back to 0
+    return torch.where(wrapped >= 1.0, wrapped - 1.0, wrapped)
 
 
 def coord_free_mask(wyckoff: torch.Tensor) -> torch.Tensor:

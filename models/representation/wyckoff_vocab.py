@@ -89,6 +89,11 @@ class WyckoffVocabulary:
         ``(V, 3)`` bool, the coordinates that carry the free parameters.
     group_mask
         ``(231, V)`` bool, row ``g`` marks the positions of space group ``g`` (row 0 unused).
+    orbit_rotation, orbit_translation, orbit_start
+        Every operation of every position's orbit in the conventional cell, concatenated:
+        position ``i`` maps its representative ``x`` to the ``multiplicity[i]`` atoms
+        ``orbit_rotation[k] @ x + orbit_translation[k]`` for ``k`` in
+        ``orbit_start[i] .. orbit_start[i + 1] - 1`` (pyxtal's order).
     """
 
     labels: tuple[str, ...]
@@ -102,6 +107,9 @@ class WyckoffVocabulary:
     proj_offset: np.ndarray
     coord_mask: np.ndarray
     group_mask: np.ndarray
+    orbit_rotation: np.ndarray
+    orbit_translation: np.ndarray
+    orbit_start: np.ndarray
 
     @property
     def size(self) -> int:
@@ -129,6 +137,7 @@ def wyckoff_vocabulary() -> WyckoffVocabulary:
 
     labels, groups, letters, mults, dofs = [], [], [], [], []
     rots, transs, mats, offs, masks = [], [], [], [], []
+    orbit_rots, orbit_transs = [], []
     for g in range(1, 231):
         # pyxtal lists positions from the general one down to 'a'; store them 'a' first
         for wp in reversed(Group(g).Wyckoff_positions):
@@ -148,6 +157,10 @@ def wyckoff_vocabulary() -> WyckoffVocabulary:
             mats.append(matrix)
             offs.append(offset)
             masks.append(mask)
+            if len(wp.ops) != wp.multiplicity:
+                raise ValueError(f"{labels[-1]}: {len(wp.ops)} operations, not the multiplicity")
+            orbit_rots += [np.asarray(o.rotation_matrix, float) for o in wp.ops]
+            orbit_transs += [np.asarray(o.translation_vector, float) for o in wp.ops]
     group_arr = np.asarray(groups)
     group_mask = np.zeros((231, len(labels)), dtype=bool)
     group_mask[group_arr, np.arange(len(labels))] = True
@@ -163,4 +176,7 @@ def wyckoff_vocabulary() -> WyckoffVocabulary:
         proj_offset=np.stack(offs),
         coord_mask=np.stack(masks),
         group_mask=group_mask,
+        orbit_rotation=np.stack(orbit_rots),
+        orbit_translation=np.stack(orbit_transs),
+        orbit_start=np.concatenate([[0], np.cumsum(mults)]),
     )

@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -32,11 +33,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.contract import SampleRequest, TrainRequest, refuse_options
+from models.contract import FineTune, SampleRequest, TrainRequest, refuse_options
 from models.representation.wyckoff_tokens import WyckoffTokens
 from models.sample_output import SampleRecord, write_samples
 from models.symadit.autoencoder import WyckoffAutoencoder
-from models.symadit.config import SymADiTConfig
+from models.symadit.config import SymADiTConfig, load_symadit_config
 from models.symadit.data import TokenStats, collate_tokens, load_tokens
 from models.symadit.flow import LatentBatch, LatentFlow
 from models.symadit.model import SymADiT
@@ -45,34 +46,13 @@ from models.symadit.validation import autoencoder_validator, flow_validator
 from models.training.checkpoint import load_checkpoint, model_weights
 from models.training.trainer import Trainer, resolve_device
 from tasks.core.atomic import write_json_atomic
-from tasks.core.config import ConfigError, config_hash, load_config
-from tasks.core.paths import CONFIGS_DIR, REPO_ROOT
+from tasks.core.config import config_hash
+from tasks.core.paths import REPO_ROOT
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "symadit.pt"
 COMPLETE = "complete.json"
-
-
-def load_symadit_config(config: SymADiTConfig | dict[str, Any] | str | Path) -> SymADiTConfig:
-    """A :class:`SymADiTConfig` from a model, a dict, a YAML path or a profile name.
-
-    Profile names are looked up in ``configs/symadit/`` (``tiny``, ``cpu-small``, ``paper``).
-    """
-    if isinstance(config, SymADiTConfig):
-        return config
-    if isinstance(config, dict):
-        return SymADiTConfig.model_validate(config)
-    path = Path(config)
-    if not path.exists():
-        candidate = CONFIGS_DIR / "symadit" / f"{config}.yaml"
-        if not candidate.exists():
-            where = CONFIGS_DIR / "symadit"
-            raise ConfigError(
-                f"SymADiT config {str(config)!r} is neither a file nor a profile in {where}"
-            )
-        path = candidate
-    return load_config(path, SymADiTConfig)
 
 
 def tokens_hash(tokens: Sequence[WyckoffTokens]) -> str:
@@ -310,6 +290,90 @@ def train(
     return path
 
 
+def finetune_stats(base: TokenStats, tokens: Sequence[WyckoffTokens]) -> TokenStats:
+    """Sampling statistics of a fine-tuning set: p(g) and p(K | g) of the new set, while the
+    cell normalization and the element mask stay those the autoencoder was trained with."""
+    new = TokenStats.from_tokens(tokens)
+    return dataclasses.replace(
+        new,
+        cell_mean=base.cell_mean,
+        cell_std=base.cell_std,
+        element_counts=base.element_counts,
+        max_orbits=max(base.max_orbits, new.max_orbits),
+    )
+
+
+def finetune(
+    config: SymADiTConfig | dict[str, Any] | str | Path,
+    dataset_path: str | Path,
+    out_dir: str | Path,
+    budget: FineTune,
+    resume: bool = False,
+) -> Path:
+    """Fine-tune a SymADiT checkpoint's latent flow on a new dataset.
+
+    The autoencoder of ``budget.init_from`` stays frozen (its latent space is what the flow
+    models), the new set is encoded with it, and the flow continues from its EMA weights
+    with a fresh optimizer under ``budget``; the profile ``config`` supplies the other flow
+    training settings. p(g) and p(K | g) come from the new set (:func:`finetune_stats`).
+    Resumable like :func:`train` (``out_dir/flow/latest.pt``).
+
+    Returns
+    -------
+    Path
+        ``out_dir/symadit.pt``.
+    """
+    profile = load_symadit_config(config)
+    base = SymADiT.load(budget.init_from)
+    cfg = base.config.model_copy(update={"flow_trainer": budget.apply(profile.flow_trainer)})
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    cache_dir = cfg.data.cache_dir or (REPO_ROOT / "data" / "cache")
+    tokens = load_tokens(dataset_path, n_workers=profile.data.n_workers, cache_dir=cache_dir)
+    train_tokens, val_tokens = split_tokens(tokens, cfg)
+    stats = finetune_stats(base.stats, train_tokens)
+    ae = base.autoencoder.eval()
+    for p in ae.parameters():
+        p.requires_grad_(False)
+    device = resolve_device(cfg.flow_trainer.device)
+    ae.to(device)
+    latents = encode_dataset(ae, train_tokens)
+    val_latents = encode_dataset(ae, val_tokens) if val_tokens else []
+    flow = base.flow.train()
+    origin = hashlib.sha256(str(budget.init_from).encode()).hexdigest()[:12]
+    data_hash = f"{tokens_hash(tokens)}-from-{origin}"
+    run_config = {"symadit": cfg.model_dump(mode="json")}
+    trainer = Trainer(
+        flow,
+        cfg.flow_trainer,
+        out / "flow",
+        latents,
+        _collate_latents,
+        val_data=val_latents or None,
+        validate=flow_validator(ae, stats, cfg) if cfg.validation.n_expand > 0 else None,
+        run_config={**run_config, "stage": "flow", "init_from": str(budget.init_from)},
+        dataset_hash=data_hash,
+        extra={"stats": stats.to_dict()},
+    )
+    trainer.fit(resume=resume)
+    flow_ckpt = load_checkpoint(out / "flow" / "latest.pt", map_location="cpu")
+    model = SymADiT(cfg, stats)
+    model.autoencoder.load_state_dict(ae.cpu().state_dict())
+    model.flow.load_state_dict(model_weights(flow_ckpt, use_ema=True))
+    summary = {
+        "dataset": str(dataset_path),
+        "dataset_hash": data_hash,
+        "n_train": len(train_tokens),
+        "n_val": len(val_tokens),
+        "init_from": str(budget.init_from),
+        "flow_step": int(flow_ckpt["step"]),
+    }
+    path = model.save(out / CHECKPOINT_NAME, extra=summary)
+    write_json_atomic(out / "training_summary.json", summary)
+    return path
+
+
 def sample(
     checkpoint: str | Path,
     n: int,
@@ -370,7 +434,15 @@ class SymADiTModel:
     tasks = frozenset({"dng"})
 
     def train(self, request: TrainRequest) -> Path:
-        """Train both stages (see :func:`train`)."""
+        """Train both stages (see :func:`train`), or fine-tune the flow (:func:`finetune`)."""
+        if request.finetune is not None:
+            return finetune(
+                request.profile,
+                request.dataset,
+                request.out_dir,
+                request.finetune,
+                resume=request.resume,
+            )
         return train(request.profile, request.dataset, request.out_dir, resume=request.resume)
 
     def sample(self, request: SampleRequest) -> list[SampleRecord]:

@@ -7,12 +7,12 @@ module imports nothing heavy, so a profile can be checked before any model work 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
 from models.training.config import TrainerConfig
-from tasks.core.config import Placement, StrictModel
+from tasks.core.config import Placement, StrictModel, load_config
 
 
 class AutoencoderConfig(StrictModel):
@@ -51,6 +51,17 @@ class FlowConfig(StrictModel):
     p_uncond: float = Field(default=0.1, ge=0, le=1, description="CFG label-dropout probability")
     time_sampling: Literal["uniform", "logit_normal"] = Field(
         default="uniform", description="distribution of training times t"
+    )
+    loss_weighting: Literal["x1", "velocity"] = Field(
+        default="x1",
+        description=(
+            "'x1': the paper's MSE(ẑ_1, z_1); 'velocity': the error divided by "
+            "1 − min(t, time_clip) before squaring, i.e. the MSE of the implied velocity "
+            "(ADiT's code base): late t, where decoded positions are decided, weighs more"
+        ),
+    )
+    time_clip: float = Field(
+        default=0.9, gt=0, lt=1, description="t is clipped to this where the weighting divides"
     )
 
 
@@ -117,3 +128,15 @@ class SymADiTConfig(StrictModel):
     )
     validation: SymADiTValidationConfig = Field(default_factory=SymADiTValidationConfig)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+
+
+def load_symadit_config(config: SymADiTConfig | dict[str, Any] | str | Path) -> SymADiTConfig:
+    """A :class:`SymADiTConfig` from a model, a dict, a YAML path or a profile name.
+
+    Profile names are looked up in ``configs/symadit/`` (``tiny``, ``cpu-small``, ``paper``).
+    """
+    if isinstance(config, SymADiTConfig):
+        return config
+    if isinstance(config, dict):
+        return SymADiTConfig.model_validate(config)
+    return load_config(config, SymADiTConfig, profiles="symadit")

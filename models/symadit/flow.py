@@ -44,6 +44,20 @@ class LatentBatch:
         return LatentBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
 
+def loss_weights(t: torch.Tensor, weighting: str, time_clip: float = 0.9) -> torch.Tensor:
+    """Per-crystal weight of the squared ``ẑ_1`` error at flow times ``t`` ``[B]``.
+
+    ``x1``: 1 everywhere. ``velocity``: ``1 / (1 − min(t, time_clip))²``: with
+    ``z_t = t z_1 + (1 − t) z_0`` the velocity error is ``(ẑ_1 − z_1) / (1 − t)``, so the
+    weighted loss is the velocity MSE, clipped where ``1 − t`` vanishes.
+    """
+    if weighting == "x1":
+        return torch.ones_like(t)
+    if weighting == "velocity":
+        return 1.0 / (1.0 - t.clamp(max=time_clip)) ** 2
+    raise ValueError(f"unknown loss weighting {weighting!r}")
+
+
 class LatentFlow(nn.Module):
     """DiT denoiser over latent orbit tokens, conditioned on time and space group.
 
@@ -120,7 +134,11 @@ class LatentFlow(nn.Module):
     def loss(
         self, batch: LatentBatch, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Flow-matching loss ``MSE(ẑ_1, z_1)`` on real tokens (the trainer's interface)."""
+        """Flow-matching loss on real tokens (the trainer's interface).
+
+        ``MSE(ẑ_1, z_1)``, or with ``loss_weighting: velocity`` each crystal's squared error
+        times :func:`loss_weights` (the velocity MSE).
+        """
         cfg = self.config
         device = batch.z.device
         gdev = generator.device if generator is not None else device
@@ -142,7 +160,8 @@ class LatentFlow(nn.Module):
                 self_cond = torch.where(use_sc[:, None, None], first.to(z1.dtype), self_cond)
         pred = self(z_t, t, labels, mask, self_cond)
         err = ((pred - z1.float()) ** 2).sum(-1)  # [B, N]
-        loss = (err * mask).sum() / (mask.sum() * self.latent_dim).clamp_min(1)
+        weights = loss_weights(t, cfg.loss_weighting, cfg.time_clip)
+        loss = (err * weights[:, None] * mask).sum() / (mask.sum() * self.latent_dim).clamp_min(1)
         return loss, {"mse": float(loss.detach())}
 
     # ------------------------------------------------------------------ sampling

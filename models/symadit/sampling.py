@@ -6,7 +6,8 @@
    in order of confidence, so that a 0-DOF Wyckoff position (a single fixed point orbit) is
    never occupied by two orbits (:func:`constrained_decode`).
 4. Symmetrize (project coords onto the chosen positions, tie the cell to the crystal system)
-   and expand with pyxtal to a pymatgen structure (:func:`expand_tokens`).
+   and expand the batch to pymatgen structures with the vocabulary's orbit operations
+   (:func:`expand_tokens`; equal to pyxtal's expansion, without a pyxtal object per sample).
 
 Every requested sample yields a :class:`models.sample_output.SampleRecord`; a sample that
 cannot be expanded is a ``failed`` record with the reason. Sampling is reproducible: the
@@ -25,7 +26,7 @@ import torch
 from pymatgen.core import Element, Structure
 from tqdm.auto import tqdm
 
-from models.representation.wyckoff_tokens import WyckoffTokens, tokens_to_structure
+from models.representation.wyckoff_tokens import WyckoffTokens, expand_batch
 from models.representation.wyckoff_vocab import wyckoff_vocabulary
 from models.sample_output import SampleRecord, sample_id
 from models.symadit.autoencoder import DecoderOutput, symmetrize_output
@@ -151,33 +152,39 @@ def primitive_cell(structure: Structure, symprec: float = 1e-3) -> Structure:
 
 
 def expand_tokens(
-    tokens: WyckoffTokens, overlap_tol: float = 0.1, primitive: bool = False
-) -> tuple[Structure | None, str]:
-    """Expand tokens to a structure with pyxtal; ``(None, reason)`` if that is impossible.
+    tokens: Sequence[WyckoffTokens], overlap_tol: float = 0.1, primitive: bool = False
+) -> list[tuple[Structure | None, str]]:
+    """Expand token sets to structures; ``(None, reason)`` for each that cannot be.
 
+    The whole batch is expanded at once (:func:`expand_batch`, equal to pyxtal's ``build``).
     Two atoms closer than ``overlap_tol`` Å (two orbits on the same point, or an orbit whose
     free parameter sits on a special value so that its images coincide) do not form a
     crystal: spglib cannot even assign a space group to such a cell. They are reported as
     failed samples ("overlapping atoms"), never silently merged. With ``primitive`` the
-    conventional cell pyxtal builds is reduced to :func:`primitive_cell`.
+    conventional cell is reduced to :func:`primitive_cell`.
     """
-    if tokens.n_orbits == 0:
-        return None, "no orbits"
-    try:
-        structure = tokens_to_structure(tokens)
-    except Exception as err:  # tokens_to_structure raises ValueError; pyxtal may raise others
-        return None, f"expansion failed: {err}"[:500]
-    if len(structure) == 0:
-        return None, "expansion produced an empty structure"
-    if not np.isfinite(structure.lattice.volume) or structure.lattice.volume <= 0:
-        return None, f"degenerate cell (volume {structure.lattice.volume:.3g})"
-    if overlap_tol > 0:
-        pair = closest_pair(structure.lattice.matrix, structure.frac_coords, overlap_tol)
-        if pair is not None:
-            return None, f"overlapping atoms: min distance {pair[2]:.4f} Å < {overlap_tol} Å"
-    if primitive:
-        structure = primitive_cell(structure)
-    return structure, ""
+    expanded = expand_batch([t for t in tokens if t.n_orbits])
+    built = iter(expanded)
+    out: list[tuple[Structure | None, str]] = []
+    for t in tokens:
+        if t.n_orbits == 0:
+            out.append((None, "no orbits"))
+            continue
+        structure = next(built)
+        if isinstance(structure, str):
+            out.append((None, f"expansion failed: {structure}"[:500]))
+            continue
+        if not np.isfinite(structure.lattice.volume) or structure.lattice.volume <= 0:
+            out.append((None, f"degenerate cell (volume {structure.lattice.volume:.3g})"))
+            continue
+        if overlap_tol > 0:
+            pair = closest_pair(structure.lattice.matrix, structure.frac_coords, overlap_tol)
+            if pair is not None:
+                reason = f"overlapping atoms: min distance {pair[2]:.4f} Å < {overlap_tol} Å"
+                out.append((None, reason))
+                continue
+        out.append((primitive_cell(structure) if primitive else structure, ""))
+    return out
 
 
 def tokens_metadata(tokens: WyckoffTokens) -> dict[str, object]:
@@ -286,12 +293,11 @@ def generate(
             element_temperature=cfg.element_temperature,
         )
         sym = symmetrize_output(out, g, mask, stats, wyckoff=wyckoff, elements=elements)
-        for i, tokens in zip(idx, batch_to_tokens(sym), strict=True):
+        batch_tokens = batch_to_tokens(sym)
+        expanded = expand_tokens(batch_tokens, cfg.overlap_tol, primitive=cfg.cell == "primitive")
+        for i, tokens, (structure, reason) in zip(idx, batch_tokens, expanded, strict=True):
             sid = sample_id(MODEL_NAME, seed, int(i))
             meta = tokens_metadata(tokens)
-            structure, reason = expand_tokens(
-                tokens, cfg.overlap_tol, primitive=cfg.cell == "primitive"
-            )
             if structure is None:
                 records.append(
                     SampleRecord.failed(

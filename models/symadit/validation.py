@@ -98,10 +98,9 @@ def reconstruction_metrics(
 def expansion_metrics(
     tokens: Sequence[WyckoffTokens], min_distance: float, expand: Callable
 ) -> dict[str, float]:
-    """Share of crystals pyxtal expands, and share (of all) with a distance < ``min_distance``."""
+    """Share of crystals that expand, and share (of all) with a distance < ``min_distance``."""
     ok, clash = 0, 0
-    for t in tokens:
-        structure, _ = expand(t, overlap_tol=0.0)
+    for structure, _ in expand(tokens, overlap_tol=0.0):
         if structure is None:
             continue
         ok += 1

@@ -238,6 +238,7 @@ class Trainer:
         path = self.out_dir / LATEST
         if not path.exists():
             log.info("no checkpoint at %s: starting from scratch", path)
+            self._truncate_metrics(0)  # lines of a run killed before its first checkpoint
             return
         ckpt = load_checkpoint(path, map_location=self.device)
         if ckpt["dataset_hash"] != self.dataset_hash:

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 
-def atomic_write(path: str | Path, writer: Callable[[Path], object]) -> Path:
+def atomic_write(
+    path: str | Path, writer: Callable[[Path], object], keep_identical: bool = False
+) -> Path:
     """Write ``path`` by calling ``writer(tmp_path)`` and renaming the result into place.
 
     Parameters
@@ -19,6 +21,9 @@ def atomic_write(path: str | Path, writer: Callable[[Path], object]) -> Path:
         Final location of the file.
     writer
         Callable that writes the complete file to the temporary path it is given.
+    keep_identical
+        Leave an existing file with the same bytes in place (for files a resumed run derives
+        again from finished work: they keep their time stamps).
 
     Returns
     -------
@@ -32,6 +37,8 @@ def atomic_write(path: str | Path, writer: Callable[[Path], object]) -> Path:
     tmp = Path(tmp_name)
     try:
         writer(tmp)
+        if keep_identical and path.is_file() and path.read_bytes() == tmp.read_bytes():
+            return path
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:

@@ -36,6 +36,7 @@ class Col(StrEnum):
     ENERGY_PER_ATOM = "energy_per_atom"
     CONVERGED = "converged"
     MLIP_VERSION = "mlip_version"
+    CHEMSYS = "chemsys"
     E_HULL = "e_hull"
     STABLE = "stable"
     METASTABLE = "metastable"

@@ -109,17 +109,20 @@ def validate_config(data: dict[str, Any], model: type[M], source: str = "<dict>"
         raise ConfigError(_format_errors(err, source)) from None
 
 
-def resolve_config_path(name_or_path: str | Path) -> Path:
-    """Accept a file path or a profile name from ``configs/`` (``quick`` → configs/quick.yaml)."""
+def resolve_config_path(name_or_path: str | Path, profiles: str = "") -> Path:
+    """Accept a file path or a profile name from ``configs/<profiles>/``.
+
+    ``quick`` → ``configs/quick.yaml``; with ``profiles="mcflow"``, ``tiny`` →
+    ``configs/mcflow/tiny.yaml``.
+    """
     path = Path(name_or_path)
     if path.exists():
         return path
-    candidate = CONFIGS_DIR / f"{name_or_path}.yaml"
+    folder = CONFIGS_DIR / profiles if profiles else CONFIGS_DIR
+    candidate = folder / f"{name_or_path}.yaml"
     if candidate.exists():
         return candidate
-    raise ConfigError(
-        f"config {str(name_or_path)!r} is neither a file nor a profile in {CONFIGS_DIR}"
-    )
+    raise ConfigError(f"config {str(name_or_path)!r} is neither a file nor a profile in {folder}")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -154,6 +157,7 @@ def load_config(
     name_or_path: str | Path,
     model: type[M],
     overrides: dict[str, Any] | None = None,
+    profiles: str = "",
 ) -> M:
     """Load a YAML file (or a profile name) into a typed config.
 
@@ -165,6 +169,8 @@ def load_config(
         The pydantic model to validate into (e.g. ``PipelineConfig``).
     overrides
         Dotted-key overrides applied after loading, e.g. ``{"ingest.symprec": 0.01}``.
+    profiles
+        The folder of ``configs/`` that profile names are looked up in (``mcflow``).
 
     Raises
     ------
@@ -172,7 +178,7 @@ def load_config(
         The file is missing, not YAML, repeats a key, or does not validate (the message
         names the file, the dotted key and, for repeated keys, the line).
     """
-    path = resolve_config_path(name_or_path)
+    path = resolve_config_path(name_or_path, profiles)
     data = read_yaml(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")

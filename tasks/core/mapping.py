@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -44,6 +45,28 @@ def limit_threads(threads: int = 1) -> None:
         os.environ[var] = str(threads)
 
 
+#: The smallest address-space cap a pool worker gets (Python, numpy, pymatgen and torch alone
+#: map a few GiB).
+MIN_WORKER_MEMORY = 4 * 2**30
+
+
+def worker_memory_limit(workers: int) -> int:
+    """Address space (bytes) one of ``workers`` pool workers may map: the machine's memory
+    shared out among them (as Dask's ``memory_limit="auto"``), at least 4 GiB."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return max(total // max(workers, 1), MIN_WORKER_MEMORY)
+
+
+def limit_worker(memory_bytes: int) -> None:
+    """Pool-worker initializer: one BLAS thread, and at most ``memory_bytes`` of address
+    space, so a runaway job fails with ``MemoryError`` in its worker instead of taking the
+    machine's memory (readers turn that into a row with the reason)."""
+    limit_threads(1)
+    hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+    cap = memory_bytes if hard == resource.RLIM_INFINITY else min(memory_bytes, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+
+
 @contextlib.contextmanager
 def thread_limits(threads: int = 1) -> Iterator[None]:
     """Set the thread variables for processes started inside the block, then restore them."""
@@ -64,12 +87,15 @@ def serial_map(fn: Callable[[T], R], jobs: Sequence[T]) -> list[R]:
     return [fn(job) for job in jobs]
 
 
-def pool_map(fn: Callable[[T], R], jobs: Sequence[T], workers: int) -> list[R]:
+def pool_map(
+    fn: Callable[[T], R], jobs: Sequence[T], workers: int, memory_bytes: int | None = None
+) -> list[R]:
     """``map`` in a process pool, or in this process for one worker or one job.
 
     Workers fork from a ``forkserver`` that has imported ``fn``'s module (and so pymatgen)
     once, so a pool starts fast and never forks a process that holds Prefect's threads.
-    Each worker uses one BLAS thread.
+    Each worker uses one BLAS thread and may map at most ``memory_bytes`` (default
+    :func:`worker_memory_limit`).
 
     Parameters
     ----------
@@ -79,6 +105,8 @@ def pool_map(fn: Callable[[T], R], jobs: Sequence[T], workers: int) -> list[R]:
         The jobs, each a unit worth a process round trip (a chunk, a bucket).
     workers
         Processes to use (0 = every usable core); ``1`` maps in this process.
+    memory_bytes
+        Address-space cap of each worker process.
 
     Returns
     -------
@@ -91,10 +119,12 @@ def pool_map(fn: Callable[[T], R], jobs: Sequence[T], workers: int) -> list[R]:
     ctx = get_context("forkserver")
     ctx.set_forkserver_preload([fn.__module__])
     chunksize = max(1, len(jobs) // (workers * 8))
+    n = min(workers, len(jobs))
+    cap = memory_bytes or worker_memory_limit(n)
     with (
         thread_limits(1),
         ProcessPoolExecutor(
-            max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=limit_threads
+            max_workers=n, mp_context=ctx, initializer=limit_worker, initargs=(cap,)
         ) as pool,
     ):
         return list(pool.map(fn, jobs, chunksize=chunksize))

@@ -7,8 +7,10 @@ Inputs (chosen by the path):
 - an extended-XYZ file (``.extxyz`` / ``.xyz``), read frame by frame (id: the frame's
   ``id`` info key, else ``<stem>:frame-<k>``); a truncated or malformed frame is one
   unreadable entry, the others are read;
-- a table: ``.parquet`` (crystal records, sample tables, relaxation results) or
-  ``.csv`` / ``.csv.gz`` with a ``structure`` (pymatgen JSON) or ``cif`` column.
+- a table: ``.parquet`` (crystal records, sample tables, relaxation results, reference
+  energy tables) or ``.csv`` / ``.csv.gz`` with a ``structure`` (pymatgen JSON), ``cif`` or
+  ``crystal`` column (the compact text of :func:`compact_text`: lattice, atomic numbers and
+  fractional coordinates to 4 decimals, a tenth of the size of pymatgen JSON).
 
 Ids of tables follow **one ranking of id columns**, :data:`ID_COLUMNS` (``id``, then
 ``material_id``), after an explicitly requested column; a row with an empty id gets the
@@ -32,24 +34,27 @@ import io
 import itertools
 import json
 import logging
+import math
 import re
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 from pymatgen.core import Structure
 
 from tasks.core.atomic import atomic_write, write_text_atomic
+from tasks.core.checks import MAX_ABS_FRACTIONAL, MAX_LATTICE_LENGTH
 from tasks.core.records import STATUS_OK, CrystalRecord, structure_to_json, write_records
 
 logger = logging.getLogger(__name__)
 
 #: One parsed entry of a structure set: ``(id, structure or None, reason; "" when readable)``.
 ReadResult = tuple[str, Structure | None, str]
-Format = Literal["cif", "json", "extxyz"]
+Format = Literal["cif", "json", "extxyz", "compact"]
 
 #: The ranking of id columns of every table the pipeline reads.
 ID_COLUMNS = ("id", "material_id")
@@ -111,9 +116,13 @@ def parse_payload(payload: str, fmt: Format) -> Structure:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if fmt == "cif":
+                _check_cif_numbers(payload)
                 structure = Structure.from_str(payload, fmt="cif")
             elif fmt == "json":
                 structure = Structure.from_dict(json.loads(payload))
+            elif fmt == "compact":
+                data = json.loads(payload)
+                structure = Structure(data["l"], data["z"], data["f"])
             else:
                 structure = _frame_structure(payload)
     except _NotACrystalError:
@@ -128,6 +137,46 @@ def parse_payload(payload: str, fmt: Format) -> Structure:
 
 class _NotACrystalError(ValueError):
     """The input parsed, but is not a periodic crystal (the message says why)."""
+
+
+_CIF_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+_CIF_LENGTHS = ("_cell_length_a", "_cell_length_b", "_cell_length_c")
+_CIF_FRACTIONS = ("_atom_site_fract_x", "_atom_site_fract_y", "_atom_site_fract_z")
+
+
+def _cif_values(block: dict[str, Any], keys: Sequence[str]) -> list[float]:
+    out = []
+    for key in keys:
+        raw = block.get(key, [])
+        for text in raw if isinstance(raw, list) else [raw]:
+            found = _CIF_NUMBER.match(str(text).strip())
+            if found:
+                out.append(float(found.group(0)))
+    return out
+
+
+def _check_cif_numbers(text: str) -> None:
+    """Refuse a CIF whose raw cell or coordinates are corrupted, before pymatgen parses it.
+
+    pymatgen's CIF parser wraps fractional coordinates (a coordinate of 1e30 becomes 0 and
+    the crystal looks fine) and searches neighbours in the cell (a cell of 1e8 Å exhausts
+    memory), so the limits of :mod:`tasks.core.checks` are applied to the raw numbers.
+    """
+    from pymatgen.io.cif import CifFile
+
+    for block in CifFile.from_str(text).data.values():
+        lengths = _cif_values(block.data, _CIF_LENGTHS)
+        if any(not math.isfinite(v) or v > MAX_LATTICE_LENGTH for v in lengths):
+            raise _NotACrystalError(
+                f"lattice vector of {max(lengths):.4g} Å exceeds {MAX_LATTICE_LENGTH:g} Å"
+            )
+        fractions = _cif_values(block.data, _CIF_FRACTIONS)
+        if any(not math.isfinite(v) or abs(v) > MAX_ABS_FRACTIONAL for v in fractions):
+            largest = max(abs(v) for v in fractions)
+            raise _NotACrystalError(
+                f"fractional coordinate {largest:.4g} is far outside the cell "
+                f"(limit ±{MAX_ABS_FRACTIONAL:g})"
+            )
 
 
 def _frame_structure(text: str) -> Structure:
@@ -281,9 +330,11 @@ def _table_entries(frame: pd.DataFrame, stem: str, id_column: str | None) -> lis
         column, fmt = "structure", "json"
     elif "cif" in frame.columns:
         column, fmt = "cif", "cif"
+    elif "crystal" in frame.columns:
+        column, fmt = "crystal", "compact"
     else:
         raise ValueError(
-            f"table {stem} has neither a 'structure' nor a 'cif' column "
+            f"table {stem} has no 'structure', 'cif' or 'crystal' column "
             f"(columns: {list(frame.columns)[:12]})"
         )
     ranking = [c for c in ((id_column,) if id_column else ()) + ID_COLUMNS if c]
@@ -401,6 +452,21 @@ def read_structures(
     See :func:`read_entries` for the formats, ids and errors.
     """
     return [(e.id, *e.parse()) for e in read_entries(path, id_column, limit)]
+
+
+def compact_text(structure: Structure, decimals: int = 4) -> str:
+    """A structure as compact JSON: lattice (Å), atomic numbers, fractional coordinates.
+
+    Rounded to ``decimals`` (1e-4 of a lattice vector is about 1e-3 Å): enough to match
+    structures and recompute energies, at a tenth of the size of pymatgen's JSON.
+    """
+    frac = np.round(np.mod(structure.frac_coords, 1.0), decimals) % 1.0
+    payload = {
+        "l": np.round(structure.lattice.matrix, decimals).tolist(),
+        "z": [site.specie.Z for site in structure],
+        "f": frac.tolist(),
+    }
+    return json.dumps(payload, separators=(",", ":"))
 
 
 def dataset_fingerprint(path: str | Path) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -36,7 +37,8 @@ from tasks.dft.submit import (
     wait_for_batch,
 )
 from tasks.dft.workdir import SUBMITTED, Candidate, write_state
-from tasks.mlip.hull import MLIPHull, read_references
+from tasks.mlip.backends import load_mlip
+from tasks.mlip.hull import MLIPHull, hull_references
 from tasks.mlip.settings import MLIPConfig, MLIPHullConfig, RelaxConfig
 
 log = logging.getLogger(__name__)
@@ -129,21 +131,24 @@ def run_dft_stage(
 
 def mlip_reference_entries(
     candidates: Path,
-    reference: Path,
     mlip: MLIPConfig,
     relax: RelaxConfig,
     hull_config: MLIPHullConfig,
+    extra_references: Sequence[str | Path] = (),
 ) -> list[ComputedEntry]:
     """The MLIP hull's reference energies for the candidates' chemical systems, as entries.
 
-    Used by the ``standin`` mode, whose energies come from the same MLIP.
+    Used by the ``standin`` mode, whose energies come from the same MLIP: the stand-in's
+    hull is the MLIP hull, so a reference phase recomputed by the stand-in lands on it.
     """
     frame = pd.read_parquet(candidates)
     systems = {
         frozenset(el.symbol for el in structure_from_json(s).composition.elements)
         for s in frame["structure"]
     }
-    hull = MLIPHull(read_references(reference), mlip, relax, hull_config)
+    backend = load_mlip(mlip)
+    references = hull_references(hull_config, backend.version, extra_references)
+    hull = MLIPHull(references, mlip, relax, hull_config)
     hull.prepare(systems)
     entries: dict[str, ComputedEntry] = {}
     for system in systems:

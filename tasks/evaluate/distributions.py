@@ -50,17 +50,20 @@ class SymmetryInfo:
     n_orbits: int
     n_elements: int
     reason: str = ""
+    elements: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
-        """Plain dict (Wyckoff letters joined into one string)."""
+        """Plain dict (Wyckoff letters joined into one string, element symbols by commas)."""
         out = asdict(self)
         out["wyckoffs"] = "".join(self.wyckoffs)
+        out["elements"] = ",".join(self.elements)
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> SymmetryInfo:
         """Inverse of :meth:`to_dict`."""
-        return cls(**{**data, "wyckoffs": tuple(str(data["wyckoffs"]))})  # type: ignore[arg-type]
+        elements = tuple(e for e in str(data.get("elements", "")).split(",") if e)
+        return cls(**{**data, "wyckoffs": tuple(str(data["wyckoffs"])), "elements": elements})  # type: ignore[arg-type]
 
 
 def symmetry_info(structure: Structure, symprec: float = SYMPREC) -> SymmetryInfo:
@@ -76,13 +79,16 @@ def symmetry_info(structure: Structure, symprec: float = SYMPREC) -> SymmetryInf
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
     n_atoms = len(structure)
-    n_elements = len(structure.composition.elements)
+    elements = tuple(sorted(el.symbol for el in structure.composition.elements))
+    n_elements = len(elements)
     geometry_ok = np.all(np.isfinite(structure.lattice.matrix)) and np.all(
         np.isfinite(structure.frac_coords)
     )
     if not geometry_ok or not abs(structure.lattice.volume) > 1e-6:
         # spglib can crash the interpreter on such cells: never hand them over
-        return SymmetryInfo(0, (), n_atoms, 0, n_elements, "degenerate or non-finite cell")
+        return SymmetryInfo(
+            0, (), n_atoms, 0, n_elements, "degenerate or non-finite cell", elements
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -91,10 +97,10 @@ def symmetry_info(structure: Structure, symprec: float = SYMPREC) -> SymmetryInf
             raise ValueError("spglib found no symmetry dataset")
         reps = sorted(set(int(i) for i in data.equivalent_atoms))
         letters = tuple(sorted(str(data.wyckoffs[i]) for i in reps))
-        return SymmetryInfo(int(data.number), letters, n_atoms, len(reps), n_elements)
+        return SymmetryInfo(int(data.number), letters, n_atoms, len(reps), n_elements, "", elements)
     except Exception as err:
         reason = f"symmetry analysis failed: {type(err).__name__}: {err}"[:300]
-        return SymmetryInfo(0, (), n_atoms, 0, n_elements, reason)
+        return SymmetryInfo(0, (), n_atoms, 0, n_elements, reason, elements)
 
 
 def js_distance(p: Counter, q: Counter) -> float:
@@ -138,6 +144,11 @@ def wyckoff_jsd(generated: Sequence[SymmetryInfo], reference: Sequence[SymmetryI
     )
 
 
+def element_frequencies(infos: Sequence[SymmetryInfo]) -> Counter:
+    """How many crystals hold each element (a crystal counts once per element it holds)."""
+    return Counter(el for info in infos for el in info.elements)
+
+
 def distribution_metrics(
     generated: Sequence[SymmetryInfo], reference: Sequence[SymmetryInfo]
 ) -> DistributionMetrics:
@@ -152,8 +163,9 @@ def distribution_metrics(
     Returns
     -------
     DistributionMetrics
-        ``p1_rate``, ``d_sg``, ``d_w``, ``d_n``, ``orbits`` / ``elements`` / ``atoms``
-        statistics for both sets, and the counts used.
+        ``p1_rate``, ``d_sg``, ``d_w``, ``d_n``, ``d_elements`` (JS distance of the
+        element frequencies), ``orbits`` / ``elements`` / ``atoms`` statistics for both
+        sets, and the counts used.
     """
     gen = [g for g in generated if g.spacegroup > 0]
     ref = [r for r in reference if r.spacegroup > 0]
@@ -171,6 +183,9 @@ def distribution_metrics(
             "d_sg": js_distance(sg_gen, sg_ref),
             "d_w": wyckoff_jsd(gen, ref),
             "d_n": float(wasserstein_distance(n_gen, n_ref)) if n_gen and n_ref else float("nan"),
+            "d_elements": js_distance(
+                element_frequencies(generated), element_frequencies(reference)
+            ),
             "n_spacegroups": {"generated": len(sg_gen), "reference": len(sg_ref)},
             "orbits": {
                 "generated": _stats([g.n_orbits for g in gen]),

@@ -31,6 +31,7 @@ from tasks.core.mapping import Mapper, resolve_mapper
 from tasks.core.paths import REPO_ROOT
 from tasks.core.structure_io import ReadResult, dataset_fingerprint, read_structures
 from tasks.evaluate.distributions import SymmetryInfo, distribution_metrics, symmetry_info
+from tasks.evaluate.known import known_matches
 from tasks.evaluate.matching import (
     ReferenceIndex,
     index_cache_path,
@@ -130,7 +131,8 @@ class Reference:
 
     def symmetry(self) -> list[SymmetryInfo]:
         """Symmetry summaries of the reference set (persisted on first use)."""
-        path = self.cache_dir / f"refsym-{self.fingerprint}-symprec{self.config.symprec}.json.gz"
+        name = f"refsym-v2-{self.fingerprint}-symprec{self.config.symprec}.json.gz"
+        path = self.cache_dir / name
         if path.exists():
             with gzip.open(path, "rt") as handle:
                 return [SymmetryInfo.from_dict(d) for d in json.load(handle)]
@@ -178,6 +180,7 @@ def evaluate_samples(
     reference: Reference,
     config: EvaluateConfig | None = None,
     mapper: Mapper | None = None,
+    known_reference: Sequence[str | Path] = (),
 ) -> EvaluationResult:
     """Run every de novo metric on a structure set.
 
@@ -192,6 +195,9 @@ def evaluate_samples(
     mapper
         Where the chunks of validity, symmetry and matching work run (default:
         ``config.workers`` local processes; the Prefect flow runs them on Dask).
+    known_reference
+        Sets of known phases (the hull's: every MP-20 / MPTS-52 phase): the novel crystals
+        that match one are marked ``known`` (:func:`tasks.evaluate.known.known_matches`).
 
     Returns
     -------
@@ -218,8 +224,15 @@ def evaluate_samples(
     match_of = dict(zip(novelty_rows, matched, strict=True))
     novel_rows = [i for i in novelty_rows if match_of[i] is None]
     dft_rows = set(draw(novel_rows, config.dft_draw, rng))
+    known_of: dict[int, str | None] = {}
+    if known_reference:
+        pairs = [(str(i), structure_of[i]) for i in novel_rows]
+        found = known_matches(pairs, known_reference, config.matcher_config(), mapper)
+        known_of = {i: found[str(i)] for i in novel_rows}
 
     table = _verdict_table(samples, verdicts, sym_by_row, group_of, match_of, dft_rows, ids)
+    table["known"] = [(known_of[i] is not None) if i in known_of else None for i in range(len(ids))]
+    table["known_as"] = [known_of.get(i) or "" for i in range(len(ids))]
     n = len(samples)
     n_valid, n_unique = len(valid), len(unique_rows)
     n_drawn, n_novel = len(novelty_rows), len(novel_rows)
@@ -240,6 +253,8 @@ def evaluate_samples(
         un_rate=uniqueness * novelty if n_drawn else float("nan"),
         vun_rate=_rate(n_valid, n) * uniqueness * novelty if n_drawn else float("nan"),
         n_dft_draw=len(dft_rows),
+        n_known=sum(v is not None for v in known_of.values()),
+        known_reference=[str(p) for p in known_reference],
         distribution=distribution_metrics(sym, reference.symmetry()),
         reference=ReferenceInfo(path=str(reference.path), fingerprint=reference.fingerprint),
         config=config.model_dump(mode="json"),

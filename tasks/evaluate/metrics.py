@@ -32,6 +32,7 @@ class DistributionMetrics(_Record):
     d_sg: float
     d_w: float
     d_n: float
+    d_elements: float = float("nan")
     n_spacegroups: dict[str, int]
     orbits: dict[str, dict[str, float]]
     elements: dict[str, dict[str, float]]
@@ -62,6 +63,8 @@ class EvaluationMetrics(_Record):
     un_rate: float
     vun_rate: float
     n_dft_draw: int
+    n_known: int = 0
+    known_reference: list[str] = []
     distribution: DistributionMetrics
     reference: ReferenceInfo
     config: dict[str, Any]

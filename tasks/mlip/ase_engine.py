@@ -21,7 +21,7 @@ from ase.filters import FrechetCellFilter
 from ase.optimize import FIRE
 from pymatgen.core import Structure
 
-from tasks.core.records import STATUS_FAILED
+from tasks.core.records import STATUS_FAILED, structure_to_json
 from tasks.mlip.backends import MLIPBackend, load_mlip
 from tasks.mlip.guards import RelaxStopError, check_progress, finish_result, screen_input
 from tasks.mlip.results import Item, RelaxResult, parse_item, results_frame
@@ -106,8 +106,58 @@ def _calculator(mlip_json: str) -> Calculator:
     return load_mlip(MLIPConfig.model_validate_json(mlip_json)).calculator()
 
 
+def single_points(
+    structures: Sequence[tuple[str, Structure]],
+    backend: MLIPBackend,
+    calculator: Calculator,
+    config: RelaxConfig,
+) -> list[RelaxResult]:
+    """Energies at the given geometries (no forces, no relaxation), screened like relaxations.
+
+    The screened structures go to :meth:`MLIPBackend.energies` together (CHGNet batches its
+    graphs); when the batch fails, each structure is retried alone so a failure stays its own.
+    """
+    supported = backend.supported_elements(calculator)
+    rows: list[RelaxResult] = []
+    todo: list[tuple[RelaxResult, Structure]] = []
+    for candidate_id, structure in structures:
+        start = time.perf_counter()
+        result, atoms = screen_input(structure, config, candidate_id, supported, backend.name)
+        result.mlip, result.mlip_version = backend.name, backend.version
+        rows.append(result)
+        if atoms is not None:
+            result.wall_s = time.perf_counter() - start
+            todo.append((result, structure))
+    if not todo:
+        return rows
+    start = time.perf_counter()
+    try:
+        energies = backend.energies(calculator, [s for _, s in todo])
+    except Exception:  # isolate the structure the model cannot take
+        energies = []
+        for _, structure in todo:
+            try:
+                energies.append(backend.energies(calculator, [structure])[0])
+            except Exception as err:
+                log.debug("single point failed: %s", err)
+                energies.append(float("nan"))
+    per_structure = (time.perf_counter() - start) / len(todo)
+    for (result, structure), energy in zip(todo, energies, strict=True):
+        result.wall_s += per_structure
+        if not np.isfinite(energy):
+            result.status, result.reason = STATUS_FAILED, f"non-finite energy (E={energy})"
+            continue
+        result.energy = float(energy)
+        result.energy_per_atom = result.energy / len(structure)
+        result.structure = structure_to_json(structure)
+        result.volume_ratio, result.rmsd = 1.0, 0.0
+    return rows
+
+
 def relax_chunk_ase(items: Sequence[Item], mlip: MLIPConfig, config: RelaxConfig) -> pd.DataFrame:
     """Relax a chunk of candidates one after the other in this process.
+
+    With ``config.steps == 0`` the chunk is a batch of single points (:func:`single_points`).
 
     Parameters
     ----------
@@ -126,6 +176,11 @@ def relax_chunk_ase(items: Sequence[Item], mlip: MLIPConfig, config: RelaxConfig
     torch.set_num_threads(config.torch_threads)
     backend = load_mlip(mlip)
     calculator = _calculator(mlip.model_dump_json())
+    if config.single_point:
+        parsed = [(i, parse_item((i, t))) for i, t in items]
+        readable = [(i, s) for i, s in parsed if isinstance(s, Structure)]
+        computed = {r.id: r for r in single_points(readable, backend, calculator, config)}
+        return results_frame([s if isinstance(s, RelaxResult) else computed[i] for i, s in parsed])
     rows = []
     for candidate_id, text in items:
         structure = parse_item((candidate_id, text))

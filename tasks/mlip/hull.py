@@ -1,37 +1,43 @@
-"""An MLIP-consistent convex hull: E_hull of relaxed candidates against MLIP-relaxed references.
+"""An MLIP-consistent convex hull: E_hull of relaxed candidates against the competing phases.
 
-Reference phases are the training dataset's structures plus elemental prototypes for
-elements the dataset lacks as pure phases, all relaxed with the *same* MLIP and the same
-:class:`tasks.mlip.settings.RelaxConfig` physics settings as the candidates (the LeMat-GenBench
-practice), so the hull is self-consistent per MLIP. References are computed lazily, only
-for the chemical systems the candidates need (with all their sub-systems), and cached on
-disk under ``<cache>/<MLIP name+version>/<settings hash>/<key>.json`` where ``key`` is the
-record's ``content_hash`` (:func:`tasks.core.records.structure_hash`) when the dataset has one,
-else the sha256 of the stored structure text. A second run (or the next night) reuses them.
+The reference phases are, by default, the papers' hull: every phase of MP-20 and MPTS-52
+(``docs/evaluation.md``, step 6), as the reference energy table holds them
+(:mod:`tasks.mlip.reference_table`; a CHGNet table ships with the repository). The training
+set is the reference of *novelty*, never of stability. Energies come from the table when it
+was built with the same MLIP (refused otherwise), else they are computed with the same MLIP
+and settings as the candidates, lazily per chemical system, and cached on disk under
+``<cache>/<MLIP name+version>/<settings hash>/<key>.json``.
 
-With ``single_point_references`` the references are not relaxed (faster, but they sit
-higher on the energy surface than relaxed candidates, which biases candidates toward
-stability); every output row and the summary say when this was used.
+Single-point references (the shipped table) sit higher on the MLIP's energy surface than
+relaxed candidates, which biases candidates toward stability by the measured drop
+(``benchmarks/results/reference_bias.md``); every summary says so.
 
-Elemental references for missing elements: ASE's reference crystal structure where ASE
-can build it, plus fcc / bcc / simple-cubic / diamond prototypes at a covalent-radius
-lattice constant (and a dimer in a 10 Å box for diatomic gases); the phase diagram keeps
-the lowest. Such a reference can lie above the element's true ground state, which makes
-compounds of that element look too stable: prefer a reference set with elemental phases.
+Every hull row carries its evidence: how many reference phases its chemical system and all
+sub-systems have, which elements or binary sub-systems have none, and flags for results a
+referee would question (far below the known hull, an unconverged relaxation, an elemental
+reference from an ASE prototype). A flagged candidate is never reported without its flags.
+
+Elemental references for elements no reference phase covers: ASE's reference crystal
+structure where ASE can build it, plus fcc / bcc / simple-cubic / diamond prototypes at a
+covalent-radius lattice constant (and a dimer in a 10 Å box for diatomic gases); the phase
+diagram keeps the lowest. Such a reference can lie above the element's true ground state,
+which makes compounds of that element look too stable.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import math
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -42,13 +48,22 @@ from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
 from pymatgen.core import Composition, Structure
 
 from tasks.core.atomic import atomic_write, write_json_atomic
+from tasks.core.columns import Col
 from tasks.core.config import content_dump
 from tasks.core.mapping import Mapper
-from tasks.core.paths import REPO_ROOT
+from tasks.core.paths import REPO_ROOT, resolve_data_path
 from tasks.core.records import STATUS_FAILED, STATUS_OK, structure_hash, structure_to_json
 from tasks.core.stability import StabilityRule
 from tasks.core.structure_io import Format, parse_payload, read_entries
 from tasks.mlip.backends import load_mlip, safe_dirname
+from tasks.mlip.reference_table import (
+    SHIPPED_TABLE,
+    Method,
+    ReferenceTable,
+    check_table,
+    load_table,
+    reference_key,
+)
 from tasks.mlip.results import atoms_to_structure
 from tasks.mlip.runner import relax_items
 from tasks.mlip.settings import MLIPConfig, MLIPHullConfig, RelaxConfig
@@ -84,10 +99,6 @@ def _elements(formula: str) -> frozenset[str]:
     return frozenset(el.symbol for el in Composition(formula).elements)
 
 
-def _text_key(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def read_references(path: str | Path) -> list[Reference]:
     """Index a reference set without parsing its structures (when it has a formula column).
 
@@ -120,10 +131,111 @@ def read_references(path: str | Path) -> list[Reference]:
             formula = structure.composition.reduced_formula
         out.append(
             Reference(
-                entry.id, _elements(formula), _text_key(entry.payload), entry.payload, entry.fmt
+                entry.id, _elements(formula), reference_key(entry.payload), entry.payload, entry.fmt
             )
         )
     return out
+
+
+@dataclass
+class HullReferences:
+    """The competing phases of a hull, with the energies already known for some of them.
+
+    Attributes
+    ----------
+    references
+        Every reference phase (without elemental prototypes).
+    known
+        Energy entries by reference key, from a reference table.
+    method
+        How references are computed: single points at the given geometries, or relaxed.
+    description
+        What the references and their energies are, for summaries and reports.
+    """
+
+    references: list[Reference]
+    known: dict[str, dict[str, Any]] = field(default_factory=dict)
+    method: Method = "single_point"
+    description: str = ""
+
+
+def table_references(table: ReferenceTable) -> list[Reference]:
+    """The phases of a reference table as hull references (compact structures, table keys)."""
+    frame = table.frame
+    return [
+        Reference(i, _elements(f), k, c, "compact")
+        for i, f, k, c in zip(
+            frame["id"], frame["formula"], frame["key"], frame["crystal"], strict=True
+        )
+    ]
+
+
+def table_energies(table: ReferenceTable) -> dict[str, dict[str, Any]]:
+    """Energy entries (as the hull caches them) of a table's ``ok`` phases, by key."""
+    ok = table.frame[table.frame["status"] == STATUS_OK]
+    return {
+        str(k): {
+            "id": str(i),
+            "formula": str(f),
+            "n_atoms": int(n),
+            "energy": float(e) * int(n),
+            "status": STATUS_OK,
+            "reason": "",
+            "mlip_version": table.meta.mlip_version,
+        }
+        for i, k, f, n, e in zip(
+            ok["id"], ok["key"], ok["formula"], ok["n_atoms"], ok["energy_per_atom"], strict=True
+        )
+    }
+
+
+def reference_sources(config: MLIPHullConfig) -> list[Path]:
+    """The structure sets holding a hull's reference phases (the table, or the datasets)."""
+    if config.reference is None:
+        return [Path(config.table) if config.table else SHIPPED_TABLE]
+    return [resolve_data_path(p) for p in config.reference]
+
+
+def hull_references(
+    config: MLIPHullConfig, mlip_version: str, extra: Sequence[str | Path] = ()
+) -> HullReferences:
+    """The reference phases a hull of ``config`` uses, plus ``extra`` sets (discoveries).
+
+    Raises
+    ------
+    HullError
+        A dataset is missing, or the table is missing (for the default references).
+    tasks.mlip.reference_table.TableMismatchError
+        ``energies: table`` with a table of another MLIP.
+    """
+    table_path = Path(config.table) if config.table else SHIPPED_TABLE
+    table = None
+    if config.energies == "table" or config.reference is None:
+        try:
+            table = load_table(table_path)
+        except FileNotFoundError as err:
+            raise HullError(str(err)) from None
+    if config.reference is None:
+        assert table is not None
+        refs = table_references(table)
+        source = f"every MP-20 / MPTS-52 phase of {table.path.name}"
+    else:
+        refs = [r for path in config.reference for r in read_references(resolve_data_path(path))]
+        source = ", ".join(config.reference)
+    for path in extra:
+        refs += read_references(path)
+    known: dict[str, dict[str, Any]] = {}
+    method: Method = "relaxed" if config.energies == "relaxed" else "single_point"
+    if config.energies == "table":
+        assert table is not None
+        check_table(table.meta, mlip_version, table.path)
+        known = table_energies(table)
+        method = table.meta.method
+        energies = table.meta.describe()
+    else:
+        energies = f"{mlip_version} {method.replace('_', ' ')} energies computed for this hull"
+    extra_text = f" plus {', '.join(str(p) for p in extra)}" if extra else ""
+    return HullReferences(refs, known, method, f"{source}{extra_text}; {energies}")
 
 
 def elemental_prototypes(symbol: str) -> list[Structure]:
@@ -174,7 +286,8 @@ class MLIPHull:
     Parameters
     ----------
     references
-        The reference set (see :func:`read_references`).
+        The competing phases (see :func:`hull_references`), or a plain list of references
+        whose energies are all computed (relaxed).
     mlip, relax
         MLIP and relaxation settings; they must be those the candidates were relaxed with.
     config
@@ -187,22 +300,24 @@ class MLIPHull:
 
     def __init__(
         self,
-        references: list[Reference],
+        references: HullReferences | list[Reference],
         mlip: MLIPConfig | None = None,
         relax: RelaxConfig | None = None,
         config: MLIPHullConfig | None = None,
         mapper: Mapper | None = None,
         rule: StabilityRule | None = None,
     ) -> None:
-        self.references = references
+        if not isinstance(references, HullReferences):
+            references = HullReferences(references, method="relaxed", description="given phases")
+        self.reference_set = references
+        self.references = references.references
         self.rule = rule or StabilityRule()
         self.mapper = mapper
         self.mlip = mlip or MLIPConfig()
         self.config = config or MLIPHullConfig()
         relax = relax or RelaxConfig()
-        self.relax = (
-            relax.model_copy(update={"steps": 0}) if self.config.single_point_references else relax
-        )
+        single = references.method == "single_point"
+        self.relax = relax.model_copy(update={"steps": 0}) if single else relax
         self.backend = load_mlip(self.mlip)
         self.settings_hash = hashlib.sha256(
             json.dumps(content_dump(self.relax), sort_keys=True).encode()
@@ -211,10 +326,30 @@ class MLIPHull:
         self.cache_dir = (
             root / safe_dirname(f"{self.backend.name}-{self.backend.version}") / self.settings_hash
         )
-        self.energies: dict[str, dict] = {}  # reference key -> cache entry
-        self.stats = {"cached": 0, "computed": 0, "failed": 0}
+        self.energies: dict[str, dict[str, Any]] = dict(references.known)  # key -> entry
+        self.stats = {"table": len(references.known), "cached": 0, "computed": 0, "failed": 0}
         self._diagrams: dict[frozenset[str], PhaseDiagram | str] = {}
-        self._elemental = {el for r in references if len(r.elements) == 1 for el in r.elements}
+        self._systems = Counter(r.elements for r in self.references)
+        self._elemental = {el for s in self._systems if len(s) == 1 for el in s}
+
+    def coverage(self, elements: frozenset[str]) -> tuple[int, list[str]]:
+        """Reference phases of a chemical system and all its sub-systems, and the gaps.
+
+        Returns
+        -------
+        n_phases, gaps
+            The number of reference phases whose elements lie within ``elements`` (ASE
+            prototypes not counted), and every element and binary sub-system with none.
+        """
+        n_phases = sum(n for system, n in self._systems.items() if system <= elements)
+        ordered = sorted(elements)
+        gaps = [el for el in ordered if frozenset([el]) not in self._systems]
+        gaps += [
+            f"{a}-{b}"
+            for a, b in itertools.combinations(ordered, 2)
+            if frozenset((a, b)) not in self._systems
+        ]
+        return n_phases, gaps
 
     def _cache_path(self, key: str) -> Path:
         return self.cache_dir / key[:2] / f"{key}.json"
@@ -322,7 +457,7 @@ class MLIPHull:
             One row per candidate: ``id, formula, chemsys, n_elements, energy_per_atom,
             e_form_per_atom, e_hull, stable, metastable, decomposition, hull_status,
             hull_reason, mlip, mlip_version, candidate_single_point,
-            reference_single_point``.
+            reference_single_point, n_reference_phases, coverage_gaps, flags, flagged``.
         """
         ok = candidates[candidates["status"] == STATUS_OK]
         versions = set(ok["mlip_version"]) - {self.backend.version}
@@ -341,7 +476,7 @@ class MLIPHull:
         out = {
             "id": row["id"],
             "formula": formula,
-            "chemsys": "-".join(sorted(elements)),
+            Col.CHEMSYS: "-".join(sorted(elements)),
             "n_elements": len(elements),
             "energy_per_atom": row.get("energy_per_atom", math.nan),
             "e_form_per_atom": math.nan,
@@ -355,7 +490,21 @@ class MLIPHull:
             "mlip_version": self.backend.version,
             "candidate_single_point": bool(row.get("single_point", False)),
             "reference_single_point": self.relax.single_point,
+            "n_reference_phases": 0,
+            "coverage_gaps": "",
+            "flags": "",
+            "flagged": False,
         }
+        n_phases, gaps = self.coverage(elements) if elements else (0, [])
+        out["n_reference_phases"], out["coverage_gaps"] = n_phases, ", ".join(gaps)
+        flags = []
+        if gaps:
+            lacking = [g for g in gaps if "-" not in g]
+            stand_in = f" (an ASE prototype stands in for {', '.join(lacking)})" if lacking else ""
+            flags.append(f"no reference phase for {', '.join(gaps)}{stand_in}")
+        if not out["candidate_single_point"] and not bool(row.get("converged", True)):
+            flags.append("relaxation did not converge")
+        out["flags"], out["flagged"] = "; ".join(flags), bool(flags)
         if row["status"] != STATUS_OK or not np.isfinite(row.get("energy", math.nan)):
             out["hull_status"] = STATUS_FAILED
             out["hull_reason"] = f"relaxation {row['status']}: {row.get('reason', '')}"
@@ -373,6 +522,12 @@ class MLIPHull:
             out["hull_status"], out["hull_reason"] = STATUS_FAILED, "no decomposition on the hull"
             return out
         out["e_hull"] = float(e_hull)
+        if e_hull < -self.config.far_below:
+            flags.append(
+                f"far below the known hull (E_hull < -{self.config.far_below} eV/atom): "
+                "check the reference and the relaxation"
+            )
+            out["flags"], out["flagged"] = "; ".join(flags), True
         out["e_form_per_atom"] = float(diagram.get_form_energy_per_atom(entry))
         out["stable"], out["metastable"] = self.rule.classify(float(e_hull), len(elements))
         out["decomposition"] = " + ".join(
@@ -401,33 +556,34 @@ def read_relaxed(path: str | Path) -> tuple[pd.DataFrame, dict]:
 
 def run_hull(
     relaxed: str | Path,
-    reference: str | Path,
     out_dir: str | Path,
     mlip: MLIPConfig | None = None,
     relax: RelaxConfig | None = None,
     config: MLIPHullConfig | None = None,
     mapper: Mapper | None = None,
     rule: StabilityRule | None = None,
+    extra_references: Sequence[str | Path] = (),
 ) -> Path:
-    """Place relaxed candidates on the MLIP hull of a reference set; write the results.
+    """Place relaxed candidates on the MLIP hull of the competing phases; write the results.
 
     MLIP and relaxation settings default to those recorded in ``relax_meta.json`` next to
-    the relaxed candidates, so references are treated exactly like the candidates.
+    the relaxed candidates, so computed references are treated exactly like the candidates.
 
     Parameters
     ----------
     relaxed
         A :func:`tasks.mlip.runner.run_relax` output directory or its ``relaxed.parquet``.
-    reference
-        The reference set (see :func:`read_references`).
     out_dir
         Writes ``hull.parquet`` (see :meth:`MLIPHull.evaluate`) and ``hull_summary.json``.
     mlip, relax, config
-        Overrides of the recorded MLIP / relaxation settings, and hull settings.
+        Overrides of the recorded MLIP / relaxation settings, and hull settings (which
+        reference phases, where their energies come from).
     mapper
-        Where the reference relaxations' chunks run (default: ``relax.scheduler``).
+        Where the reference computations' chunks run (default: ``relax.scheduler``).
     rule
         The stable / metastable thresholds.
+    extra_references
+        More reference sets (the crystals earlier rounds confirmed).
 
     Returns
     -------
@@ -442,20 +598,28 @@ def run_hull(
     config = config or MLIPHullConfig()
     start = time.perf_counter()
     rule = rule or StabilityRule()
-    hull = MLIPHull(read_references(reference), mlip, relax, config, mapper, rule)
+    backend = load_mlip(mlip)
+    references = hull_references(config, backend.version, extra_references)
+    hull = MLIPHull(references, mlip, relax, config, mapper, rule)
     frame = hull.evaluate(candidates)
     out = Path(out_dir)
     path = atomic_write(out / "hull.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
     ok = frame["hull_status"] == STATUS_OK
     summary = {
         "mlip_version": hull.backend.version,
-        "reference": str(reference),
+        "reference": references.description,
+        "reference_sources": config.reference or "papers' hull (reference table)",
+        "extra_references": [str(p) for p in extra_references],
+        "n_reference_phases": len(hull.references),
         "reference_single_point": hull.relax.single_point,
         "candidate_single_point": bool(frame["candidate_single_point"].any()),
         "n_candidates": len(frame),
         "n_on_hull": int(ok.sum()),
         "n_stable": int(frame["stable"].sum()),
         "n_metastable": int(frame["metastable"].sum()),
+        "n_flagged": int(frame["flagged"].sum()),
+        "n_uncovered": int((frame["coverage_gaps"] != "").sum()),
+        "n_stable_flagged": int((frame["stable"] & frame["flagged"]).sum()),
         "references": hull.stats,
         "cache_dir": str(hull.cache_dir),
         "relax": hull.relax.model_dump(mode="json"),
@@ -465,7 +629,8 @@ def run_hull(
     }
     if hull.relax.single_point:
         summary["warning"] = (
-            "references were single points (not relaxed): E_hull is biased toward stability"
+            "reference energies are single points (not relaxed): relaxed candidates' E_hull is "
+            "biased toward stability"
         )
     write_json_atomic(out / "hull_summary.json", summary)
     return path

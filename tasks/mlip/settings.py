@@ -31,6 +31,11 @@ class MLIPConfig(StrictModel):
     model
         Model identifier or local path (see :mod:`tasks.mlip.backends`); ``None`` = the
         backend's default (CHGNet 0.3.0; MACE and matgl need one).
+    model_sha256
+        The sha256 of a model file you have checked and approve to be unpickled. MACE
+        ``.model`` files and matgl models are pickles (loading one runs code it names), so they
+        are loaded only when their sha256 matches; CHGNet checkpoints load weights-only and
+        need no approval.
     cache_dir
         Where named MACE / matgl models are looked up (default: the package's cache).
     device
@@ -39,6 +44,7 @@ class MLIPConfig(StrictModel):
 
     name: Literal["chgnet", "mace", "matgl"] = "chgnet"
     model: str | None = None
+    model_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     cache_dir: Annotated[Path | None, Placement] = None
     device: Annotated[str, Placement] = Field(default="cpu", pattern=r"^(cpu|cuda(:\d+)?|mps)$")
 
@@ -50,7 +56,8 @@ class RelaxConfig(StrictModel):
     ----------
     fmax, steps
         FIRE convergence (eV/Å, on atoms and the Fréchet cell filter) and step limit;
-        ``steps=0`` is a single point (no relaxation).
+        ``steps=0`` is a single point: the energy at the given geometry, no forces
+        (``fmax`` NaN), computed in batches where the MLIP can (CHGNet).
     fix_symmetry, symprec
         Keep the initial space group (ASE ``FixSymmetry`` at ``symprec`` Å).
     min_volume_ratio, max_volume_ratio
@@ -120,14 +127,41 @@ class MLIPHullConfig(StrictModel):
 
     Attributes
     ----------
-    single_point_references
-        Evaluate references without relaxing them (flagged in every output row).
+    reference
+        The competing phases: ``None`` (the default) is the papers' hull, every phase of
+        MP-20 and MPTS-52 as the reference table holds them; otherwise a list of datasets
+        (paths, or ``shared:<path>`` in the shared data folder). Never the training set alone:
+        it lacks most competing phases (a hull of the 1,000-crystal sample has no Mn-O phase,
+        and put MnO2 1.3 eV/atom below it).
+    energies
+        ``table``: reference energies from ``table`` (refused unless it was built with the
+        same MLIP), phases missing from it computed the same way; ``single_point`` /
+        ``relaxed``: every reference computed with the MLIP (cached on disk).
+    table
+        The reference energy table (default: the shipped CHGNet table).
     elemental_prototypes
-        Add ASE elemental references for elements the reference set lacks as pure phases.
+        Add ASE elemental references for elements no reference phase covers (every such row
+        says so).
+    far_below
+        Flag candidates more than this far below the hull (eV/atom): far below the known
+        hull means a missing reference or a broken relaxation before a discovery.
     cache_dir
         Reference-energy cache (default ``<repo>/data/cache/mlip_hull``).
     """
 
-    single_point_references: bool = False
+    reference: list[str] | None = None
+    energies: Literal["table", "single_point", "relaxed"] = "table"
+    table: Path | None = None
     elemental_prototypes: bool = True
+    far_below: float = Field(default=0.2, gt=0)
     cache_dir: Annotated[Path | None, Placement] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_single_point_flag(cls, data: Any) -> Any:
+        """Accept ``single_point_references`` (before ``energies``): true = single points."""
+        if isinstance(data, dict) and "single_point_references" in data:
+            data = dict(data)
+            flag = data.pop("single_point_references")
+            data.setdefault("energies", "single_point" if flag else "relaxed")
+        return data

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -20,6 +21,7 @@ from pydantic import Field, model_validator
 
 from tasks.core.cluster import DaskConfig
 from tasks.core.config import Placement, StrictModel
+from tasks.core.paths import REPO_ROOT
 from tasks.core.stability import StabilityRule
 from tasks.dft.settings import DftStageConfig
 from tasks.evaluate.settings import EvaluateConfig
@@ -79,12 +81,46 @@ class ModelRun(StrictModel):
 class SelectionConfig(StrictModel):
     """Which V.U.N. candidates go to the MLIP screen and then to DFT."""
 
-    strategy: Literal["ranked", "random"] = Field(
+    strategy: Literal["ranked", "random", "diverse"] = Field(
         default="ranked",
-        description="ranked: lowest MLIP E_hull first; random: the paper's unbiased draw",
+        description=(
+            "ranked: lowest MLIP E_hull first; random: the paper's unbiased draw; diverse: "
+            "lowest E_hull first, at most max_per_system per chemical system"
+        ),
+    )
+    max_per_system: int = Field(
+        default=1, gt=0, description="diverse: picks per chemical system (e.g. Li-Mn-O)"
     )
     max_relax: int = Field(default=64, gt=0, description="V.U.N. candidates relaxed by the MLIP")
     n_dft: int = Field(default=4, ge=0, description="candidates sent to DFT per round")
+
+
+class LoopConfig(StrictModel):
+    """What the loop learns between rounds (off by default: every round samples one checkpoint).
+
+    With ``finetune`` each model is fine-tuned after round k, from the checkpoint round k
+    sampled, on its training set plus every crystal confirmed so far, and round k+1 samples
+    the fine-tuned checkpoint (a round that confirmed nothing leaves the checkpoint as is).
+    """
+
+    finetune: bool = Field(default=False, description="fine-tune the generators between rounds")
+    steps: int | None = Field(default=200, gt=0, description="fine-tuning steps per round")
+    max_time_s: float | None = Field(default=None, gt=0, description="fine-tuning time budget")
+    lr: float | None = Field(default=None, gt=0, description="None: the model profile's")
+    discovered_weight: int = Field(
+        default=1, ge=1, description="copies of each confirmed crystal in the fine-tuning set"
+    )
+    evidence: Literal["dft", "mlip"] = Field(
+        default="dft",
+        description=(
+            "dft: the crystals DFT (or the stand-in) confirmed (meta)stable; mlip: also those "
+            "the MLIP hull places (meta)stable (more, and weaker, evidence)"
+        ),
+    )
+
+    def budget(self) -> dict[str, Any]:
+        """The fine-tuning budget as :class:`models.contract.FineTune` fields."""
+        return {"steps": self.steps, "max_time_s": self.max_time_s, "lr": self.lr}
 
 
 class PipelineConfig(StrictModel):
@@ -109,6 +145,7 @@ class PipelineConfig(StrictModel):
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     dft: DftStageConfig = Field(default_factory=DftStageConfig)
     stability: StabilityRule = Field(default_factory=StabilityRule)
+    loop: LoopConfig = Field(default_factory=LoopConfig)
     dask: Annotated[DaskConfig, Placement] = Field(default_factory=DaskConfig)
 
     @model_validator(mode="before")
@@ -124,3 +161,79 @@ class PipelineConfig(StrictModel):
         if self.models and "train" not in self.datasets:
             raise ValueError("datasets: a 'train' dataset is needed to train and judge novelty")
         return self
+
+
+#: Keys a run's ``overrides`` may set (a deployment takes them from anyone who can start a
+#: run): what to compute and how much, never a command, a path or a model file. A prefix
+#: ending in ``.`` allows every key below it.
+OVERRIDABLE = (
+    "seed",
+    "rounds",
+    "model_deployment",
+    "selection.",
+    "stability.",
+    "loop.finetune",
+    "loop.steps",
+    "loop.max_time_s",
+    "loop.lr",
+    "loop.discovered_weight",
+    "loop.evidence",
+    "evaluate.seed",
+    "evaluate.novelty_draw",
+    "evaluate.dft_draw",
+    "evaluate.workers",
+    "relax.fmax",
+    "relax.steps",
+    "relax.chunk_size",
+    "relax.n_workers",
+    "relax.time_budget_s",
+    "hull.energies",
+    "hull.far_below",
+    "dft.mode",
+    "dft.hull.stable_below",
+    "dft.hull.metastable_below",
+    "dask.n_workers",
+    "dask.tasks_per_worker",
+)
+#: Environment variable: more folders (``:``-separated) a run's profile may be read from,
+#: besides the repository.
+PROFILE_DIRS_ENV = "DISCOVERY_PROFILE_DIRS"
+
+
+def check_overrides(overrides: dict[str, Any]) -> None:
+    """Refuse override keys outside :data:`OVERRIDABLE`, naming them.
+
+    Raises
+    ------
+    ValueError
+        For every key a run may not override (commands, paths, model files, SLURM lines).
+    """
+    refused = sorted(
+        key
+        for key in overrides
+        if not any(key == k or (k.endswith(".") and key.startswith(k)) for k in OVERRIDABLE)
+    )
+    if refused:
+        raise ValueError(
+            f"overrides of {', '.join(refused)} are not allowed: a run may override only "
+            f"{', '.join(OVERRIDABLE)} (put anything else in a profile)"
+        )
+
+
+def check_profile_location(path: Path) -> None:
+    """Refuse a profile file outside the repository and the folders of ``$DISCOVERY_PROFILE_DIRS``.
+
+    Raises
+    ------
+    ValueError
+        The profile lies elsewhere (a deployment's profile parameter must not read any file).
+    """
+    resolved = Path(path).resolve()
+    extra = [Path(p).resolve() for p in os.environ.get(PROFILE_DIRS_ENV, "").split(":") if p]
+    for root in (REPO_ROOT.resolve(), *extra):
+        if resolved.is_relative_to(root):
+            return
+    raise ValueError(
+        f"profile {path} lies outside the repository; add its folder to ${PROFILE_DIRS_ENV} "
+        "to run it"
+    )

@@ -71,17 +71,104 @@ def _funnel_rows(summary: RoundSummary) -> list[list[str]]:
     ]
 
 
+_SANITY_HEADER = ("quantity", "generated", "training", "flag")
+
+
+def _sanity_rows(summary: RoundSummary) -> list[list[str]]:
+    return [
+        [
+            row.quantity,
+            f"{row.generated:.3f}",
+            f"{row.training:.3f}" if row.limit is not None else "—",
+            f"FAR OFF (limit ±{row.limit:g})" if row.far_off else "",
+        ]
+        for row in summary.sanity
+    ]
+
+
+#: The round-by-round figures, in the order of :attr:`RoundSummary.progress`.
+_PROGRESS = ("V.U.N.", "MLIP stable / V.U.N.", "hit rate")
+_PROGRESS_HEADER = ("model", "round", "checkpoint", "trained on", *_PROGRESS)
+
+
+def _progress_rows(summaries: Sequence[RoundSummary]) -> list[list[str]]:
+    rows = []
+    for r in summaries:
+        cells = [
+            f"{e.paper_notation()} of {e.checked} [{e.low:.1f}–{e.high:.1f}]" for e in r.progress
+        ]
+        ckpt = r.checkpoint or {}
+        trained = f"{ckpt['n_train']:,} crystals" if ckpt.get("n_train") else "—"
+        if ckpt.get("init_from"):
+            trained += " (fine-tuned)"
+        rows.append([r.model, str(r.round), ckpt.get("checkpoint_id", "—"), trained,
+                     *cells, *["—"] * (len(_PROGRESS) - len(cells))])  # fmt: skip
+    return rows
+
+
+def progress_plot(ax: Any, summaries: Sequence[RoundSummary]) -> None:
+    """The round-by-round figures of every model as lines over the rounds."""
+    for model in dict.fromkeys(r.model for r in summaries):
+        rounds = [r for r in summaries if r.model == model]
+        for k, (name, style) in enumerate(zip(_PROGRESS, ("-", "--", ":"), strict=True)):
+            points = [(r.round, r.progress[k].percent) for r in rounds if len(r.progress) > k]
+            if points:
+                xs, ys = zip(*points, strict=True)
+                ax.plot(xs, ys, style, marker="o", label=f"{model}: {name}")
+    ax.set_xlabel("round")
+    ax.set_ylabel("%")
+    ax.set_xticks(sorted({r.round for r in summaries}))
+    ax.legend(fontsize=7)
+
+
+def evidence_lines(summary: RoundSummary) -> list[str]:
+    """The sentences that say what the numbers rest on: references, MLIP, flags, known."""
+    m = summary.metrics
+    lines = [
+        f"Novelty is judged against the training set ({m.reference.path}); of the {m.n_novel} "
+        f"novel crystals, {m.n_known} are known phases of the hull's reference sets "
+        "(matched with the same StructureMatcher)."
+    ]
+    far = [row.quantity for row in summary.sanity if row.far_off]
+    if far:
+        lines.append(
+            "Red flag: the samples are far from the training set in " + ", ".join(far) + "."
+        )
+    if summary.hull is not None:
+        h = summary.hull
+        lines.append(f"MLIP hull ({h.mlip_version}): {h.reference}.")
+        lines.append(
+            f"{h.n_flagged} of {h.n_candidates} candidates are flagged ({h.n_uncovered} with a "
+            f"chemical system the references do not cover; {h.n_stable_flagged} of the MLIP-"
+            "stable ones are flagged): a flagged candidate is not a discovery until its flag is "
+            "resolved."
+        )
+        if h.warning:
+            lines.append(f"Note: {h.warning}.")
+    return lines
+
+
 def markdown_report(summaries: Sequence[RoundSummary], base: Path, standin: bool) -> str:
-    """Markdown: the paper-style row, the funnel with counts and the S.U.N. estimates."""
+    """Markdown: the paper-style row, sanity figures, the funnel, the rates and their evidence."""
     lines = [f"> **{STANDIN_WARNING}**", ""] if standin else []
     lines.append("# S.U.N. estimation report\n")
     for r in summaries:
         lines.append(f"## {r.model}, round {r.round}\n")
         lines.append(paper_row(r.metrics, r.model) + "\n")
+        lines.append(_md_table(_SANITY_HEADER, _sanity_rows(r)))
         lines.append(funnel_table(r.funnel))
         lines.append(_md_table(_RATE_HEADER, _rate_rows(r)))
+        lines += [f"- {line}" for line in evidence_lines(r)]
+        if r.top_candidates:
+            lines.append("\nLowest MLIP E_hull: " + "; ".join(
+                f"{cid}" + (f" (FLAGGED: {flags})" if flags else "")
+                for cid, _, flags in r.top_candidates
+            ))  # fmt: skip
         lines.append("Files: " + ", ".join(f"[{k}]({_link(p, base)})" for k, p in r.files.items()))
         lines.append("")
+    if summaries:
+        lines.append("## Round by round\n")
+        lines.append(_md_table(_PROGRESS_HEADER, _progress_rows(summaries)))
     return "\n".join(lines)
 
 
@@ -128,18 +215,31 @@ def html_report(
         "<!doctype html><html><head><meta charset='utf-8'><title>S.U.N. report</title>",
         "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
         "table{border-collapse:collapse;margin:6px 0}td,th{border:1px solid #ccc;padding:3px 8px}"
-        ".warn{background:#fde2e1;padding:8px;border:1px solid #d33}</style></head><body>",
+        ".warn{background:#fde2e1;padding:8px;border:1px solid #d33}.flag{color:#b00}"
+        "</style></head><body>",
     ]
     if standin:
         parts.append(f"<p class='warn'><b>{html.escape(STANDIN_WARNING)}</b></p>")
     parts.append("<h1>S.U.N. estimation report</h1>")
+    if summaries:
+        parts.append("<h2>Round by round</h2>")
+        parts.append(_html_table(_PROGRESS_HEADER, _progress_rows(summaries)))
+        png = _plot("rounds.png", out, lambda ax: progress_plot(ax, summaries))
+        parts.append(f"<img src='{png.name}' alt='round by round'>")
     train_sg = np.asarray(training.spacegroups)
     for r in summaries:
         tag = f"{r.model}-round{r.round}"
         parts.append(f"<h2>{html.escape(r.model)}, round {r.round}</h2>")
         parts.append(_html_table(PAPER_COLUMNS, [paper_cells(r.metrics, r.model)]))
+        parts.append("<h3>Samples against the training set</h3>")
+        parts.append(_html_table(_SANITY_HEADER, _sanity_rows(r)))
         parts.append(_html_table(("stage", "passed", "checked", "%"), _funnel_rows(r)))
         parts.append(_html_table(_RATE_HEADER, _rate_rows(r)))
+        parts.append(
+            "<ul>"
+            + "".join(f"<li>{html.escape(line)}</li>" for line in evidence_lines(r))
+            + "</ul>"
+        )
         gen_sg = np.asarray(r.generated_spacegroups)
 
         def sg_plot(ax: Any, gen_sg: np.ndarray = gen_sg) -> None:
@@ -178,11 +278,14 @@ def html_report(
             parts.append(f"<img src='{png.name}' alt='{name}'>")
         if r.top_candidates:
             parts.append("<h3>Lowest MLIP E_hull</h3><div>")
-            for cid, structure_json in r.top_candidates:
+            for cid, structure_json, flags in r.top_candidates:
                 png = _structure_image(structure_json, out / f"{tag}-{_safe(cid)}.png")
+                flag = (
+                    f"<br><span class='flag'>FLAGGED: {html.escape(flags)}</span>" if flags else ""
+                )
                 parts.append(
-                    f"<figure style='display:inline-block'><img src='{png.name}'>"
-                    f"<figcaption>{html.escape(cid)}</figcaption></figure>"
+                    f"<figure style='display:inline-block;max-width:260px'><img src='{png.name}'>"
+                    f"<figcaption>{html.escape(cid)}{flag}</figcaption></figure>"
                 )
             parts.append("</div>")
         links = " · ".join(
@@ -232,7 +335,9 @@ def write_report(run_dir: str | Path) -> Report:
     write_text_atomic(out / "report.md", markdown)
     page = html_report(summaries, training_shape(run_dir), out, standin)
     metrics = {
-        f"{s.model}/round{s.round}": {e.name: estimate_as_dict(e) for e in s.estimates}
+        f"{s.model}/round{s.round}": {
+            e.name: estimate_as_dict(e) for e in [*s.estimates, *s.progress]
+        }
         for s in summaries
     }
     write_json_atomic(run_dir / "metrics.json", metrics)

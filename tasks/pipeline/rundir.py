@@ -95,6 +95,11 @@ class RunDir:
         return self.path / f"round-{round_index}"
 
     @property
+    def discovered_path(self) -> Path:
+        """Every crystal the run's rounds confirmed (joins later rounds' references)."""
+        return self.path / "discovered" / "discovered.parquet"
+
+    @property
     def report_dir(self) -> Path:
         """Folder of the HTML report."""
         return self.path / "report"
@@ -124,11 +129,11 @@ class RunDir:
         found = confirmed[["id", "structure"]].assign(
             formula=formulas, status="ok", source=f"round-{round_index}", content_hash=""
         )
-        discovered_path = self.path / "discovered" / "discovered.parquet"
+        discovered_path = self.discovered_path
         if discovered_path.exists():
             found = pd.concat([pd.read_parquet(discovered_path), found], ignore_index=True)
         found = found.drop_duplicates("id", keep="first")
-        atomic_write(discovered_path, lambda tmp: found.to_parquet(tmp, index=False))
+        atomic_write(discovered_path, lambda tmp: found.to_parquet(tmp, index=False), True)
         base = pd.read_parquet(reference)
         base = base[base["status"] == "ok"].assign(status="ok")
         if "content_hash" not in base:
@@ -136,4 +141,4 @@ class RunDir:
         merged = pd.concat([base[REFERENCE_COLUMNS], found[REFERENCE_COLUMNS]], ignore_index=True)
         merged = merged.drop_duplicates("id", keep="first")
         out = self.path / f"reference-round{round_index + 1}.parquet"
-        return atomic_write(out, lambda tmp: merged.to_parquet(tmp, index=False))
+        return atomic_write(out, lambda tmp: merged.to_parquet(tmp, index=False), True)

@@ -7,6 +7,7 @@ report is a filter over rows with ids.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Literal
 
@@ -26,26 +27,39 @@ def vun_ids(verdicts: pd.DataFrame) -> list[str]:
 
 
 def write_candidates(ids: list[str], rows: pd.DataFrame, path: str | Path) -> Path:
-    """Write the rows whose ids are listed (in that order) as a parquet."""
+    """Write the rows whose ids are listed (in that order) as a parquet (an identical file
+    written by an earlier, resumed run stays as it is)."""
     chosen = rows.set_index(Col.ID).loc[ids].reset_index()
-    return atomic_write(path, lambda tmp: chosen.to_parquet(tmp, index=False))
+    return atomic_write(path, lambda tmp: chosen.to_parquet(tmp, index=False), keep_identical=True)
 
 
 def pick_for_dft(
     hull: pd.DataFrame,
     n: int,
-    strategy: Literal["ranked", "random"],
+    strategy: Literal["ranked", "random", "diverse"],
     seed: int,
+    max_per_system: int = 1,
 ) -> list[str]:
     """Candidates for DFT among those placed on the MLIP hull.
 
     ``ranked`` takes the lowest MLIP E_hull first (discovery); ``random`` draws uniformly
-    (the papers' unbiased S.U.N. estimate). Candidates the hull could not place are never
-    sent.
+    (the papers' unbiased S.U.N. estimate); ``diverse`` goes down the ranking too but takes
+    at most ``max_per_system`` per chemical system (the hull's ``chemsys``, e.g. ``Mn-O``),
+    so that a round explores several systems instead of collapsing onto one family.
+    Candidates the hull could not place are never sent.
     """
     placed = hull[hull[Col.E_HULL].notna()]
+    ranking = placed.sort_values([Col.E_HULL, Col.ID])
     if strategy == "ranked":
-        return list(placed.sort_values([Col.E_HULL, Col.ID])[Col.ID].head(n))
+        return list(ranking[Col.ID].head(n))
+    if strategy == "diverse":
+        taken: Counter[str] = Counter()
+        picks: list[str] = []
+        for ident, system in zip(ranking[Col.ID], ranking[Col.CHEMSYS], strict=True):
+            if len(picks) < n and taken[system] < max_per_system:
+                picks.append(ident)
+                taken[system] += 1
+        return picks
     rng = np.random.default_rng(seed)
     ids = sorted(placed[Col.ID])
     return [ids[i] for i in sorted(rng.choice(len(ids), size=min(n, len(ids)), replace=False))]
@@ -67,7 +81,9 @@ def write_dft_candidates(
     """The picks for DFT (their MLIP-relaxed structures), or ``None`` when there are none."""
     if selection.n_dft == 0:
         return None
-    ids = pick_for_dft(pd.read_parquet(hull), selection.n_dft, selection.strategy, seed)
+    ids = pick_for_dft(
+        pd.read_parquet(hull), selection.n_dft, selection.strategy, seed, selection.max_per_system
+    )
     if not ids:
         return None
     return write_candidates(ids, pd.read_parquet(relaxed), path)

@@ -15,10 +15,12 @@ Layout of a round directory (every file optional but the samples)::
     mlip/hull/hull.parquet             their MLIP E_hull
     dft/candidates.parquet             the picks sent to DFT (relaxed structures)
     dft/dft_results.parquet            their DFT (or stand-in) outcome
+    checkpoint.json                    the checkpoint the round sampled (id, training set size)
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +102,69 @@ class RoundFiles:
         """Their DFT (or stand-in) outcome."""
         return self.dft_dir / "dft_results.parquet"
 
+    @property
+    def checkpoint(self) -> Path:
+        """Which checkpoint the round sampled (:func:`tasks.pipeline.loop.checkpoint_info`)."""
+        return self.root / "checkpoint.json"
+
+
+#: How far a generated set may stray from the training set before the report flags it.
+SANITY_LIMITS = {
+    "distinct elements per crystal (mean)": 1.0,
+    "Wyckoff orbits per crystal (mean)": 2.0,
+    "atoms per cell (mean)": 4.0,
+    "P1 fraction": 0.2,
+}
+
+
+@dataclass(frozen=True)
+class SanityRow:
+    """One figure of the generated set beside the training set's, with its red flag."""
+
+    quantity: str
+    generated: float
+    training: float
+    limit: float | None
+
+    @property
+    def far_off(self) -> bool:
+        """Whether the difference exceeds the limit."""
+        return self.limit is not None and abs(self.generated - self.training) > self.limit
+
+
+def sanity_rows(metrics: EvaluationMetrics) -> list[SanityRow]:
+    """The generated set against the training set: means, P1 fraction and the distances."""
+    d = metrics.distribution
+    pairs = {
+        "distinct elements per crystal (mean)": (d.elements, "mean"),
+        "Wyckoff orbits per crystal (mean)": (d.orbits, "mean"),
+        "atoms per cell (mean)": (d.atoms, "mean"),
+    }
+    rows = [
+        SanityRow(name, stat["generated"][key], stat["reference"][key], SANITY_LIMITS[name])
+        for name, (stat, key) in pairs.items()
+    ]
+    rows.append(
+        SanityRow("P1 fraction", d.p1_rate, d.reference_p1_rate, SANITY_LIMITS["P1 fraction"])
+    )
+    rows.append(SanityRow("d_SG (space groups, JS distance)", d.d_sg, 0.0, None))
+    rows.append(SanityRow("d_N (atoms per cell, Wasserstein)", d.d_n, 0.0, None))
+    rows.append(SanityRow("d_elements (element frequencies, JS distance)", d.d_elements, 0.0, None))
+    return rows
+
+
+@dataclass(frozen=True)
+class HullEvidence:
+    """What the MLIP hull was built from and how well it covers the candidates."""
+
+    reference: str
+    mlip_version: str
+    n_candidates: int
+    n_flagged: int
+    n_uncovered: int
+    n_stable_flagged: int
+    warning: str
+
 
 @dataclass
 class RoundSummary:
@@ -114,7 +179,12 @@ class RoundSummary:
     generated_spacegroups: list[int] = field(default_factory=list)
     generated_orbits: list[int] = field(default_factory=list)
     e_hull: list[float] = field(default_factory=list)
-    top_candidates: list[tuple[str, str]] = field(default_factory=list)  # (id, structure JSON)
+    top_candidates: list[tuple[str, str, str]] = field(default_factory=list)  # id, JSON, flags
+    sanity: list[SanityRow] = field(default_factory=list)
+    hull: HullEvidence | None = None
+    #: the round-by-round figures: V.U.N., MLIP-stable share of V.U.N., DFT hit rate
+    progress: list[RateEstimate] = field(default_factory=list)
+    checkpoint: dict | None = None
     confirmed: pd.DataFrame = field(
         default_factory=lambda: pd.DataFrame(columns=[Col.ID, Col.STRUCTURE])
     )
@@ -152,6 +222,10 @@ def summarize_round(
         estimates=[funnel_rate("V.U.N.", funnel, seed=seed)],
         files={"samples": files.samples, "verdicts": files.verdicts},
     )
+    summary.sanity = sanity_rows(summary.metrics)
+    summary.progress = [funnel_rate("V.U.N.", funnel, seed=seed)]
+    if files.checkpoint.is_file():
+        summary.checkpoint = json.loads(files.checkpoint.read_text())
     valid = verdicts[verdicts[Col.SPACEGROUP] > 0]
     summary.generated_spacegroups = [int(g) for g in valid[Col.SPACEGROUP]]
     summary.generated_orbits = [int(k) for k in valid[Col.N_ORBITS]]
@@ -165,9 +239,23 @@ def summarize_round(
     mlip_meta = FunnelStage("MLIP metastable", int(placed[Col.METASTABLE].sum()), len(hull))
     summary.e_hull = [float(v) for v in placed[Col.E_HULL]]
     top = placed.sort_values(Col.E_HULL).head(4)
-    summary.top_candidates = [(i, relaxed.loc[i, Col.STRUCTURE]) for i in top[Col.ID]]
+    summary.top_candidates = [
+        (i, relaxed.loc[i, Col.STRUCTURE], flags)
+        for i, flags in zip(top[Col.ID], top["flags"], strict=True)
+    ]
+    hull_meta = json.loads((files.hull_dir / "hull_summary.json").read_text())
+    summary.hull = HullEvidence(
+        reference=hull_meta["reference"],
+        mlip_version=hull_meta["mlip_version"],
+        n_candidates=hull_meta["n_candidates"],
+        n_flagged=hull_meta["n_flagged"],
+        n_uncovered=hull_meta["n_uncovered"],
+        n_stable_flagged=hull_meta["n_stable_flagged"],
+        warning=hull_meta.get("warning", ""),
+    )
     summary.funnel = [*funnel, mlip_stable]
     summary.estimates = stability_estimates(funnel, mlip_stable, mlip_meta, "MLIP", True, seed)
+    summary.progress.append(funnel_rate("MLIP stable / V.U.N.", [mlip_stable], seed=seed))
     if not files.dft_results.is_file():
         return summary
     dft = pd.read_parquet(files.dft_results)
@@ -179,6 +267,7 @@ def summarize_round(
     summary.funnel = [*funnel, mlip_stable, stable]
     unbiased = config.selection.strategy == "random"
     summary.estimates += stability_estimates(funnel, stable, meta, label, unbiased, seed)
+    summary.progress.append(funnel_rate(f"hit rate ({label})", [stable], seed=seed))
     confirmed_ids = set(checked.loc[checked[Col.METASTABLE].astype(bool), Col.ID])
     picks = pd.read_parquet(files.dft_candidates)
     summary.confirmed = picks[picks[Col.ID].isin(confirmed_ids)]

@@ -1,12 +1,19 @@
-"""Where work runs: the local mappers keep order, and thread limits are restored after use."""
+"""Where work runs: the local mappers keep order, limit threads and memory, restore settings."""
 
 from __future__ import annotations
 
 import os
 
-from support.probes import threads_and_square
+from support.probes import allocate, threads_and_square
 
-from tasks.core.mapping import THREAD_ENV, local_mapper, pool_map, thread_limits
+from tasks.core.mapping import (
+    MIN_WORKER_MEMORY,
+    THREAD_ENV,
+    local_mapper,
+    pool_map,
+    thread_limits,
+    worker_memory_limit,
+)
 
 
 def test_pool_keeps_order_and_limits_worker_threads() -> None:
@@ -24,3 +31,11 @@ def test_thread_limits_are_restored(monkeypatch) -> None:
         assert all(os.environ[v] == "1" for v in THREAD_ENV)
     assert os.environ["OPENBLAS_NUM_THREADS"] == "7"
     assert "MKL_NUM_THREADS" not in os.environ
+
+
+def test_a_runaway_job_fails_in_its_worker_not_on_the_machine() -> None:
+    # the same 6 GiB allocation: refused under a 5 GiB cap, granted under 12 GiB
+    capped = pool_map(allocate, [6.0, 0.1], workers=2, memory_bytes=5 * 2**30)
+    assert capped == ["MemoryError", "ok"]
+    assert pool_map(allocate, [6.0, 0.1], workers=2, memory_bytes=12 * 2**30) == ["ok", "ok"]
+    assert worker_memory_limit(1000) == MIN_WORKER_MEMORY

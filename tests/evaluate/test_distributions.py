@@ -73,3 +73,14 @@ def test_dn_and_statistics():
     assert d.d_n == pytest.approx(2.0)
     assert d.atoms["generated"]["mean"] == pytest.approx(6.0)
     assert d.orbits["reference"]["max"] == 1.0
+
+
+def test_element_frequency_distance() -> None:
+    salt = [SymmetryInfo(225, ("a", "b"), 2, 2, 2, "", ("Cl", "Na"))] * 4
+    oxide = [SymmetryInfo(225, ("a", "b"), 2, 2, 2, "", ("Fe", "O"))] * 4
+    mixed = salt[:2] + oxide[:2]
+    assert distribution_metrics(salt, salt).d_elements == 0.0
+    assert distribution_metrics(oxide, salt).d_elements == pytest.approx(1.0)
+    assert 0.0 < distribution_metrics(mixed, salt).d_elements < 1.0
+    # the element symbols survive the reference cache's round trip
+    assert SymmetryInfo.from_dict(salt[0].to_dict()) == salt[0]

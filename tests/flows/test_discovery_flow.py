@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from flows.cli import app
@@ -19,7 +20,8 @@ def test_discovery_flow_two_rounds_end_to_end(micro: Path, prefect_harness) -> N
     # every crystal the stand-in completes counts as metastable, so round 1 surely confirms
     # some and the closed loop has something to carry into round 2 (the old key of the
     # threshold, now stability.metastable_below, is still accepted)
-    loose = {"rounds": 2, "dft.hull.metastable_below": 1e6}
+    loose = {"rounds": 2, "dft.hull.metastable_below": 1e6, "loop.finetune": True,
+             "loop.steps": 20, "loop.discovered_weight": 3}  # fmt: skip
     result = discovery_flow(profile=str(micro), run_id="e2e", overrides=loose)
     run = micro.parent / "runs" / "e2e"
     report = Path(result["report"])
@@ -46,7 +48,26 @@ def test_discovery_flow_two_rounds_end_to_end(micro: Path, prefect_harness) -> N
     hull2 = json.loads(
         (run / "round-2" / "mcflow" / "mlip" / "hull" / "hull_summary.json").read_text()
     )
-    assert hull2["reference"] == str(reference2)
+    # the hull: every MP-20 / MPTS-52 phase (the shipped table) plus round 1's discoveries
+    assert hull2["reference"].startswith("every MP-20 / MPTS-52 phase")
+    assert str(run / "discovered" / "discovered.parquet") in hull2["reference"]
+
+    # the learning loop: round 2 sampled a checkpoint fine-tuned on data holding round 1's
+    # discoveries (three copies each), not round 1's checkpoint
+    first, second = (
+        json.loads((run / f"round-{k}" / "mcflow" / "checkpoint.json").read_text()) for k in (1, 2)
+    )
+    assert first["checkpoint_id"] != second["checkpoint_id"]
+    assert second["init_from"] == first["checkpoint"]
+    account = json.loads((run / "loop" / "round-2" / "finetune.json").read_text())
+    assert set(account["discovered_ids"]) == confirmed
+    finetune_set = pd.read_parquet(run / "loop" / "round-2" / "finetune.parquet")
+    copies = finetune_set[finetune_set["source"] == "discovered"]
+    assert len(copies) == 3 * len(confirmed) and set(copies["round"]) == {1}
+    # every copy is trained on (the 2 % validation split may hold one crystal more)
+    assert 0 <= first["n_train"] + len(copies) - second["n_train"] <= 1
+    assert "## Round by round" in markdown and (run / "report" / "rounds.png").exists()
+    assert "MLIP stable / V.U.N." in metrics["mcflow/round2"]
 
     # the report is rebuilt from the run directory alone
     shutil.rmtree(run / "report")
@@ -68,6 +89,18 @@ def test_wrong_parameters_fail_before_any_work(tmp_path: Path, micro: Path) -> N
         discovery_flow.fn(profile="no-such-profile")
     with pytest.raises(ValueError, match=r"selection\.n_dft"):
         discovery_flow.fn(profile=str(micro), overrides={"selection.n_dft": -1})
+    bad = yaml.safe_load(micro.read_text())
+    bad["models"][0]["name"] = "gpt"
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
     with pytest.raises(ValueError, match=r"models\.0\.name"):
-        discovery_flow.fn(profile=str(micro), overrides={"models": [{"name": "gpt"}]})
+        discovery_flow.fn(profile=str(tmp_path / "bad.yaml"))
     assert not (micro.parent / "runs").exists()
+
+
+def test_a_run_may_not_override_commands_paths_or_models(micro: Path, monkeypatch) -> None:
+    for key in ("dft.dft.vasp_cmd", "dft.slurm.setup_commands", "mlip.model", "run_root"):
+        with pytest.raises(ValueError, match=f"overrides of {key} are not allowed"):
+            discovery_flow.fn(profile=str(micro), overrides={key: "x"})
+    monkeypatch.delenv("DISCOVERY_PROFILE_DIRS")
+    with pytest.raises(ValueError, match="outside the repository"):
+        discovery_flow.fn(profile=str(micro))

@@ -1,15 +1,24 @@
-"""Kill -9 in the middle of the MLIP relaxation, rerun: finished work is neither redone nor lost."""
+"""Kill -9 mid-relaxation and mid-fine-tune, rerun: finished work is neither redone nor lost.
+
+One two-round micro run with the learning loop on is killed twice: during round 1's MLIP
+relaxation (chunks of one crystal, relaxed one at a time, so a kill loses at most the chunk
+in flight) and during the fine-tuning between the rounds. After each kill the rerun of the
+same run id must leave every finished file untouched and complete the rest.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+import yaml
 from support.profiles import micro_profile
 
 RUN = """
@@ -29,8 +38,28 @@ def _launch(profile: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
     )
 
 
-def test_kill_during_relaxation_then_resume(tmp_path: Path, mp20_train_sample) -> None:
+def _kill_when(process: subprocess.Popen, ready: Callable[[], bool], log: Path, what: str) -> None:
+    deadline = time.monotonic() + 1200
+    while not ready():
+        assert process.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, f"{what} never started"
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)  # kill -9 the whole flow
+    process.wait()
+
+
+def _mtimes(paths: list[Path]) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in paths}
+
+
+def test_kill_during_relaxation_and_fine_tuning_then_resume(tmp_path, mp20_train_sample) -> None:
     profile = micro_profile(tmp_path, mp20_train_sample)
+    config = yaml.safe_load(profile.read_text())
+    assert config["relax"]["chunk_size"] == 1 and config["relax"]["scheduler"] == "serial"
+    config["rounds"] = 2
+    config["stability"] = {"metastable_below": 1e6}  # the stand-in confirms what it completes
+    config["loop"] = {"finetune": True, "steps": 600}
+    profile.write_text(yaml.safe_dump(config))
     env = {
         **os.environ,
         "PREFECT_HOME": str(tmp_path / "prefect"),
@@ -40,26 +69,39 @@ def test_kill_during_relaxation_then_resume(tmp_path: Path, mp20_train_sample) -
     log = tmp_path / "flow.log"
     run = tmp_path / "runs" / "resume"
     chunks = run / "round-1" / "mcflow" / "mlip" / "relax" / "chunks"
+
+    # 1. kill -9 during round 1's relaxation
     process = _launch(profile, env, log)
-    deadline = time.monotonic() + 1200
-    while not (chunks.exists() and any(chunks.rglob("chunk-*.parquet"))):
-        assert process.poll() is None, log.read_text()[-3000:]
-        assert time.monotonic() < deadline, "relaxation never started"
-        time.sleep(0.5)
-    os.killpg(process.pid, signal.SIGKILL)  # kill -9 the whole flow, mid-relaxation
-    process.wait()
-    checkpoint = next((run / "checkpoints" / "mcflow").rglob("*.pt"))
+    _kill_when(process, lambda: chunks.exists() and any(chunks.rglob("chunk-*.parquet")), log,
+               "relaxation")  # fmt: skip
+    checkpoint = run / "checkpoints" / "mcflow" / "latest.pt"
     samples = run / "round-1" / "mcflow" / "samples" / "samples.parquet"
-    saved = list(chunks.rglob("chunk-*.parquet"))
-    before = {p: p.stat().st_mtime_ns for p in [checkpoint, samples, *saved]}
+    before = _mtimes([checkpoint, samples, *chunks.rglob("chunk-*.parquet")])
     assert not (run / "report" / "index.html").exists()
 
+    # 2. rerun, kill -9 during the fine-tuning between the rounds
+    finetune_log = run / "checkpoints" / "mcflow" / "round-2" / "metrics.jsonl"
+    process = _launch(profile, env, log)
+    _kill_when(process, lambda: finetune_log.exists() and finetune_log.stat().st_size > 0, log,
+               "fine-tuning")  # fmt: skip
+    for path, mtime in before.items():
+        assert path.stat().st_mtime_ns == mtime, f"{path} was redone"
+    relaxed = run / "round-1" / "mcflow" / "mlip" / "relax" / "relaxed.parquet"
+    candidates = run / "round-1" / "mcflow" / "mlip" / "candidates.parquet"
+    assert len(pd.read_parquet(relaxed)) == len(pd.read_parquet(candidates))
+    round1 = [p for p in (run / "round-1").rglob("*") if p.is_file()]
+    before = _mtimes([checkpoint, *round1])
+
+    # 3. rerun to the end: round 1 untouched, the fine-tuning resumed and finished
     process = _launch(profile, env, log)
     assert process.wait(timeout=1800) == 0, log.read_text()[-3000:]
     for path, mtime in before.items():
         assert path.stat().st_mtime_ns == mtime, f"{path} was redone"
-    assert (run / "report" / "index.html").exists()
-    relaxed = run / "round-1" / "mcflow" / "mlip" / "relax" / "relaxed.parquet"
-    assert len(pd.read_parquet(relaxed)) == len(
-        pd.read_parquet(run / "round-1" / "mcflow" / "mlip" / "candidates.parquet")
+    lines = [json.loads(x) for x in finetune_log.open()]
+    steps = [x["step"] for x in lines if x["split"] == "train"]
+    assert steps == sorted(set(steps)) and steps[-1] == 600  # resumed, no step logged twice
+    first, second = (
+        json.loads((run / f"round-{k}" / "mcflow" / "checkpoint.json").read_text()) for k in (1, 2)
     )
+    assert second["init_from"] == first["checkpoint"] != second["checkpoint"]
+    assert (run / "report" / "index.html").exists()

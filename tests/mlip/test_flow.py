@@ -16,10 +16,11 @@ def test_mlip_screen_flow(tmp_path, mp20_train_sample, alpd_reference):
     frame[frame["material_id"] == "mp-829"].to_csv(tmp_path / "c.csv.gz", index=False)
     path = mlip_screen_flow(
         str(tmp_path / "c.csv.gz"),
-        alpd_reference,
         str(tmp_path / "run"),
         relax=RelaxConfig(scheduler="serial"),
-        hull=MLIPHullConfig(cache_dir=tmp_path / "cache"),
+        hull=MLIPHullConfig(
+            reference=[alpd_reference], energies="relaxed", cache_dir=tmp_path / "cache"
+        ),
     )
     row = pd.read_parquet(path).iloc[0]
     assert row["hull_status"] == "ok" and row["e_hull"] == pytest.approx(0.0, abs=1e-6)

@@ -11,7 +11,14 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from tasks.core.records import structure_to_json
-from tasks.mlip.hull import HullError, MLIPHull, ensemble_summary, read_references, run_hull
+from tasks.mlip.hull import (
+    HullError,
+    HullReferences,
+    MLIPHull,
+    ensemble_summary,
+    read_references,
+    run_hull,
+)
 from tasks.mlip.results import atoms_to_structure
 from tasks.mlip.runner import relax_items
 from tasks.mlip.settings import MLIPHullConfig, RelaxConfig
@@ -96,7 +103,7 @@ def test_second_run_reuses_the_disk_cache(alpd_reference, serial, cache, hull, e
         read_references(alpd_reference), relax=serial, config=MLIPHullConfig(cache_dir=cache)
     )
     again.prepare([ALPD])
-    assert again.stats == {"cached": hull.stats["computed"], "computed": 0, "failed": 0}
+    assert again.stats == {"table": 0, "cached": hull.stats["computed"], "computed": 0, "failed": 0}
     entry = next(e for e in again.phase_diagram(ALPD).all_entries if e.name == "mp-829")
     first = next(e for e in hull.phase_diagram(ALPD).all_entries if e.name == "mp-829")
     assert entry.energy == first.energy
@@ -149,10 +156,11 @@ def test_cli_reports_a_missing_model_clearly(tmp_path):
 def test_run_hull_flags_single_point_references(tmp_path, alpd_reference, alpd, serial, cache):
     relaxed = relax_items([("copy", structure_to_json(alpd))], config=serial)
     relaxed.to_parquet(tmp_path / "relaxed.parquet")
-    config = MLIPHullConfig(cache_dir=cache, single_point_references=True)
-    path = run_hull(
-        tmp_path / "relaxed.parquet", alpd_reference, tmp_path / "h", relax=serial, config=config
-    )
+    config = MLIPHullConfig(
+        reference=[alpd_reference], cache_dir=cache, single_point_references=True
+    )  # the old flag, now energies: single_point
+    assert config.energies == "single_point"
+    path = run_hull(tmp_path / "relaxed.parquet", tmp_path / "h", relax=serial, config=config)
     row = pd.read_parquet(path).iloc[0]
     # a relaxed candidate against unrelaxed references: the bias the summary warns about
     assert row["reference_single_point"] and row["e_hull"] <= 1e-6
@@ -170,9 +178,9 @@ def test_unsupported_reference_file_is_a_clear_error(tmp_path):
 def test_single_point_mode_changes_the_cache_key(alpd_reference, cache):
     relaxed = MLIPHull(read_references(alpd_reference), config=MLIPHullConfig(cache_dir=cache))
     single = MLIPHull(
-        read_references(alpd_reference),
+        HullReferences(read_references(alpd_reference), method="single_point"),
         relax=RelaxConfig(),
-        config=MLIPHullConfig(cache_dir=cache, single_point_references=True),
+        config=MLIPHullConfig(cache_dir=cache),
     )
     assert relaxed.cache_dir != single.cache_dir
     assert single.relax.single_point and not relaxed.relax.single_point

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from ase.build import bulk
 from support.mace import tiny_mace
 
 from tasks.mlip.ase_engine import relax_structure
-from tasks.mlip.backends import MLIPUnavailableError, load_mlip
+from tasks.mlip.backends import MLIPUnavailableError, load_mlip, sha256_file
 from tasks.mlip.settings import MLIPConfig, RelaxConfig
 
 
@@ -61,7 +62,7 @@ def test_backends_without_model_explain_what_is_needed():
 def test_mace_local_model_path(tmp_path):
     path = tmp_path / "tiny.model"
     tiny_mace(path)
-    backend = load_mlip(MLIPConfig(name="mace", model=str(path)))
+    backend = load_mlip(MLIPConfig(name="mace", model=str(path), model_sha256=sha256_file(path)))
     assert backend.version.startswith("mace-0.3.16:tiny.model@")
     result = relax_structure(
         _structure(), backend.calculator(), RelaxConfig(steps=3, max_volume_ratio=100)
@@ -79,7 +80,10 @@ def test_matgl_local_model_directory(tmp_path):
     model = M3GNet(element_types=("Na", "Cl"), dim_node_embedding=8, dim_edge_embedding=8,
                    units=8, nblocks=1, max_n=2, max_l=2, is_intensive=False)  # fmt: skip
     Potential(model=model).save(tmp_path / "tiny-m3gnet")
-    backend = load_mlip(MLIPConfig(name="matgl", model="tiny-m3gnet", cache_dir=tmp_path))
+    approved = sha256_file(tmp_path / "tiny-m3gnet")
+    backend = load_mlip(
+        MLIPConfig(name="matgl", model="tiny-m3gnet", cache_dir=tmp_path, model_sha256=approved)
+    )
     assert backend.version.startswith("matgl-4.1.2:tiny-m3gnet@")
     atoms = _nacl_atoms()
     atoms.calc = backend.calculator()
@@ -88,12 +92,41 @@ def test_matgl_local_model_directory(tmp_path):
     assert np.all(np.isfinite(atoms.get_stress()))
 
 
+def test_pickled_models_load_only_when_approved(tmp_path):
+    path = tmp_path / "tiny.model"
+    tiny_mace(path)
+    with pytest.raises(MLIPUnavailableError, match=f"mlip.model_sha256: {sha256_file(path)}"):
+        load_mlip(MLIPConfig(name="mace", model=str(path)))
+    wrong = "0" * 64
+    with pytest.raises(MLIPUnavailableError, match="does not match"):
+        load_mlip(MLIPConfig(name="mace", model=str(path), model_sha256=wrong))
+
+
+def test_a_chgnet_checkpoint_loads_weights_only(tmp_path):
+    import shutil
+
+    import chgnet
+
+    bundled = next((Path(chgnet.__file__).parent / "pretrained" / "0.3.0").glob("*.pth.tar"))
+    local = tmp_path / "my-chgnet.pth.tar"
+    shutil.copy(bundled, local)
+    backend = load_mlip(MLIPConfig(model=str(local)))  # no approval needed: no unpickling
+    atoms = _nacl_atoms()
+    atoms.calc = backend.calculator()
+    assert np.isfinite(atoms.get_potential_energy())
+
+
 def test_version_tracks_model_content(tmp_path):
     path = tmp_path / "tiny.model"
     tiny_mace(path)
-    first = load_mlip(MLIPConfig(name="mace", model=str(path))).version
+    first = load_mlip(
+        MLIPConfig(name="mace", model=str(path), model_sha256=sha256_file(path))
+    ).version
     path.write_bytes(path.read_bytes() + b"\0")
-    assert load_mlip(MLIPConfig(name="mace", model=str(path))).version != first
+    assert (
+        load_mlip(MLIPConfig(name="mace", model=str(path), model_sha256=sha256_file(path))).version
+        != first
+    )
 
 
 def _structure():

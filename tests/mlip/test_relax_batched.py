@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from tasks.core.records import structure_to_json
+from tasks.mlip.backends import sha256_file
 from tasks.mlip.batched_engine import relax_chunk_batched
 from tasks.mlip.results import atoms_to_structure
 from tasks.mlip.runner import relax_items, run_relax
@@ -60,7 +61,7 @@ def _json(atoms: Atoms) -> str:
 def mace(tmp_path_factory) -> MLIPConfig:
     path = tmp_path_factory.mktemp("mace") / "tiny-nacl.model"
     tiny_mace(path, inter_scale=10.0, pair_repulsion=True)
-    return MLIPConfig(name="mace", model=str(path))
+    return MLIPConfig(name="mace", model=str(path), model_sha256=sha256_file(path))
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +248,18 @@ def test_cli_relax_accepts_the_old_batched_scheduler(tmp_path, mace, relaxing):
     assert refused.exit_code == 1
     assert "error: batched relaxation (engine 'batched') supports MACE" in refused.output
     done = runner.invoke(
-        app, [*base, "--out", str(tmp_path / "mace"), "--mlip", "mace", "--model", mace.model]
+        app,
+        [
+            *base,
+            "--out",
+            str(tmp_path / "mace"),
+            "--mlip",
+            "mace",
+            "--model",
+            mace.model,
+            "--model-sha256",
+            mace.model_sha256,
+        ],
     )
     assert done.exit_code == 0, done.output
     table = pd.read_parquet(tmp_path / "mace" / "relaxed.parquet")

@@ -22,8 +22,10 @@ from tasks.ingest.sources import RawEntry
 
 torch.set_num_threads(1)
 
-#: Small, distinct-composition crystals of the bundled MP-20 train sample.
-MEMORIZE = ["mp-11258", "mp-10635", "mp-1491", "mp-2542"]  # TbAu, SnSb, VB2, BeO
+#: Eight small, distinct-composition crystals of the bundled MP-20 train sample:
+#: TbAu, SnSb, VB2, BeO, YAl3, HoNiSb, EuHg2, ScTeRh.
+MEMORIZE = ["mp-11258", "mp-10635", "mp-1491", "mp-2542", "mp-11231", "mp-4174", "mp-20719",
+            "mp-1100405"]  # fmt: skip
 MATCHER = StructureMatcher(stol=0.5, ltol=0.3, angle_tol=10)
 
 
@@ -50,17 +52,18 @@ def small_dataset(tmp_path_factory: pytest.TempPathFactory, mp20_train_sample: P
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, small_dataset: Path) -> Path:
-    """A tiny MCFlow trained to memorize the four crystals."""
+    """The tiny MCFlow trained to memorize the eight crystals (about 30 s on one core)."""
     cfg = api.resolve_config("tiny")
     cfg.data.val_fraction = 0.0
     cfg.validation.n_samples = 0
-    cfg.train.batch_size = 4
-    cfg.train.max_steps = 1200
+    cfg.train.batch_size = 8
+    cfg.train.max_steps = 4000
+    cfg.train.warmup_steps = 50
     cfg.train.max_epochs = None
     cfg.train.lr = 2e-3
     cfg.train.ema_decay = 0.99
     cfg.train.val_every = 0
-    cfg.train.ckpt_every = 600
+    cfg.train.ckpt_every = 2000
     cfg.train.progress = False
     out = tmp_path_factory.mktemp("mcflow_run")
     return api.train(cfg, small_dataset, out)
@@ -80,15 +83,16 @@ def test_overfit_loss_falls(trained: Path) -> None:
 def test_csp_recovers_memorized_crystals(trained: Path, small_dataset: Path) -> None:
     _, references = load_structures(small_dataset)
     records = api.sample(
-        trained, "csp", structures=references, seed=0, steps=50, k=2, guidance=False
+        trained, "csp", structures=references, seed=0, steps=50, k=4, guidance=False
     )
     assert all(r.status == "ok" for r in records)
-    matched = 0
+    missed = []
     for i, ref in enumerate(references):
         candidates = [r.to_structure() for r in records if r.extra["source_id"] == f"input-{i}"]
         assert all(c.composition == ref.composition for c in candidates)
-        matched += any(MATCHER.fit(ref, c) for c in candidates)
-    assert matched >= 3, f"only {matched} of {len(references)} memorized crystals recovered"
+        if not any(MATCHER.fit(ref, c) for c in candidates):
+            missed.append(ref.composition.reduced_formula)
+    assert len(references) == 8 and not missed, f"not recovered in 4 samples: {missed}"
 
 
 def test_csp_formula_list_with_guidance(trained: Path, tmp_path: Path) -> None:

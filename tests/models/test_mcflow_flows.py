@@ -66,12 +66,12 @@ def test_translation_free_loss_ignores_a_global_shift_of_the_prediction() -> Non
     assert coord_velocity_loss(wrong, f_s, f1, mask, s, 0.9, translation_free=True) > 1e-4
 
 
-@pytest.mark.parametrize("relative_geometry", [False, True])
-def test_coordinate_features_are_periodic_for_every_frequency(relative_geometry: bool) -> None:
+@pytest.mark.parametrize(
+    "geometry", [{"geometry": "paper"}, {"pair_frequencies": 8}, {"edge_hidden": 16}]
+)
+def test_coordinate_features_are_periodic_for_every_frequency(geometry: dict) -> None:
     torch.manual_seed(0)
-    network = NetworkConfig(
-        hidden=32, depth=1, heads=2, coord_frequencies=4, relative_geometry=relative_geometry
-    )
+    network = NetworkConfig(hidden=32, depth=1, heads=2, coord_frequencies=4, **geometry)
     net = MCFlowNet(network, FlowConfig(), PRIORS).eval()
     for p in net.parameters():  # the heads start at zero: give them weights
         torch.nn.init.normal_(p, std=0.1)

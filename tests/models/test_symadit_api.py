@@ -13,7 +13,8 @@ from support.symadit import sample_tokens, small_config, write_token_dataset
 
 from models.contract import SampleRequest
 from models.registry import get_model
-from models.symadit.api import load_symadit_config, sample, train
+from models.symadit.api import sample, train
+from models.symadit.config import load_symadit_config
 from models.symadit.model import SymADiT
 from models.symadit.symmetry import symmetry_is_exact
 from models.symadit.validation import reconstruction_metrics

@@ -8,11 +8,10 @@ import torch
 from support.symadit import sample_tokens, small_config
 
 from models.representation.wyckoff_vocab import wyckoff_vocabulary
-from models.symadit.api import load_symadit_config
 from models.symadit.autoencoder import DecoderOutput, group_positions
-from models.symadit.config import FlowConfig
+from models.symadit.config import FlowConfig, load_symadit_config
 from models.symadit.data import TokenStats, collate_tokens
-from models.symadit.flow import LatentBatch, LatentFlow
+from models.symadit.flow import LatentBatch, LatentFlow, loss_weights
 from models.symadit.model import SymADiT
 from models.symadit.sampling import constrained_decode, expand_tokens, generate
 from models.symadit.symmetry import subgroups, supergroups, symmetry_is_exact
@@ -163,7 +162,7 @@ def test_user_chosen_spacegroups_and_failures_recorded() -> None:
 
 def test_expand_tokens_reports_reasons() -> None:
     tokens = sample_tokens(4)[0]
-    structure, reason = expand_tokens(tokens)
+    [(structure, reason)] = expand_tokens([tokens])
     assert structure is not None and reason == ""
     from dataclasses import replace
 
@@ -179,5 +178,31 @@ def test_expand_tokens_reports_reasons() -> None:
         elements=np.array([11, 17]),
         coords=np.zeros((2, 3)),
     )
-    structure, reason = expand_tokens(clash)
+    [(structure, reason)] = expand_tokens([clash])
     assert structure is None and reason
+
+
+def test_velocity_weighting_divides_each_error_by_one_minus_t() -> None:
+    t = torch.tensor([0.0, 0.5, 0.8, 0.95, 1.0])
+    assert torch.equal(loss_weights(t, "x1"), torch.ones(5))
+    expected = torch.tensor([1.0, 4.0, 25.0, 100.0, 100.0])  # t clipped at 0.9
+    assert torch.allclose(loss_weights(t, "velocity", 0.9), expected)
+    # in the loss: one crystal, the same draws, the same prediction → the weight exactly
+    torch.manual_seed(0)
+    tokens = sample_tokens(1)
+    batch = collate_tokens(tokens)
+    z = torch.randn(*batch.mask.shape, 8) * batch.mask[..., None]
+    lb = LatentBatch(z=z, spacegroup=batch.spacegroup, mask=batch.mask)
+    losses = {}
+    for weighting in ("x1", "velocity"):
+        torch.manual_seed(1)
+        config = FlowConfig(hidden=32, depth=1, heads=2, self_cond_prob=0.0,
+                            loss_weighting=weighting)  # fmt: skip
+        flow = LatentFlow(config, latent_dim=8)
+        losses[weighting], _ = flow.loss(lb, torch.Generator().manual_seed(3))
+    z0_then_t = torch.Generator().manual_seed(3)  # the loss draws z_0, then t
+    torch.randn(z.shape, generator=z0_then_t)
+    t_drawn = torch.rand(1, generator=z0_then_t)
+    ratio = float(losses["velocity"] / losses["x1"])
+    assert ratio == pytest.approx(float(loss_weights(t_drawn, "velocity")[0]), rel=1e-5)
+    assert ratio > 1.0

@@ -20,3 +20,14 @@ def where(job: int) -> tuple[int, int, str, str, str]:
         env.get("MALLOC_TRIM_THRESHOLD_", ""),
         env.get("OPENBLAS_NUM_THREADS", ""),
     )
+
+
+def allocate(gib: float) -> str:
+    """Try to allocate ``gib`` GiB in this process: ``ok`` or the error's name."""
+    import numpy as np
+
+    try:
+        block = np.ones(int(gib * 2**30), dtype=np.uint8)
+    except MemoryError:
+        return "MemoryError"
+    return "ok" if block[-1] == 1 else "?"

@@ -37,7 +37,7 @@ def micro_profile(tmp: Path, train_csv: Path, models: tuple[str, ...] = ("mcflow
         ],
         "evaluate": {"workers": 1, "cache_dir": str(tmp / "cache")},
         "relax": {"steps": 15, "fmax": 0.2, "chunk_size": 1, "scheduler": "serial"},
-        "hull": {"cache_dir": str(tmp / "cache" / "hull"), "single_point_references": True},
+        "hull": {"cache_dir": str(tmp / "cache" / "hull"), "energies": "table"},
         "selection": {"strategy": "ranked", "max_relax": 3, "n_dft": 1},
         "dft": {"mode": "standin"},
         "dask": {"cluster": "local", "n_workers": 2},
