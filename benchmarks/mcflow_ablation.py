@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--pair-freq", type=int, default=None, help="network.pair_frequencies")
     parser.add_argument("--edge-hidden", type=int, default=0, help="network.edge_hidden")
     parser.add_argument("--n-dng", type=int, default=200, help="DNG samples for the sanity row")
+    parser.add_argument("--w-types", type=float, default=None, help="flow.w_types")
     parser.add_argument("--tfree", action="store_true", help="flow.translation_free")
     parser.add_argument("--coords-only", action="store_true", help="only the coordinate loss")
     parser.add_argument("--head-std", type=float, default=0.0, help="coordinate head init")
@@ -98,6 +99,8 @@ def main() -> None:
     cfg.network.pair_frequencies = args.pair_freq
     cfg.network.edge_hidden = args.edge_hidden
     cfg.flow.translation_free = args.tfree
+    if args.w_types is not None:
+        cfg.flow.w_types = args.w_types
     if args.coords_only:
         cfg.flow.w_types = cfg.flow.w_lengths = cfg.flow.w_angles = 0.0
         cfg.validation.n_samples = 0
