@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from benchmarks.machine import RESULTS_DIR, machine_info, save_results
+from benchmarks.sample_evaluation import evaluate_records, sanity_lines
 from models.symadit.api import train as symadit_train
 from models.symadit.config import load_symadit_config
 from models.symadit.model import SymADiT
@@ -61,6 +62,8 @@ PAPER = {
     "d_n": 0.22,
     "p1_rate": 1.67,
 }
+#: The method name of the paper-style rows of this benchmark.
+LABEL = "SymADiT cpu-small (ours)"
 
 
 def read_curves(run: Path) -> dict[str, list[dict[str, Any]]]:
@@ -158,20 +161,6 @@ def symmetry_check(records: list[Any]) -> dict[str, Any]:
     }
 
 
-def evaluate(records: list[Any], reference: Path, workers: int, seed: int) -> dict[str, Any]:
-    """:func:`tasks.evaluate.funnel.evaluate_samples` over every requested sample."""
-    from tasks.evaluate.funnel import Reference, evaluate_samples
-    from tasks.evaluate.metrics import paper_row
-    from tasks.evaluate.settings import EvaluateConfig
-
-    samples = [(r.id, r.to_structure() if r.status == "ok" else None, r.reason) for r in records]
-    config = EvaluateConfig(seed=seed, workers=workers)
-    result = evaluate_samples(samples, Reference(reference, config), config)
-    metrics = result.metrics.model_dump()
-    metrics["paper_row_markdown"] = paper_row(result.metrics, "SymADiT cpu-small (ours)")
-    return metrics
-
-
 def sweep_point(
     model: SymADiT, args: argparse.Namespace, dataset: Path, **settings: float
 ) -> dict[str, Any]:
@@ -194,7 +183,7 @@ def sweep_point(
     )
     seconds = time.perf_counter() - start
     model.config.sampling = sampling
-    ev = evaluate(records, dataset, args.workers, args.seed)
+    ev = evaluate_records(records, dataset, args.workers, args.seed, LABEL)
     d = ev["distribution"]
     row = {
         **settings,
@@ -294,6 +283,10 @@ def render(result: dict[str, Any]) -> str:
             "Full evaluation output (evaluation suite's own row):",
             "",
             ev["paper_row_markdown"],
+            "",
+            "Sample sanity against the training set:",
+            "",
+            *sanity_lines(ev),
             "",
         ]
     ceiling = result.get("autoencoder_ceiling")
@@ -459,7 +452,7 @@ def main() -> None:
     }
     if not args.skip_eval:
         t0 = time.perf_counter()
-        result["evaluation"] = evaluate(records, dataset, args.workers, args.seed)
+        result["evaluation"] = evaluate_records(records, dataset, args.workers, args.seed, LABEL)
         result["eval_seconds"] = round(time.perf_counter() - t0, 1)
     save_results(args.results_name, result, render(result))
     print(render(result))

@@ -13,6 +13,11 @@ PREFECT=.venv/bin/prefect
 STATE=$PREFECT_HOME/local
 mkdir -p "$STATE"
 PROFILE=${PROFILE:-quick}
+# Optional dotted-key overrides of the profile as JSON, e.g. the 3-round loop with fine-tuning:
+#   OVERRIDES='{"rounds": 3, "loop.finetune": true}' make sun-eval
+OVERRIDES=${OVERRIDES:-}
+params=(--param profile="$PROFILE")
+[ -n "$OVERRIDES" ] && params+=(--param overrides="$OVERRIDES")
 
 if ! curl -sf "$PREFECT_API_URL/health" >/dev/null 2>&1; then
   echo "[start] Prefect server on 127.0.0.1:4200 (logs: $STATE/server.log)"
@@ -32,9 +37,9 @@ if ! { [ -f "$STATE/worker.pid" ] && kill -0 "$(cat "$STATE/worker.pid")" 2>/dev
   nohup $PREFECT worker start --pool local >"$STATE/worker.log" 2>&1 &
   echo $! >"$STATE/worker.pid"
 fi
-echo "[start] running discovery/sun-eval (profile $PROFILE); UI: http://127.0.0.1:4200"
+echo "[start] running discovery/sun-eval (profile $PROFILE${OVERRIDES:+, overrides $OVERRIDES}); UI: http://127.0.0.1:4200"
 set +e
-$PREFECT deployment run discovery/sun-eval --param profile="$PROFILE" --watch --watch-interval 10 \
+$PREFECT deployment run discovery/sun-eval "${params[@]}" --watch --watch-interval 10 \
   | tee "$STATE/last-run.log"
 run_status=${PIPESTATUS[0]}
 set -e
