@@ -95,7 +95,7 @@ def train(
     Returns
     -------
     Path
-        ``best.pt`` (best DNG validity) if validation ran, else ``latest.pt``.
+        ``best.pt`` (lowest validation loss) if validation ran, else ``latest.pt``.
     """
     cfg = resolve_config(config)
     out = Path(out_dir)
