@@ -2,9 +2,9 @@
 
 Before: the structural sanity rule (:func:`tasks.core.checks.structure_problem`), elements
 the potential was not trained on, and unphysically dense cells (whose neighbour graphs can
-exhaust memory). During, after every step: non-finite energy or forces, volume explosion or
-collapse, overlapping atoms, the time budget. Both engines use these functions, so a
-candidate is judged the same way whichever engine relaxes it.
+exhaust memory). During, after every step: non-finite or unphysically low energy, non-finite
+forces, volume explosion or collapse, overlapping atoms, the time budget. Both engines use
+these functions, so a candidate is judged the same way whichever engine relaxes it.
 """
 
 from __future__ import annotations
@@ -25,6 +25,11 @@ from tasks.mlip.results import (
     structure_to_atoms,
 )
 from tasks.mlip.settings import RelaxConfig
+
+#: A relaxation whose energy falls below this many eV per atom has left the potential's
+#: domain (the most bound DFT phases sit near -13 eV/atom on the MP2020 scale); seen on a
+#: P1 Gd cell that ran to -293 eV/atom and would otherwise have counted as "stable".
+MIN_ENERGY_PER_ATOM = -25.0
 
 #: Inputs with more neighbours than this per atom within DENSE_RADIUS Å are rejected.
 DENSE_RADIUS = 2.0
@@ -89,11 +94,15 @@ def check_progress(
     Raises
     ------
     RelaxStopError
-        Non-finite energy or forces, volume explosion or collapse, overlapping atoms or an
-        exceeded time budget, with the reason.
+        Non-finite or unphysically low energy, non-finite forces, volume explosion or
+        collapse, overlapping atoms or an exceeded time budget, with the reason.
     """
     if not np.isfinite(energy) or not np.all(np.isfinite(forces)):
         raise RelaxStopError(f"non-finite energy or forces (E={energy})")
+    if energy / len(atoms) < MIN_ENERGY_PER_ATOM:
+        raise RelaxStopError(
+            f"unphysical energy: {energy / len(atoms):.1f} eV/atom < {MIN_ENERGY_PER_ATOM}"
+        )
     ratio = atoms.get_volume() / v0
     if ratio > config.max_volume_ratio:
         raise RelaxStopError(f"volume explosion: V/V0={ratio:.2f} > {config.max_volume_ratio}")

@@ -183,3 +183,16 @@ def test_unphysically_dense_input_is_rejected_before_the_model(chgnet):
     dense = atoms_to_structure(bulk("H", "sc", a=0.62))
     result = relax_structure(dense, chgnet, RelaxConfig())
     assert result.status == "rejected" and "unphysically dense" in result.reason
+
+
+def test_unphysically_low_energy_stops_a_relaxation() -> None:
+    """A potential that runs away to -293 eV/atom is stopped, not counted as stable."""
+    from tasks.mlip.guards import MIN_ENERGY_PER_ATOM, RelaxStopError, check_progress
+    from tasks.mlip.settings import RelaxConfig
+
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    forces = np.zeros((len(atoms), 3))
+    v0, config = atoms.get_volume(), RelaxConfig()
+    check_progress(atoms, -4.0 * len(atoms), forces, v0, config, None)
+    with pytest.raises(RelaxStopError, match="unphysical energy"):
+        check_progress(atoms, (MIN_ENERGY_PER_ATOM - 1) * len(atoms), forces, v0, config, None)
