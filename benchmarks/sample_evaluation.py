@@ -44,22 +44,18 @@ def evaluate_records(
 
 
 def sanity_lines(metrics: dict[str, Any]) -> list[str]:
-    """Markdown table: the samples' distinct elements, orbits and atoms against the training set."""
-    d = metrics["distribution"]
-    lines = [
-        "| quantity | generated | training set |",
-        "| --- | --- | --- |",
-    ]
-    for name, key in (
-        ("distinct elements per crystal (mean)", "elements"),
-        ("Wyckoff orbits per crystal (mean)", "orbits"),
-        ("atoms per cell (mean)", "atoms"),
-    ):
-        lines.append(f"| {name} | {d[key]['generated']['mean']:.2f} | "
-                     f"{d[key]['reference']['mean']:.2f} |")  # fmt: skip
-    lines += [
-        f"| P1 fraction | {d['p1_rate']:.3f} | {d['reference_p1_rate']:.3f} |",
-        f"| d_SG / d_W / d_N | {d['d_sg']:.3f} / {d['d_w']:.3f} / {d['d_n']:.3f} | 0 |",
-        f"| d_elements (element frequencies, JS distance) | {d['d_elements']:.3f} | 0 |",
-    ]
+    """Markdown table of the report's sample-sanity figures and red flags.
+
+    The figures and limits are the report's own (:func:`tasks.pipeline.summary.sanity_rows`);
+    ``metrics`` is what :func:`evaluate_records` returned.
+    """
+    from tasks.evaluate.metrics import EvaluationMetrics
+    from tasks.pipeline.summary import sanity_rows
+
+    fields = {k: v for k, v in metrics.items() if k != "paper_row_markdown"}
+    lines = ["| quantity | generated | training set | flag |", "| --- | --- | --- | --- |"]
+    for row in sanity_rows(EvaluationMetrics.model_validate(fields)):
+        training = f"{row.training:.3f}" if row.limit is not None else "—"
+        flag = f"FAR OFF (limit ±{row.limit:g})" if row.far_off else ""
+        lines.append(f"| {row.quantity} | {row.generated:.3f} | {training} | {flag} |")
     return lines

@@ -81,26 +81,23 @@ def unflagged_rates(round_dir: Path) -> dict[str, Any]:
     """S.U.N. / M.S.U.N. (MLIP) counting only (meta)stable candidates that carry no flag.
 
     The report counts every candidate the MLIP hull places (meta)stable and flags the
-    doubtful ones beside it; this is the stricter reading of the same files (the funnel of
-    ``filters/metrics.json`` and the rows of ``mlip/hull/hull.parquet``), with the same
-    statistic (:func:`tasks.pipeline.sun.funnel_rate`).
+    doubtful ones beside it; this is the stricter reading of the same round files, with the
+    report's funnel (:func:`tasks.pipeline.selection.evaluation_funnel`) and statistic
+    (:func:`tasks.pipeline.sun.funnel_rate`).
     """
-    import json
-
     import pandas as pd
 
+    from tasks.core.columns import Col
+    from tasks.pipeline.selection import evaluation_funnel
+    from tasks.pipeline.summary import RoundFiles
     from tasks.pipeline.sun import FunnelStage, estimate_as_dict, funnel_rate
 
-    m = json.loads((round_dir / "filters" / "metrics.json").read_text())
-    hull = pd.read_parquet(round_dir / "mlip" / "hull" / "hull.parquet")
-    funnel = [
-        FunnelStage("valid", m["n_valid_struct"], m["n_samples"]),
-        FunnelStage("unique", m["n_unique"], m["n_valid_struct"]),
-        FunnelStage("novel", m["n_novel"], m["n_novelty_draw"]),
-    ]
+    files = RoundFiles(round_dir)
+    funnel = evaluation_funnel(pd.read_parquet(files.verdicts))
+    hull = pd.read_parquet(files.hull)
     clean = ~hull["flagged"].astype(bool)
     out: dict[str, Any] = {"checked": len(hull), "flagged": int((~clean).sum())}
-    for label, column in (("S.U.N.", "stable"), ("M.S.U.N.", "metastable")):
+    for label, column in (("S.U.N.", Col.STABLE), ("M.S.U.N.", Col.METASTABLE)):
         hit = hull[column].fillna(False).astype(bool)
         out[f"{label} flagged"] = int((hit & ~clean).sum())
         stage = FunnelStage(f"MLIP {column}, unflagged", int((hit & clean).sum()), len(hull))
