@@ -52,6 +52,7 @@ def _run_vasp_kwargs(settings: DftSettings) -> dict[str, Any]:
         "handlers": [getattr(vasp_handlers, name)() for name in settings.handlers],
         "max_errors": settings.max_errors,
         "wall_time": settings.wall_time_s,
+        "custodian_kwargs": {"polling_time_step": settings.poll_s},
     }
 
 

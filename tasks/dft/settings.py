@@ -72,6 +72,10 @@ class DftSettings(StrictModel):
         Custodian's limit on corrections per calculation.
     wall_time_s
         Seconds after which custodian's ``WalltimeHandler`` stops VASP cleanly.
+    poll_s
+        Seconds between custodian's checks on the running VASP process (custodian's 10 s
+        default; the local stand-in, done in seconds, polls every second). A finished job
+        waits up to this long before custodian collects it.
     """
 
     vasp_cmd: str = "vasp_std"
@@ -85,6 +89,7 @@ class DftSettings(StrictModel):
     handlers: tuple[str, ...] = DEFAULT_HANDLERS
     max_errors: Annotated[int, Placement] = Field(default=5, ge=0)
     wall_time_s: Annotated[int | None, Placement] = Field(default=None, gt=0)
+    poll_s: Annotated[float, Placement] = Field(default=10.0, gt=0)
 
     @field_validator("handlers")
     @classmethod

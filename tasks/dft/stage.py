@@ -44,6 +44,10 @@ from tasks.mlip.settings import MLIPConfig, MLIPHullConfig, RelaxConfig
 log = logging.getLogger(__name__)
 
 
+#: Custodian's polling interval for the stand-in, which finishes a calculation in seconds.
+STANDIN_POLL_S = 1.0
+
+
 def standin_command() -> str:
     """Command line that runs the VASP stand-in (:mod:`tasks.dft.standin`) here."""
     return f"{sys.executable} -m tasks.dft.standin"
@@ -103,7 +107,9 @@ def run_dft_stage(
     workdir = workdir.resolve()
     dft, hull = config.dft, config.hull
     if config.mode == "standin":
-        dft = dft.model_copy(update={"vasp_cmd": standin_command(), "potcar_spec": True})
+        dft = dft.model_copy(
+            update={"vasp_cmd": standin_command(), "potcar_spec": True, "poll_s": STANDIN_POLL_S}
+        )
         hull = hull.model_copy(update={"correct_candidates": False})
     if reference_entries:
         entries_path = write_entries_file(reference_entries, workdir / "reference_entries.json")
