@@ -204,6 +204,9 @@ def main() -> None:
     parser.add_argument("--loop", action="store_true", help="rounds without / with fine-tuning")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--finetune-steps", type=int, default=200)
+    parser.add_argument(
+        "--discovered-weight", type=int, default=1, help="copies of each found crystal"
+    )
     parser.add_argument("--run-prefix", default="sun-mlip")
     parser.add_argument("--workers", type=int, default=2, help="Dask and matcher processes")
     args = parser.parse_args()
@@ -227,12 +230,14 @@ def main() -> None:
     results = {}
     for finetune in (False, True):
         overrides = {"rounds": args.rounds, "loop.finetune": finetune, "loop.evidence": "mlip",
-                     "loop.steps": args.finetune_steps}  # fmt: skip
+                     "loop.steps": args.finetune_steps,
+                     "loop.discovered_weight": args.discovered_weight}  # fmt: skip
         name = "on" if finetune else "off"
         results[name] = run_flow(profile, f"{args.run_prefix}-loop-{name}", overrides)
     header.append(
         f"- {args.rounds} rounds each; fine-tuning `loop: {{steps: {args.finetune_steps}, "
-        "evidence: mlip}` (the MLIP-stable crystals are what the loop learns from: no DFT here)"
+        f"discovered_weight: {args.discovered_weight}, evidence: mlip}}` (the MLIP-stable "
+        "crystals are what the loop learns from: no DFT here)"
     )
     save_results(
         "loop_benchmark",
