@@ -4,7 +4,10 @@ ingest → train or load a checkpoint → sample → validity / uniqueness / nov
 relaxation + MLIP hull → pick candidates → DFT batch → S.U.N. estimate → report; then the
 DFT-confirmed (meta)stable crystals join the reference set and the next round starts. With
 ``loop.finetune`` every model is first fine-tuned on the training set plus the crystals
-confirmed so far, and the next round samples the fine-tuned checkpoint.
+confirmed so far, and the next round samples the fine-tuned checkpoint; with
+``loop.mlip_finetune`` the MLIP is fine-tuned on the DFT results so far, and the next round
+screens (relaxation and the whole hull) with that version, while the DFT stand-in's own
+references stay those of the base MLIP.
 
 This module is the graph only: every stage is a Prefect task that calls one function of
 ``tasks/`` or ``models/`` with its own config section, and whose inputs and outputs are files
@@ -40,6 +43,7 @@ from tasks.core.stability import StabilityRule
 from tasks.dft.settings import DftStageConfig
 from tasks.evaluate.settings import EvaluateConfig
 from tasks.ingest.config import DatasetSource, IngestConfig
+from tasks.mlip.finetune import dft_training_points, finetune_mlip, finetuned_screen
 from tasks.mlip.hull import reference_sources
 from tasks.mlip.settings import MLIPConfig, MLIPHullConfig, RelaxConfig
 from tasks.pipeline.config import (
@@ -109,6 +113,15 @@ def finetune_stage(
     """Fine-tune the checkpoint a round sampled on the fine-tuning set (resumable)."""
     budget = FineTune(init_from=Path(checkpoint), **loop.budget())
     return run_model_work(deployment, "finetune", model, dataset, out_dir, 0, budget)
+
+
+@stage("mlip-finetune")
+def mlip_finetune_stage(
+    dft_results: list[str], mlip: MLIPConfig, out_dir: str, loop: LoopConfig, seed: int
+) -> str:
+    """Fine-tune the base MLIP on every DFT result so far (a versioned checkpoint)."""
+    points = dft_training_points(dft_results)
+    return str(finetune_mlip(points, mlip, out_dir, loop.mlip_epochs, loop.mlip_lr, seed))
 
 
 @stage("sample")
@@ -194,12 +207,17 @@ def model_round(
     round_index: int,
     cluster: Cluster | None,
     discovered: list[str],
+    screen: tuple[MLIPConfig, MLIPHullConfig],
 ) -> RoundSummary:
     """One model's pass through the funnel: sample → filters → MLIP → DFT, then its summary.
 
     ``reference`` is the novelty reference (the training set, plus earlier discoveries);
     the hull's competing phases are ``config.hull``'s plus the ``discovered`` sets.
+    ``screen`` is the MLIP and hull the round relaxes and places candidates with (the
+    profile's, or a fine-tuned MLIP's: :func:`tasks.mlip.finetune.finetuned_screen`); the
+    DFT stand-in's references always come from the profile's MLIP and hull.
     """
+    screen_mlip, screen_hull = screen
     files = RoundFiles(run.round_dir(round_index) / model.name)
     seed = round_seed(config, model.seed, round_index)
     deployment = config.model_deployment
@@ -216,16 +234,16 @@ def model_round(
     )
     if mlip_input is not None:
         relaxed = run_stage(
-            relax_stage, str(mlip_input), str(files.relax_dir), config.mlip, config.relax, cluster
+            relax_stage, str(mlip_input), str(files.relax_dir), screen_mlip, config.relax, cluster
         )
         hull = run_stage(
             hull_stage,
             relaxed,
             discovered,
             str(files.hull_dir),
-            config.mlip,
+            screen_mlip,
             config.relax,
-            config.hull,
+            screen_hull,
             config.stability,
             cluster,
         )
@@ -326,6 +344,7 @@ def closed_loop(
     }
     earlier_dft: list[Path] = []
     discovered: list[str] = []
+    screen = (config.mlip, config.hull)
     for round_index in range(1, config.rounds + 1):
         round_config = config.model_copy(update={"dft": with_earlier_dft(config.dft, earlier_dft)})
         confirmed = []
@@ -339,6 +358,7 @@ def closed_loop(
                 round_index,
                 cluster,
                 discovered,
+                screen,
             )
             confirmed.append(summary.confirmed)
             if "dft_results" in summary.files:
@@ -351,6 +371,16 @@ def closed_loop(
             checkpoints = finetune_between_rounds(
                 config, run, datasets["train"], checkpoints, round_index
             )
+        if config.loop.mlip_finetune and round_index < config.rounds and earlier_dft:
+            tuned = run_stage(
+                mlip_finetune_stage,
+                [str(p) for p in earlier_dft],
+                config.mlip,
+                str(run.path / "loop" / f"round-{round_index + 1}" / "mlip"),
+                config.loop,
+                round_seed(config, 0, round_index),
+            )
+            screen = finetuned_screen(config.mlip, config.hull, tuned)
     report = write_report(run.path)
     return {
         "run_id": run.run_id,

@@ -101,6 +101,11 @@ class LoopConfig(StrictModel):
     With ``finetune`` each model is fine-tuned after round k, from the checkpoint round k
     sampled, on its training set plus every crystal confirmed so far, and round k+1 samples
     the fine-tuned checkpoint (a round that confirmed nothing leaves the checkpoint as is).
+
+    With ``mlip_finetune`` the MLIP (CHGNet) is fine-tuned after round k, from the base
+    model, on every DFT result so far, and round k+1 relaxes its candidates and computes its
+    whole hull with that version (:mod:`tasks.mlip.finetune`). Off by default, and circular
+    with the local stand-in, whose "DFT" energies are the MLIP's own.
     """
 
     finetune: bool = Field(default=False, description="fine-tune the generators between rounds")
@@ -117,6 +122,11 @@ class LoopConfig(StrictModel):
             "the MLIP hull places (meta)stable (more, and weaker, evidence)"
         ),
     )
+    mlip_finetune: bool = Field(
+        default=False, description="fine-tune the MLIP (CHGNet) on the DFT results between rounds"
+    )
+    mlip_epochs: int = Field(default=20, gt=0, description="MLIP fine-tuning epochs per round")
+    mlip_lr: float = Field(default=1e-4, gt=0, description="MLIP fine-tuning learning rate")
 
     def budget(self) -> dict[str, Any]:
         """The fine-tuning budget as :class:`models.contract.FineTune` fields."""
@@ -178,6 +188,9 @@ OVERRIDABLE = (
     "loop.lr",
     "loop.discovered_weight",
     "loop.evidence",
+    "loop.mlip_finetune",
+    "loop.mlip_epochs",
+    "loop.mlip_lr",
     "evaluate.seed",
     "evaluate.novelty_draw",
     "evaluate.dft_draw",

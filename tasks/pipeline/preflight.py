@@ -14,6 +14,7 @@ from models.registry import check_profile
 from tasks.core.config import ConfigError
 from tasks.core.paths import resolve_data_path
 from tasks.mlip.backends import MLIPUnavailableError, load_mlip
+from tasks.mlip.finetune import check_finetunable
 from tasks.mlip.reference_table import SHIPPED_TABLE, TableMeta, check_table, meta_path
 from tasks.mlip.runner import check_engine
 from tasks.pipeline.config import PipelineConfig
@@ -57,6 +58,13 @@ def configuration_errors(config: PipelineConfig) -> list[str]:
                 )
             except ValueError as err:
                 errors.append(f"hull.table: {err}")
+    if config.loop.mlip_finetune:
+        try:
+            check_finetunable(config.mlip)
+        except ConfigError as err:
+            errors.append(str(err))
+        if config.dft.mode == "skip":
+            errors.append("loop.mlip_finetune: needs DFT results, but dft.mode is 'skip'")
     if config.dft.mode == "slurm" and shutil.which("sbatch") is None:
         errors.append("dft.mode: 'slurm' needs sbatch, which is not found on this machine")
     if config.dask.cluster == "slurm" and shutil.which("sbatch") is None:

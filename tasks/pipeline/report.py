@@ -88,7 +88,7 @@ def _sanity_rows(summary: RoundSummary) -> list[list[str]]:
 
 #: The round-by-round figures, in the order of :attr:`RoundSummary.progress`.
 _PROGRESS = ("V.U.N.", "MLIP stable / V.U.N.", "hit rate")
-_PROGRESS_HEADER = ("model", "round", "checkpoint", "trained on", *_PROGRESS)
+_PROGRESS_HEADER = ("model", "round", "checkpoint", "trained on", "MLIP", *_PROGRESS)
 
 
 def _progress_rows(summaries: Sequence[RoundSummary]) -> list[list[str]]:
@@ -101,7 +101,8 @@ def _progress_rows(summaries: Sequence[RoundSummary]) -> list[list[str]]:
         trained = f"{ckpt['n_train']:,} crystals" if ckpt.get("n_train") else "—"
         if ckpt.get("init_from"):
             trained += " (fine-tuned)"
-        rows.append([r.model, str(r.round), ckpt.get("checkpoint_id", "—"), trained,
+        mlip = r.hull.mlip_version if r.hull is not None else "—"
+        rows.append([r.model, str(r.round), ckpt.get("checkpoint_id", "—"), trained, mlip,
                      *cells, *["—"] * (len(_PROGRESS) - len(cells))])  # fmt: skip
     return rows
 
@@ -119,6 +120,32 @@ def progress_plot(ax: Any, summaries: Sequence[RoundSummary]) -> None:
     ax.set_ylabel("%")
     ax.set_xticks(sorted({r.round for r in summaries}))
     ax.legend(fontsize=7)
+
+
+def loop_lines(config: PipelineConfig) -> list[str]:
+    """What the loop learned between rounds: the generators, and the MLIP."""
+    if config.rounds == 1:
+        return []
+    loop = config.loop
+    lines = [
+        "Generators: fine-tuned after every round on the training set plus the crystals "
+        f"confirmed so far ({loop.evidence} evidence, each {loop.discovered_weight}×)."
+        if loop.finetune
+        else "Generators: not fine-tuned; every round samples the same checkpoints."
+    ]
+    if loop.mlip_finetune:
+        lines.append(
+            "MLIP: fine-tuned after every round on the DFT results so far; each round relaxes "
+            "its candidates and computes its whole hull with its own version (column MLIP)."
+        )
+    else:
+        lines.append("MLIP: not fine-tuned; every round screens with the same version.")
+    if config.dft.mode == "standin":
+        lines.append(
+            "MLIP fine-tuning on the local stand-in would learn the MLIP's own numbers "
+            "(circular), so it is meaningful only with real DFT."
+        )
+    return lines
 
 
 def evidence_lines(summary: RoundSummary) -> list[str]:
@@ -148,8 +175,11 @@ def evidence_lines(summary: RoundSummary) -> list[str]:
     return lines
 
 
-def markdown_report(summaries: Sequence[RoundSummary], base: Path, standin: bool) -> str:
-    """Markdown: the paper-style row, sanity figures, the funnel, the rates and their evidence."""
+def markdown_report(
+    summaries: Sequence[RoundSummary], base: Path, standin: bool, loop: Sequence[str] = ()
+) -> str:
+    """Markdown: the paper-style row, sanity figures, the funnel, the rates and their evidence;
+    then the rounds side by side with what the loop learned (``loop``: :func:`loop_lines`)."""
     lines = [f"> **{STANDIN_WARNING}**", ""] if standin else []
     lines.append("# S.U.N. estimation report\n")
     for r in summaries:
@@ -169,6 +199,7 @@ def markdown_report(summaries: Sequence[RoundSummary], base: Path, standin: bool
     if summaries:
         lines.append("## Round by round\n")
         lines.append(_md_table(_PROGRESS_HEADER, _progress_rows(summaries)))
+        lines += [f"- {line}" for line in loop]
     return "\n".join(lines)
 
 
@@ -207,7 +238,11 @@ class TrainingShape:
 
 
 def html_report(
-    summaries: Sequence[RoundSummary], training: TrainingShape, out_dir: Path, standin: bool
+    summaries: Sequence[RoundSummary],
+    training: TrainingShape,
+    out_dir: Path,
+    standin: bool,
+    loop: Sequence[str] = (),
 ) -> Path:
     """Write ``index.html`` with the tables and plots into ``out_dir``; return its path."""
     out = Path(out_dir)
@@ -224,6 +259,8 @@ def html_report(
     if summaries:
         parts.append("<h2>Round by round</h2>")
         parts.append(_html_table(_PROGRESS_HEADER, _progress_rows(summaries)))
+        if loop:
+            parts.append("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in loop) + "</ul>")
         png = _plot("rounds.png", out, lambda ax: progress_plot(ax, summaries))
         parts.append(f"<img src='{png.name}' alt='round by round'>")
     train_sg = np.asarray(training.spacegroups)
@@ -331,9 +368,10 @@ def write_report(run_dir: str | Path) -> Report:
     summaries = summarize_run(run_dir, config)
     out = run_dir / "report"
     standin = config.dft.mode == "standin" and any("dft_results" in s.files for s in summaries)
-    markdown = markdown_report(summaries, out, standin)
+    loop = loop_lines(config)
+    markdown = markdown_report(summaries, out, standin, loop)
     write_text_atomic(out / "report.md", markdown)
-    page = html_report(summaries, training_shape(run_dir), out, standin)
+    page = html_report(summaries, training_shape(run_dir), out, standin, loop)
     metrics = {
         f"{s.model}/round{s.round}": {
             e.name: estimate_as_dict(e) for e in [*s.estimates, *s.progress]

@@ -39,6 +39,10 @@ CASES: dict[str, tuple[dict[str, Any], str]] = {
     "MACE without a model": ({"mlip.name": "mace"}, "mlip.model"),
     "unknown hull reference": ({"hull.reference": ["/no/such/phases.csv"]}, "hull.reference.0"),
     "reference table that is missing": ({"hull.table": "/no/such/table.parquet"}, "hull.table"),
+    "MLIP fine-tuning without DFT": (
+        {"loop.mlip_finetune": True, "dft.mode": "skip"},
+        "loop.mlip_finetune",
+    ),
     "DFT on SLURM without sbatch": ({"dft.mode": "slurm"}, "dft.mode"),
     "Dask on SLURM without sbatch": ({"dask.cluster": "slurm"}, "dask.cluster"),
 }
@@ -65,10 +69,10 @@ def test_a_config_error_is_refused_before_any_work(case, micro, monkeypatch) -> 
 
 def test_every_error_is_listed_at_once(micro, monkeypatch) -> None:
     profile = yaml.safe_load(micro.read_text())
-    # all but two: MACE would hide the CHGNet file and a checkpoint the model profile
-    combined = {
-        k: v for k, v in CASES.items() if k not in ("MACE without a model", "missing checkpoint")
-    }
+    # all but three: MACE would hide the CHGNet file, a checkpoint the model profile, and
+    # SLURM DFT the skipped DFT
+    exclusive = ("MACE without a model", "missing checkpoint", "MLIP fine-tuning without DFT")
+    combined = {k: v for k, v in CASES.items() if k not in exclusive}
     for changes, _ in combined.values():
         for dotted, value in changes.items():
             _set(profile, dotted, value)

@@ -67,6 +67,7 @@ def test_discovery_flow_two_rounds_end_to_end(micro: Path, prefect_harness) -> N
     # every copy is trained on (the 2 % validation split may hold one crystal more)
     assert 0 <= first["n_train"] + len(copies) - second["n_train"] <= 1
     assert "## Round by round" in markdown and (run / "report" / "rounds.png").exists()
+    assert "MLIP: not fine-tuned" in markdown
     assert "MLIP stable / V.U.N." in metrics["mcflow/round2"]
 
     # the report is rebuilt from the run directory alone
@@ -82,6 +83,31 @@ def test_discovery_flow_two_rounds_end_to_end(micro: Path, prefect_harness) -> N
     verdicts_file.unlink()
     again = discovery_flow(profile=str(micro), run_id="e2e", overrides=loose)
     assert verdicts_file.exists() and again["metrics"] == result["metrics"]
+
+
+@pytest.mark.slow  # about 3.5 minutes: round 2 recomputes its reference phases' energies
+def test_discovery_flow_fine_tunes_the_mlip_between_rounds(micro: Path, prefect_harness) -> None:
+    loose = {"rounds": 2, "dft.hull.metastable_below": 1e6, "loop.mlip_finetune": True,
+             "loop.mlip_epochs": 3}  # fmt: skip
+    discovery_flow(profile=str(micro), run_id="e2e-mlip", overrides=loose)
+    run = micro.parent / "runs" / "e2e-mlip"
+    dft1 = pd.read_parquet(run / "round-1" / "mcflow" / "dft" / "dft_results.parquet")
+    hull1, hull2 = (
+        json.loads(
+            (run / f"round-{k}" / "mcflow" / "mlip" / "hull" / "hull_summary.json").read_text()
+        )
+        for k in (1, 2)
+    )
+    # the MLIP learned round 1's DFT results; round 2 relaxed and built its whole hull with
+    # that version (no energy of the base MLIP's table in it)
+    tuned = json.loads((run / "loop" / "round-2" / "mlip" / "finetune.json").read_text())
+    assert tuned["ids"] and set(tuned["ids"]) == set(
+        dft1.loc[dft1["dft_status"] == "completed", "id"]
+    )
+    assert hull1["mlip_version"] == tuned["base"] != tuned["version"] == hull2["mlip_version"]
+    assert f"{tuned['version']} single point energies computed" in hull2["reference"]
+    markdown = (run / "report" / "report.md").read_text()
+    assert "MLIP: fine-tuned after every round" in markdown
 
 
 def test_wrong_parameters_fail_before_any_work(tmp_path: Path, micro: Path) -> None:
