@@ -266,11 +266,15 @@ def generate(
     torch_gen = torch.Generator().manual_seed(int(seed))
     noise_all = torch.randn((n, k_max, model.autoencoder.config.latent_dim), generator=torch_gen)
     decode_gen = torch.Generator().manual_seed(int(seed) + 1)
-    records: list[SampleRecord] = []
+    records: dict[int, SampleRecord] = {}
     use_autocast = run_device.type == "cuda"
     bar = tqdm(total=n, disable=not progress, desc="symadit sample")
+    # batches of similar orbit counts: a batch is padded to its largest crystal, so drawing
+    # batches in order of orbit count keeps the network off padding (each sample keeps its
+    # own noise and id, so the samples do not depend on the batching)
+    by_size = np.argsort(k_all, kind="stable")
     for start in range(0, n, batch_size):
-        idx = np.arange(start, min(start + batch_size, n))
+        idx = np.sort(by_size[start : start + batch_size])
         k = torch.as_tensor(k_all[idx])
         width = int(k.max())
         mask = (torch.arange(width)[None, :] < k[:, None]).to(run_device)
@@ -299,30 +303,27 @@ def generate(
             sid = sample_id(MODEL_NAME, seed, int(i))
             meta = tokens_metadata(tokens)
             if structure is None:
-                records.append(
-                    SampleRecord.failed(
-                        sid,
-                        MODEL_NAME,
-                        "dng",
-                        reason,
-                        spacegroup_requested=int(g_all[i]),
-                        extra=meta,
-                    )
+                records[int(i)] = SampleRecord.failed(
+                    sid,
+                    MODEL_NAME,
+                    "dng",
+                    reason,
+                    spacegroup_requested=int(g_all[i]),
+                    extra=meta,
                 )
             else:
-                records.append(
-                    SampleRecord.from_structure(
-                        sid,
-                        MODEL_NAME,
-                        "dng",
-                        structure,
-                        spacegroup_requested=int(g_all[i]),
-                        extra=meta,
-                    )
+                records[int(i)] = SampleRecord.from_structure(
+                    sid,
+                    MODEL_NAME,
+                    "dng",
+                    structure,
+                    spacegroup_requested=int(g_all[i]),
+                    extra=meta,
                 )
         bar.update(len(idx))
     bar.close()
-    n_failed = sum(r.status != "ok" for r in records)
+    ordered = [records[i] for i in range(n)]
+    n_failed = sum(r.status != "ok" for r in ordered)
     if n_failed:
         log.warning("%d of %d SymADiT samples could not be expanded", n_failed, n)
-    return records
+    return ordered
