@@ -54,7 +54,9 @@ def test_mlip_and_dft_hulls_agree_on_a_crystal_exactly_on_the_hull(tmp_path) -> 
     )
     candidate = relax_items([("cand-NaCl", structure_to_json(nacl))], config=single_point)
     mlip_row = hull.evaluate(pd.DataFrame(candidate)).iloc[0]
-    assert mlip_row["e_hull"] == pytest.approx(0.0, abs=1e-9)
+    # the same CHGNet energy twice, but CHGNet computes in float32: one ulp at ~4 eV/atom
+    # (4.8e-7 seen when the batch composition differs) is all the difference allowed
+    assert mlip_row["e_hull"] == pytest.approx(0.0, abs=1e-6)
 
     energies = {"Na": -1.31, "Cl": -1.84, "NaCl": -3.5}
     refs = [reference_entry(f, e, f"ref-{f}") for f, e in energies.items()]
