@@ -147,7 +147,8 @@ def finetune_mlip(
     path = out_dir / CHECKPOINT
     if path.is_file() and (out_dir / RECORD).is_file():
         return path
-    model = load_mlip(base).calculator().model  # type: ignore[attr-defined]
+    backend = load_mlip(base)
+    model = backend.calculator().model  # type: ignore[attr-defined]
     for name in _FROZEN:
         for param in getattr(model, name).parameters():
             param.requires_grad = False
@@ -184,7 +185,7 @@ def finetune_mlip(
     write_json_atomic(
         out_dir / RECORD,
         {
-            "base": load_mlip(base).version,
+            "base": backend.version,
             "version": version,
             "targets": "energy per atom (forces are not stored with the DFT results)",
             "trained": "last atom-conv layer and readout; the rest frozen",
