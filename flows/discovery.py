@@ -140,13 +140,15 @@ def sample_stage(
 def evaluate_stage(
     samples: str,
     reference: str,
+    discovered: list[str],
     out_dir: str,
     config: EvaluateConfig,
     known_reference: list[str],
     cluster: Annotated[Cluster | None, Placement],
 ) -> str:
-    """Validity, uniqueness, novelty (vs the training set), known phases, distributions."""
-    evaluate_on(cluster, samples, reference, out_dir, config, known_reference)
+    """Validity, uniqueness, novelty (vs the training set and the crystals earlier rounds
+    confirmed), known phases, distributions."""
+    evaluate_on(cluster, samples, reference, out_dir, config, known_reference, discovered)
     return str(Path(out_dir) / "verdicts.parquet")
 
 
@@ -211,8 +213,9 @@ def model_round(
 ) -> RoundSummary:
     """One model's pass through the funnel: sample → filters → MLIP → DFT, then its summary.
 
-    ``reference`` is the novelty reference (the training set, plus earlier discoveries);
-    the hull's competing phases are ``config.hull``'s plus the ``discovered`` sets.
+    The novelty reference is ``reference`` (the training set) plus the ``discovered`` sets
+    (one per earlier round); the hull's competing phases are ``config.hull``'s plus the same
+    ``discovered`` sets.
     ``screen`` is the MLIP and hull the round relaxes and places candidates with (the
     profile's, or a fine-tuned MLIP's: :func:`tasks.mlip.finetune.finetuned_screen`); the
     DFT stand-in's references always come from the profile's MLIP and hull.
@@ -227,7 +230,14 @@ def model_round(
     write_checkpoint_info(checkpoint, files.checkpoint)
     known = [str(p) for p in reference_sources(config.hull)] + discovered
     verdicts = run_stage(
-        evaluate_stage, samples, reference, str(files.filters), config.evaluate, known, cluster
+        evaluate_stage,
+        samples,
+        reference,
+        discovered,
+        str(files.filters),
+        config.evaluate,
+        known,
+        cluster,
     )
     mlip_input = write_mlip_candidates(
         Path(samples), Path(verdicts), files.mlip_candidates, config.selection
@@ -331,7 +341,6 @@ def closed_loop(
     config: PipelineConfig, run: RunDir, datasets: dict[str, str], cluster: Cluster | None
 ) -> dict[str, Any]:
     """All rounds: train once per model, then sample → ... → DFT with growing references."""
-    reference = datasets["train"]
     checkpoints: dict[str, str] = {
         m.name: run_stage(
             train_stage,
@@ -354,7 +363,7 @@ def closed_loop(
                 run,
                 model,
                 checkpoints[model.name],
-                reference,
+                datasets["train"],
                 round_index,
                 cluster,
                 discovered,
@@ -365,8 +374,7 @@ def closed_loop(
                 earlier_dft.append(summary.files["dft_results"].with_suffix(".json"))
         found = pd.concat(confirmed, ignore_index=True)
         if len(found) and round_index < config.rounds:
-            reference = str(run.add_discovered(reference, found, round_index))
-            discovered = [str(run.discovered_path)]
+            discovered = [*discovered, str(run.add_discovered(found, round_index))]
         if config.loop.finetune and round_index < config.rounds:
             checkpoints = finetune_between_rounds(
                 config, run, datasets["train"], checkpoints, round_index

@@ -25,6 +25,7 @@ def evaluate_flow(
     config: EvaluateConfig | None = None,
     cluster: Cluster | None = None,
     known_reference: list[str] | None = None,
+    extra_references: list[str] | None = None,
 ) -> EvaluationResult:
     """Evaluate a structure set against a reference dataset and write the outputs.
 
@@ -43,11 +44,14 @@ def evaluate_flow(
         there. ``None``: local processes.
     known_reference
         Sets of known phases (the hull's) the novel crystals are checked against.
+    extra_references
+        Datasets that join the reference (crystals earlier rounds confirmed).
     """
     config = config or EvaluateConfig()
     mapper = cluster_mapper(cluster)
     entries = read_structures(samples)
-    reference_set = Reference(Path(reference), config, mapper)
+    extra = tuple(Path(p) for p in extra_references or [])
+    reference_set = Reference(Path(reference), config, mapper, extra)
     result = evaluate_samples(entries, reference_set, config, mapper, known_reference or [])
     write_evaluation(result, out_dir, name=Path(samples).name)
     return result
@@ -60,7 +64,8 @@ def evaluate_on(
     out_dir: str,
     config: EvaluateConfig | None = None,
     known_reference: list[str] | None = None,
+    extra_references: list[str] | None = None,
 ) -> EvaluationResult:
     """Run :func:`evaluate_flow` with its chunk tasks on ``cluster``."""
     subflow = on_cluster(evaluate_flow, cluster)
-    return subflow(samples, reference, out_dir, config, cluster, known_reference)
+    return subflow(samples, reference, out_dir, config, cluster, known_reference, extra_references)

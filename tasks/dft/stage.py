@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 
 #: Custodian's polling interval for the stand-in, which finishes a calculation in seconds.
-STANDIN_POLL_S = 1.0
+STANDIN_POLL_S = 0.25
 
 
 def standin_command() -> str:

@@ -15,6 +15,7 @@ reference id. Each stage is a plain function; its chunks run wherever a
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -93,57 +94,89 @@ def run_symmetry(
 class Reference:
     """A reference (training) set as evaluation needs it, built lazily and cached.
 
-    ``mapper`` runs the one-off work of a new reference set (reduction for the matching
-    index, symmetry summaries); default: ``config.workers`` local processes.
+    ``extra`` datasets join the reference (the crystals a loop confirmed, one file per
+    round). Each part's matching index and symmetry summaries are built once and cached by
+    the part's content, so a reference that grows by a few crystals reduces only those.
+    ``mapper`` runs the one-off work of a new part (reduction for the matching index,
+    symmetry summaries); default: ``config.workers`` local processes.
     """
 
     path: Path
     config: EvaluateConfig
     mapper: Mapper | None = None
-    _structures: list[tuple[str, Structure]] | None = None
+    extra: tuple[Path, ...] = ()
+
+    @property
+    def parts(self) -> tuple[Path, ...]:
+        """The datasets of the reference, in order: ``path``, then ``extra``."""
+        return (Path(self.path), *(Path(p) for p in self.extra))
 
     @cached_property
+    def part_fingerprints(self) -> list[str]:
+        """Content hash of each part."""
+        return [dataset_fingerprint(p) for p in self.parts]
+
+    @property
     def fingerprint(self) -> str:
-        """Content hash of the reference dataset."""
-        return dataset_fingerprint(self.path)
+        """Content hash of the reference (of its one dataset, or of its parts in order)."""
+        prints = self.part_fingerprints
+        if len(prints) == 1:
+            return prints[0]
+        return hashlib.sha256("+".join(prints).encode()).hexdigest()[:16]
+
+    @property
+    def label(self) -> str:
+        """The reference's datasets as reports name them (``a.parquet + b.parquet``)."""
+        return " + ".join(str(p) for p in self.parts)
 
     @property
     def cache_dir(self) -> Path:
         """Folder of this run's reference caches."""
         return Path(self.config.cache_dir or DEFAULT_CACHE_DIR)
 
-    def structures(self) -> list[tuple[str, Structure]]:
-        """Readable reference structures (read once)."""
-        if self._structures is None:
-            self._structures = [(i, s) for i, s, _ in read_structures(self.path) if s is not None]
-        return self._structures
-
     def index(self) -> ReferenceIndex:
-        """The persisted matching index (built on first use)."""
-        cfg = self.config.matcher_config()
-        path = self.cache_dir
-        if index_cache_path(path, self.fingerprint, cfg).exists():
-            return load_or_build_index([], [], self.fingerprint, path, cfg)
-        items = self.structures()
-        return load_or_build_index(
-            [i for i, _ in items], [s for _, s in items], self.fingerprint, path, cfg, self.mapper
-        )
+        """The matching index: each part's persisted index (built on first use), united."""
+        indexes = [
+            self._part_index(path, fingerprint)
+            for path, fingerprint in zip(self.parts, self.part_fingerprints, strict=True)
+        ]
+        return indexes[0] if len(indexes) == 1 else ReferenceIndex.union(indexes, self.fingerprint)
 
     def symmetry(self) -> list[SymmetryInfo]:
-        """Symmetry summaries of the reference set (persisted on first use)."""
-        name = f"refsym-v2-{self.fingerprint}-symprec{self.config.symprec}.json.gz"
-        path = self.cache_dir / name
-        if path.exists():
-            with gzip.open(path, "rt") as handle:
+        """Symmetry summaries of the reference set, part by part (persisted on first use)."""
+        return [
+            info
+            for path, fingerprint in zip(self.parts, self.part_fingerprints, strict=True)
+            for info in self._part_symmetry(path, fingerprint)
+        ]
+
+    def _part_index(self, path: Path, fingerprint: str) -> ReferenceIndex:
+        cfg = self.config.matcher_config()
+        if index_cache_path(self.cache_dir, fingerprint, cfg).exists():
+            return load_or_build_index([], [], fingerprint, self.cache_dir, cfg)
+        items = _readable(path)
+        ids, structures = [i for i, _ in items], [s for _, s in items]
+        return load_or_build_index(ids, structures, fingerprint, self.cache_dir, cfg, self.mapper)
+
+    def _part_symmetry(self, path: Path, fingerprint: str) -> list[SymmetryInfo]:
+        name = f"refsym-v2-{fingerprint}-symprec{self.config.symprec}.json.gz"
+        cache = self.cache_dir / name
+        if cache.exists():
+            with gzip.open(cache, "rt") as handle:
                 return [SymmetryInfo.from_dict(d) for d in json.load(handle)]
-        infos = run_symmetry([s for _, s in self.structures()], self.config, self.mapper)
+        infos = run_symmetry([s for _, s in _readable(path)], self.config, self.mapper)
 
         def _write(tmp: Path) -> None:
             with gzip.open(tmp, "wt") as handle:
                 json.dump([i.to_dict() for i in infos], handle)
 
-        atomic_write(path, _write)
+        atomic_write(cache, _write)
         return infos
+
+
+def _readable(path: Path) -> list[tuple[str, Structure]]:
+    """The readable structures of a dataset, with their ids."""
+    return [(i, s) for i, s, _ in read_structures(path) if s is not None]
 
 
 def draw(indices: Sequence[int], n: int, rng: np.random.Generator) -> list[int]:
@@ -256,7 +289,7 @@ def evaluate_samples(
         n_known=sum(v is not None for v in known_of.values()),
         known_reference=[str(p) for p in known_reference],
         distribution=distribution_metrics(sym, reference.symmetry()),
-        reference=ReferenceInfo(path=str(reference.path), fingerprint=reference.fingerprint),
+        reference=ReferenceInfo(path=reference.label, fingerprint=reference.fingerprint),
         config=config.model_dump(mode="json"),
     )
     return EvaluationResult(metrics=metrics, verdicts=table)

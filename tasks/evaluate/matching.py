@@ -200,6 +200,24 @@ class ReferenceIndex:
         }
         return cls(buckets=dict(buckets), meta=meta)
 
+    @classmethod
+    def union(cls, indexes: Sequence[ReferenceIndex], fingerprint: str = "") -> ReferenceIndex:
+        """One index of several reference sets (bucket by bucket, in the given order)."""
+        if not indexes:
+            raise ValueError("no index to unite")
+        buckets: dict[str, list[tuple[str, Structure]]] = defaultdict(list)
+        for index in indexes:
+            for key, entries in index.buckets.items():
+                buckets[key].extend(entries)
+        meta = {
+            **indexes[0].meta,
+            "fingerprint": fingerprint,
+            "n_structures": sum(len(entries) for entries in buckets.values()),
+            "n_buckets": len(buckets),
+            "parts": [i.meta["fingerprint"] for i in indexes],
+        }
+        return cls(buckets=dict(buckets), meta=meta)
+
     def save(self, path: str | Path) -> Path:
         """Write the index atomically as gzipped JSON of plain arrays (no pickle).
 

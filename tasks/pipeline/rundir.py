@@ -27,10 +27,10 @@ from tasks.core.records import structure_from_json
 from tasks.pipeline.config import PipelineConfig
 
 #: Version of the run directory's layout; runs of another layout are refused, not mixed.
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
 
-#: Columns of a next round's reference set (what novelty and the MLIP hull read).
+#: Columns of a set of discovered crystals (what novelty and the MLIP hull read).
 REFERENCE_COLUMNS = ["id", "formula", "structure", "status", "content_hash"]
 
 
@@ -94,25 +94,25 @@ class RunDir:
         """Folder of one round of the loop."""
         return self.path / f"round-{round_index}"
 
-    @property
-    def discovered_path(self) -> Path:
-        """Every crystal the run's rounds confirmed (joins later rounds' references)."""
-        return self.path / "discovered" / "discovered.parquet"
+    def discovered_path(self, round_index: int) -> Path:
+        """The crystals round ``round_index`` confirmed (they join later rounds' references)."""
+        return self.path / "discovered" / f"round-{round_index}.parquet"
 
     @property
     def report_dir(self) -> Path:
         """Folder of the HTML report."""
         return self.path / "report"
 
-    def add_discovered(
-        self, reference: str | Path, confirmed: pd.DataFrame, round_index: int
-    ) -> Path:
-        """Add confirmed crystals to the ``discovered`` dataset and the next reference set.
+    def add_discovered(self, confirmed: pd.DataFrame, round_index: int) -> Path:
+        """Write the crystals a round confirmed as a reference set of their own.
+
+        Round k+1's novelty reference is the training set plus every earlier round's file,
+        and its hull's competing phases include the same files. One file per round, written
+        once, so a resumed round reads what it read the first time, and each file's matching
+        index is built once.
 
         Parameters
         ----------
-        reference
-            The current reference set (a records parquet with ``id`` and ``structure``).
         confirmed
             Rows with ``id`` and ``structure`` of the crystals confirmed this round.
         round_index
@@ -121,24 +121,14 @@ class RunDir:
         Returns
         -------
         Path
-            ``reference-round<k+1>.parquet``: the reference plus every discovered crystal.
+            ``discovered/round-<k>.parquet`` (:data:`REFERENCE_COLUMNS` and ``source``).
         """
         formulas = [
             structure_from_json(s).composition.reduced_formula for s in confirmed["structure"]
         ]
         found = confirmed[["id", "structure"]].assign(
-            formula=formulas, status="ok", source=f"round-{round_index}", content_hash=""
+            formula=formulas, status="ok", content_hash="", source=f"round-{round_index}"
         )
-        discovered_path = self.discovered_path
-        if discovered_path.exists():
-            found = pd.concat([pd.read_parquet(discovered_path), found], ignore_index=True)
-        found = found.drop_duplicates("id", keep="first")
-        atomic_write(discovered_path, lambda tmp: found.to_parquet(tmp, index=False), True)
-        base = pd.read_parquet(reference)
-        base = base[base["status"] == "ok"].assign(status="ok")
-        if "content_hash" not in base:
-            base = base.assign(content_hash="")
-        merged = pd.concat([base[REFERENCE_COLUMNS], found[REFERENCE_COLUMNS]], ignore_index=True)
-        merged = merged.drop_duplicates("id", keep="first")
-        out = self.path / f"reference-round{round_index + 1}.parquet"
-        return atomic_write(out, lambda tmp: merged.to_parquet(tmp, index=False), True)
+        found = found.drop_duplicates("id", keep="first")[[*REFERENCE_COLUMNS, "source"]]
+        path = self.discovered_path(round_index)
+        return atomic_write(path, lambda tmp: found.to_parquet(tmp, index=False), True)

@@ -82,6 +82,34 @@ def test_verdicts_and_metrics(inputs):
     assert 0 <= m.distribution.d_sg <= 1
 
 
+def test_a_reference_of_parts_judges_as_the_merged_file_and_caches_each_part(inputs, tmp_path):
+    samples, _, _ = inputs
+    reference = list(sample_structures("mp20_train_sample1000.csv.gz", 40))
+    # the part that joins holds the crystal one sample copies ("ref-copy" is reference[3])
+    base = write_structures(reference[5:], tmp_path / "base.parquet")
+    joined = write_structures(reference[:5], tmp_path / "joined.parquet")
+    merged = write_structures(reference[5:] + reference[:5], tmp_path / "merged.parquet")
+    config = EvaluateConfig(cache_dir=tmp_path / "cache")
+    entries = read_structures(samples)
+    whole = evaluate_samples(entries, Reference(merged, config), config)
+    parts = evaluate_samples(entries, Reference(base, config, extra=(joined,)), config)
+    columns = ["id", "novel", "matched_reference"]
+    assert parts.verdicts[columns].equals(whole.verdicts[columns])
+    assert not parts.verdicts.set_index("id").loc["ref-copy", "novel"]
+    assert parts.metrics.distribution == whole.metrics.distribution
+    assert parts.metrics.reference.path == f"{base} + {joined}"
+
+    def indexes() -> list[str]:
+        return sorted(p.name for p in (tmp_path / "cache").glob("refindex-*"))
+
+    before = indexes()
+    assert len(before) == 3  # merged, base, joined
+    # a reference that grows by one more part builds that part's index only
+    more = write_structures(reference[:1], tmp_path / "more.parquet")
+    Reference(base, config, extra=(joined, more)).index()
+    assert len(indexes()) == 4 and set(before) < set(indexes())
+
+
 def test_draws_are_seeded(inputs):
     a = _evaluate(inputs, novelty_draw=5, dft_draw=2, seed=3).verdicts
     b = _evaluate(inputs, novelty_draw=5, dft_draw=2, seed=3).verdicts

@@ -39,18 +39,22 @@ def test_discovery_flow_two_rounds_end_to_end(micro: Path, prefect_harness) -> N
     dft1 = pd.read_parquet(run / "round-1" / "mcflow" / "dft" / "dft_results.parquet")
     confirmed = set(dft1.loc[dft1["metastable"].astype(bool), "id"])
     assert confirmed, dft1.to_string()
-    discovered = pd.read_parquet(run / "discovered" / "discovered.parquet")
-    assert set(discovered["id"]) == confirmed
-    reference2 = run / "reference-round2.parquet"
-    assert confirmed <= set(pd.read_parquet(reference2)["id"])
-    filters2 = json.loads((run / "round-2" / "mcflow" / "filters" / "metrics.json").read_text())
-    assert filters2["reference"]["path"] == str(reference2)
+    discovered = run / "discovered" / "round-1.parquet"
+    assert set(pd.read_parquet(discovered)["id"]) == confirmed
+    # round 2's novelty reference: the training set, then round 1's discoveries
+    filters1, filters2 = (
+        json.loads((run / f"round-{k}" / "mcflow" / "filters" / "metrics.json").read_text())
+        for k in (1, 2)
+    )
+    train = filters1["reference"]["path"]
+    assert train.endswith("dataset.parquet")
+    assert filters2["reference"]["path"] == f"{train} + {discovered}"
     hull2 = json.loads(
         (run / "round-2" / "mcflow" / "mlip" / "hull" / "hull_summary.json").read_text()
     )
     # the hull: every MP-20 / MPTS-52 phase (the shipped table) plus round 1's discoveries
     assert hull2["reference"].startswith("every MP-20 / MPTS-52 phase")
-    assert str(run / "discovered" / "discovered.parquet") in hull2["reference"]
+    assert str(discovered) in hull2["reference"]
 
     # the learning loop: round 2 sampled a checkpoint fine-tuned on data holding round 1's
     # discoveries (three copies each), not round 1's checkpoint

@@ -7,7 +7,7 @@ import pytest
 from pymatgen.core import Lattice, Structure
 
 from tasks.core.config import ConfigError
-from tasks.core.records import CrystalRecord, structure_to_json, write_records
+from tasks.core.records import structure_to_json
 from tasks.core.structure_io import read_structures
 from tasks.mlip.hull import read_references
 from tasks.pipeline.config import PipelineConfig
@@ -19,28 +19,21 @@ def _json(species: list[str], a: float) -> str:
     return structure_to_json(Structure(Lattice.cubic(a), species, coords))
 
 
-def test_discovered_crystals_join_the_next_reference_set(tmp_path) -> None:
-    reference = write_records(
-        [
-            CrystalRecord(id="ref-1", source="t", formula="NaCl", structure=_json(["Na", "Cl"], 3)),
-            CrystalRecord(id="bad", source="t", status="failed", reason="unreadable"),
-        ],
-        tmp_path / "reference.parquet",
-    )
+def test_each_round_s_discoveries_are_a_reference_set_of_their_own(tmp_path) -> None:
     run = RunDir.open(tmp_path / "runs", "loop", PipelineConfig())
-    round1 = pd.DataFrame({"id": ["new-1"], "structure": [_json(["K", "Br"], 3.5)]})
-    reference2 = run.add_discovered(reference, round1, 1)
+    round1 = pd.DataFrame({"id": ["new-1", "new-1"], "structure": [_json(["K", "Br"], 3.5)] * 2})
+    first = run.add_discovered(round1, 1)
     round2 = pd.DataFrame({"id": ["new-2"], "structure": [_json(["Cs", "I"], 4.0)]})
-    reference3 = run.add_discovered(reference2, round2, 2)
+    second = run.add_discovered(round2, 2)
 
-    discovered = pd.read_parquet(run.path / "discovered" / "discovered.parquet")
-    assert list(discovered["id"]) == ["new-1", "new-2"]
-    assert list(discovered["source"]) == ["round-1", "round-2"]
+    assert [first, second] == [run.path / "discovered" / f"round-{k}.parquet" for k in (1, 2)]
+    frame = pd.read_parquet(first)
+    assert list(frame["id"]) == ["new-1"] and list(frame["source"]) == ["round-1"]
     # both consumers of a reference set read it: the MLIP hull and the novelty filter
-    refs = {r.id: r for r in read_references(reference3)}
-    assert set(refs) == {"ref-1", "new-1", "new-2"}
+    refs = {r.id: r for path in (first, second) for r in read_references(path)}
+    assert set(refs) == {"new-1", "new-2"}
     assert refs["new-1"].elements == frozenset({"K", "Br"}) and refs["new-1"].key
-    read = {i: s for i, s, _ in read_structures(reference3)}
+    read = {i: s for i, s, _ in read_structures(second)}
     assert read["new-2"].composition.reduced_formula == "CsI"
 
 
