@@ -242,8 +242,9 @@ def render(result: dict[str, Any]) -> str:
         "# SymADiT benchmark (cpu-small, MP-20 train_partial)",
         "",
         f"- date: {result['machine']['date_utc']}; machine: {result['machine']['cpu']}, "
-        f"{result['machine']['cores']} cores (shared with other engineers' jobs; load average "
-        f"at the end {result['machine']['load_average']}); torch threads {result['threads']}",
+        f"{result['machine']['cores']} cores (load average (1, 5, 15 min) at the start "
+        f"{result['machine'].get('load_average_start', '?')}, at the end "
+        f"{result['machine']['load_average']}); torch threads {result['threads']}",
         f"- command: `{result['command']}`",
         f"- training data: {result['n_train']} crystals of mp_20/train_partial (tokenized with "
         f"pyxtal), {result['n_val']} held out for validation",
@@ -374,6 +375,7 @@ def main() -> None:
     )
     parser.add_argument("--ae-ceiling", type=int, default=1000, help="validation crystals")
     args = parser.parse_args()
+    load_at_start = machine_info()["load_average"]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
@@ -423,7 +425,7 @@ def main() -> None:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     plot_curves(curves, RESULTS_DIR / f"{args.results_name}_training_curves.png")
     result: dict[str, Any] = {
-        "machine": machine_info(),
+        "machine": {**machine_info(), "load_average_start": load_at_start},
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "threads": args.threads,
         "results_name": args.results_name,
