@@ -243,7 +243,7 @@ def render(result: dict[str, Any]) -> str:
         "",
         f"- date: {result['machine']['date_utc']}; machine: {result['machine']['cpu']}, "
         f"{result['machine']['cores']} cores (load average (1, 5, 15 min) at the start "
-        f"{result['machine'].get('load_average_start', '?')}, at the end "
+        f"{result['machine']['load_average_start']}, at the end "
         f"{result['machine']['load_average']}); torch threads {result['threads']}",
         f"- command: `{result['command']}`",
         f"- training data: {result['n_train']} crystals of mp_20/train_partial (tokenized with "
