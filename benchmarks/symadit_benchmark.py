@@ -244,7 +244,8 @@ def render(result: dict[str, Any]) -> str:
         f"- date: {result['machine']['date_utc']}; machine: {result['machine']['cpu']}, "
         f"{result['machine']['cores']} cores (load average (1, 5, 15 min) at the start "
         f"{result['machine']['load_average_start']}, at the end "
-        f"{result['machine']['load_average']}); torch threads {result['threads']}",
+        f"{result['machine']['load_average']}); torch threads {result['threads']} for "
+        f"training, {result.get('sample_threads', result['threads'])} for sampling",
         f"- command: `{result['command']}`",
         f"- training data: {result['n_train']} crystals of mp_20/train_partial (tokenized with "
         f"pyxtal), {result['n_val']} held out for validation",
@@ -355,7 +356,14 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for training")
+    parser.add_argument(
+        "--sample-threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="torch threads for sampling and the sweeps (default: every core; training "
+        "leaves cores to the data workers, sampling has the machine to itself)",
+    )
     parser.add_argument("--run-dir", type=Path, default=REPO_ROOT / "runs" / "symadit_benchmark")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--skip-train", action="store_true", help="reuse run-dir/symadit.pt")
@@ -396,6 +404,7 @@ def main() -> None:
     train_s = time.perf_counter() - t0
     summary = json.loads((args.run_dir / "training_summary.json").read_text())
 
+    torch.set_num_threads(args.sample_threads)
     model = SymADiT.load(checkpoint)
     steps = args.steps or model.config.sampling.steps
     guidance = model.config.sampling.guidance if args.guidance is None else args.guidance
@@ -428,6 +437,7 @@ def main() -> None:
         "machine": {**machine_info(), "load_average_start": load_at_start},
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "threads": args.threads,
+        "sample_threads": args.sample_threads,
         "results_name": args.results_name,
         "dataset": str(dataset),
         "config": cfg.model_dump(mode="json"),

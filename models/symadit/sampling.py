@@ -218,6 +218,29 @@ def plan_samples(
     return g, np.maximum(k, 1)
 
 
+def batches_by_orbit_count(orbit_counts: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Sample indices in batches of equal orbit count, at most ``batch_size`` each.
+
+    A batch is padded to its largest crystal, and padded tokens cost the network as much as
+    real ones; with one orbit count per batch there is no padding at all (at most one
+    partial batch per count). Each sample keeps its own noise and id, so the samples do not
+    depend on the batching.
+
+    Examples
+    --------
+    >>> [b.tolist() for b in batches_by_orbit_count(np.array([2, 1, 2, 2, 1]), 2)]
+    [[1, 4], [0, 2], [3]]
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batches: list[np.ndarray] = []
+    for count in np.unique(orbit_counts):
+        same = np.flatnonzero(orbit_counts == count)
+        starts = range(0, len(same), batch_size)
+        batches.extend(same[start : start + batch_size] for start in starts)
+    return batches
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -269,12 +292,7 @@ def generate(
     records: dict[int, SampleRecord] = {}
     use_autocast = run_device.type == "cuda"
     bar = tqdm(total=n, disable=not progress, desc="symadit sample")
-    # batches of similar orbit counts: a batch is padded to its largest crystal, so drawing
-    # batches in order of orbit count keeps the network off padding (each sample keeps its
-    # own noise and id, so the samples do not depend on the batching)
-    by_size = np.argsort(k_all, kind="stable")
-    for start in range(0, n, batch_size):
-        idx = np.sort(by_size[start : start + batch_size])
+    for idx in batches_by_orbit_count(k_all, batch_size):
         k = torch.as_tensor(k_all[idx])
         width = int(k.max())
         mask = (torch.arange(width)[None, :] < k[:, None]).to(run_device)

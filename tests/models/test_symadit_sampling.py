@@ -13,7 +13,12 @@ from models.symadit.config import FlowConfig, load_symadit_config
 from models.symadit.data import TokenStats, collate_tokens
 from models.symadit.flow import LatentBatch, LatentFlow, loss_weights
 from models.symadit.model import SymADiT
-from models.symadit.sampling import constrained_decode, expand_tokens, generate
+from models.symadit.sampling import (
+    batches_by_orbit_count,
+    constrained_decode,
+    expand_tokens,
+    generate,
+)
 from models.symadit.symmetry import subgroups, supergroups, symmetry_is_exact
 
 
@@ -120,6 +125,18 @@ def test_symmetry_exact_for_every_group_even_untrained() -> None:
         if r.status != "ok":
             assert r.reason and r.structure is None
         assert r.extra["n_orbits"] == len(r.extra["wyckoff_labels"]) == len(r.extra["elements"])
+
+
+def test_batches_by_orbit_count_have_no_padding_and_cover_every_sample() -> None:
+    counts = np.random.default_rng(0).integers(1, 9, size=500)
+    batches = batches_by_orbit_count(counts, batch_size=32)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(500))
+    assert all(len(b) <= 32 and len(set(counts[b].tolist())) == 1 for b in batches)
+    # at most one partial batch per orbit count
+    n_counts = len(np.unique(counts))
+    assert len(batches) <= n_counts + 500 // 32
+    with pytest.raises(ValueError, match="batch_size"):
+        batches_by_orbit_count(counts, 0)
 
 
 def test_sampling_is_reproducible_and_batch_independent() -> None:
