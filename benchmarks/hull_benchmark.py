@@ -85,7 +85,6 @@ def main() -> None:
         "command": " ".join([".venv/bin/python", "benchmarks/hull_benchmark.py", *sys.argv[1:]]),
         "machine_before": before,
         "load_average_after": os.getloadavg(),
-        "note": "machine shared with other engineers' jobs while measuring (see load averages)",
         "candidates": f"first {len(items)} rows of data/samples/mp20_test_sample200.csv.gz, "
         "CHGNet single points",
         "reference_set": "data/samples/mp20_train_sample1000.csv.gz + ASE elemental prototypes",
@@ -113,7 +112,7 @@ def markdown(report: dict) -> str:
             f"{report['date_utc']}, `{report['command']}`",
             f"{report['machine_before']['cpu']}, {report['machine_before']['cores']} cores; "
             f"load average before {report['machine_before']['load_average']}, after "
-            f"{report['load_average_after']} ({report['note']}).",
+            f"{[round(v, 2) for v in report['load_average_after']]}.",
             f"Candidates: {report['candidates']}. References: {report['reference_set']}, "
             f"{'single points' if report['single_point_references'] else 'relaxed'} with CHGNet.",
             "",

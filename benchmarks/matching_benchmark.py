@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ from pymatgen.core import Structure
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.machine import machine_info
 from tasks.core.atomic import write_json_atomic, write_text_atomic
 from tasks.core.paths import REPO_ROOT, shared_data_dir
 from tasks.core.structure_io import read_structures
@@ -92,11 +92,6 @@ def build_inputs(
     return samples, [i for i, _ in refs], [s for _, s in refs]
 
 
-def _cpu_model() -> str:
-    lines = Path("/proc/cpuinfo").read_text().splitlines()
-    return next((ln.split(":", 1)[1].strip() for ln in lines if "model name" in ln), "?")
-
-
 def timed(fn, *args):
     start = time.perf_counter()
     out = fn(*args)
@@ -114,7 +109,7 @@ def main() -> None:
 
     data = shared_data_dir()
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    load_before = os.getloadavg()
+    machine = machine_info()
     samples, ref_ids, refs = build_inputs(args.n_samples, args.seed, data)
     fast_cfg = MatcherConfig(workers=args.workers)
 
@@ -141,13 +136,11 @@ def main() -> None:
         "command": " ".join([".venv/bin/python", *sys.argv]),
         "started_utc": started,
         "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "cpu_count": os.cpu_count(),
-            "cpu_model": _cpu_model(),
-            "loadavg_before": load_before,
-            "loadavg_after": os.getloadavg(),
-            "note": "2 cores shared with other engineers' jobs while measuring",
+            **machine,
+            "cpu_count": machine["cores"],
+            "cpu_model": machine["cpu"],
+            "loadavg_before": machine["load_average"],
+            "loadavg_after": [round(v, 2) for v in os.getloadavg()],
         },
         "inputs": {
             "n_samples": len(samples),
@@ -215,8 +208,8 @@ def main() -> None:
     md = f"""# Matching benchmark (uniqueness + novelty)
 
 Command: `{result["command"]}`; started {started} UTC on {result["machine"]["cpu_count"]} cores
-({result["machine"]["cpu_model"]}), **shared with other jobs** (load average before
-{load_before[0]:.2f}, after {result["machine"]["loadavg_after"][0]:.2f}).
+({result["machine"]["cpu_model"]}); load average (1, 5, 15 min) before
+{result["machine"]["loadavg_before"]}, after {result["machine"]["loadavg_after"]}.
 
 {len(samples)} samples (MP-20 test/val + perturbed duplicates + perturbed train copies) against
 {len(refs)} reference crystals (`mp_20/train_partial`). Fast path: {args.workers} workers.

@@ -8,7 +8,11 @@ coordinate inputs / loss, then measures on held-out crystals
   (equal values = nothing learned about where atoms go);
 - CSP match rate / RMSE on the first ``--n-csp`` MP-20 test compositions (1 sample, 50
   steps, with and without noisy guidance);
-- distinct elements and atoms per crystal of ``--n-dng`` DNG samples (50 steps).
+- distinct elements and atoms per crystal of ``--n-dng`` DNG samples (50 steps);
+- with ``--anneal c …``, the guided CSP and the DNG samples again for each inference
+  anti-annealing slope ``c`` (``sample.coord_anneal_slope``; DNG adds validity and P1).
+
+``--checkpoint`` evaluates an existing checkpoint instead of training one.
 
 Usage (variants were run two at a time, one thread each, on the 2-core machine)::
 
@@ -16,8 +20,11 @@ Usage (variants were run two at a time, one thread each, on the 2-core machine):
     .venv/bin/python benchmarks/mcflow_ablation.py --name rg4 --minutes 10 --freq 4 --relgeo
     .venv/bin/python benchmarks/mcflow_ablation.py --name p16 --minutes 10 --freq 4 --relgeo \
         --tfree --pair-freq 16
+    .venv/bin/python benchmarks/mcflow_ablation.py --name anneal --minutes 12 --freq 4 \
+        --relgeo --tfree --pair-freq 16 --threads 2 --anneal 0 5 10
 
-Needs the records parquets of ``benchmarks/mcflow_benchmark.py`` (its prepare stage).
+Ingests MP-20 ``train_partial`` and the first ``--n-csp`` test crystals with
+``benchmarks/mcflow_benchmark.py``'s prepare stage on first use (cached after that).
 Writes ``data/cache/mcflow_ablation/res_<name>.json``; the table of recorded runs is
 ``benchmarks/results/mcflow_ablation.md``.
 """
@@ -45,6 +52,7 @@ from tasks.core.paths import REPO_ROOT
 from tasks.core.records import read_records, structure_from_json
 
 OUT = REPO_ROOT / "data" / "cache" / "mcflow_ablation"
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -70,6 +78,19 @@ def coord_head_init(std: float) -> Iterator[None]:
         api.MCFlowNet = original  # type: ignore[misc]
 
 
+def dng_sanity(checkpoint: Path, n: int, anneal_slope: float) -> dict[str, Any]:
+    """Distinct elements, atoms, validity and P1 of ``n`` DNG samples (50 steps, seed 0)."""
+    records = api.sample(checkpoint, "dng", n=n, seed=0, steps=50, anneal_slope=anneal_slope)
+    ok = [r.to_structure() for r in records if r.status == "ok"]
+    return {
+        "n": len(records),
+        "n_ok": len(ok),
+        "mean_distinct_elements": float(np.mean([len(s.composition) for s in ok])),
+        "mean_atoms": float(np.mean([len(s) for s in ok])),
+        **mb.dng_metrics(records, 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", required=True)
@@ -86,10 +107,14 @@ def main() -> None:
     parser.add_argument("--head-std", type=float, default=0.0, help="coordinate head init")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--n-csp", type=int, default=200)
+    parser.add_argument(
+        "--anneal", type=float, nargs="*", default=[], help="anti-annealing slopes to compare"
+    )
+    parser.add_argument("--checkpoint", type=Path, help="evaluate this checkpoint, no training")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     torch.set_num_threads(args.threads)
-    dataset = mb.CACHE / "mp_20_train_partial_all.parquet"
+    dataset = mb.prepare("train_partial", None, workers=2)
     run = OUT / f"run_{args.name}"
     cfg = api.resolve_config(args.profile)
     cfg.train.max_time_s = args.minutes * 60
@@ -104,15 +129,16 @@ def main() -> None:
     if args.coords_only:
         cfg.flow.w_types = cfg.flow.w_lengths = cfg.flow.w_angles = 0.0
         cfg.validation.n_samples = 0
-    with coord_head_init(args.head_std):
-        api.train(cfg, dataset, run)
-    checkpoint = run / "latest.pt"
+    if args.checkpoint is None:
+        with coord_head_init(args.head_std):
+            api.train(cfg, dataset, run)
+    checkpoint = args.checkpoint or run / "latest.pt"
     result: dict[str, Any] = {
         "name": args.name,
         "command": "python " + " ".join(sys.argv),
         "loss_by_s": mb.coord_loss_by_s(checkpoint, dataset),
     }
-    test = read_records(mb.CACHE / "mp_20_test_all.parquet").head(args.n_csp)
+    test = read_records(mb.prepare("test", args.n_csp, workers=2))
     structures = [structure_from_json(s) for s in test["structure"]]
     targets = list(zip(test["id"], structures, strict=True))
     for key, guided in (("csp_noguide", False), ("csp_guided", True)):
@@ -120,15 +146,24 @@ def main() -> None:
             checkpoint, "csp", structures=structures, seed=0, steps=50, k=1, guidance=guided
         )
         result[key] = mb.csp_metrics(targets, records, 1, 1)
-    dng = api.sample(checkpoint, "dng", n=args.n_dng, seed=0, steps=50)
-    ok = [r.to_structure() for r in dng if r.status == "ok"]
-    result["dng"] = {
-        "n": len(dng),
-        "n_ok": len(ok),
-        "mean_distinct_elements": float(np.mean([len(s.composition) for s in ok])),
-        "mean_atoms": float(np.mean([len(s) for s in ok])),
-    }
-    lines = [json.loads(x) for x in (run / "metrics.jsonl").open()]
+    result["dng"] = dng_sanity(checkpoint, args.n_dng, 0.0)
+    result["anneal"] = []
+    for slope in args.anneal:
+        records = api.sample(
+            checkpoint,
+            "csp",
+            structures=structures,
+            seed=0,
+            steps=50,
+            k=1,
+            guidance=True,
+            anneal_slope=slope,
+        )
+        row = {"slope": slope, "csp_guided": mb.csp_metrics(targets, records, 1, 1)}
+        row["dng"] = dng_sanity(checkpoint, args.n_dng, slope)
+        log.info("anneal %s", row)
+        result["anneal"].append(row)
+    lines = [json.loads(x) for x in (checkpoint.parent / "metrics.jsonl").open()]
     result["steps"] = [x for x in lines if x["split"] == "train"][-1]["step"]
     result["val"] = [x for x in lines if x["split"] == "val"]
     OUT.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,6 @@ import datetime as dt
 import json
 import logging
 import os
-import platform
 import sys
 import time
 import warnings
@@ -36,6 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.machine import machine_info
 from benchmarks.sample_evaluation import evaluate_records, sanity_lines
 from models.mcflow import api
 from models.mcflow.data import collate
@@ -267,17 +267,18 @@ def main() -> None:
     )
     torch.set_num_threads(args.threads)
     command = "python " + " ".join(sys.argv)
+    machine = machine_info()
     results: dict[str, Any] = {
         "benchmark": "mcflow_benchmark",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": command,
         "machine": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
+            **machine,
+            "cpu_count": machine["cores"],
             "torch": torch.__version__,
             "threads": args.threads,
             "device": "cuda" if torch.cuda.is_available() else "cpu",
-            "load_average_start": [round(v, 2) for v in os.getloadavg()],
+            "load_average_start": machine["load_average"],
         },
         "paper": PAPER,
     }
@@ -353,11 +354,12 @@ def render_markdown(r: dict[str, Any], args: argparse.Namespace) -> str:
         "",
         f"- date: {r['date']}",
         f"- command: `{r['command']}`",
-        f"- machine: {r['machine']['platform']}, {r['machine']['cpu_count']} cores, "
+        f"- machine: {r['machine'].get('cpu', r['machine']['platform'])}, "
+        f"{r['machine']['cpu_count']} cores, "
         f"torch {r['machine']['torch']} ({r['machine']['device']}), {args.threads} threads",
         f"- load average (1, 5, 15 min) at start {r['machine']['load_average_start']}, "
-        f"at end {r['machine']['load_average_end']} (2 cores; other work on the machine "
-        "slows training and sampling)",
+        f"at end {r['machine']['load_average_end']} ({r['machine']['cpu_count']} cores; other "
+        "work on the machine slows training and sampling)",
         f"- training: `configs/mcflow/cpu-small.yaml` on MP-20 `train_partial` "
         f"({'first ' + str(args.train_limit) if args.train_limit else 'all'} rows), "
         f"{args.train_minutes:g} min wall budget → {tr['steps']} steps "

@@ -288,6 +288,7 @@ def sample(
     guidance: bool | None = None,
     batch_size: int | None = None,
     device: str = "auto",
+    anneal_slope: float | None = None,
 ) -> list[SampleRecord]:
     """Generate crystals with a trained MCFlow checkpoint.
 
@@ -322,6 +323,8 @@ def sample(
         Samples per forward pass (default: the config's).
     device
         ``auto``, ``cpu`` or ``cuda``.
+    anneal_slope
+        Coordinate anti-annealing slope (default: the config's ``sample.coord_anneal_slope``).
 
     Returns
     -------
@@ -329,6 +332,8 @@ def sample(
         One record per sample (failed ones with their reason), in request order.
     """
     model, cfg, priors = load_model(checkpoint, device)
+    if anneal_slope is None:
+        anneal_slope = cfg.sample.coord_anneal_slope
     steps = steps or cfg.sample.steps
     batch_size = batch_size or cfg.sample.batch_size
     use_guidance = task != "dng" and (
@@ -337,7 +342,7 @@ def sample(
         else cfg.sample.guidance == "on" or (cfg.sample.guidance == "auto" and k == 1)
     )
     guide = Guidance(cfg.sample.omega, cfg.sample.sigma) if use_guidance else None
-    meta = {"steps": steps, "guidance": use_guidance, "k": k}
+    meta = {"steps": steps, "guidance": use_guidance, "k": k, "anneal_slope": anneal_slope}
     if task == "dng":
         if not n:
             raise ValueError("DNG needs n > 0")
@@ -358,6 +363,7 @@ def sample(
         seed,
         batch_size=batch_size,
         guidance=guide,
+        anneal_slope=anneal_slope,
         progress=True,
     )
     generated = dict(zip(runnable, crystals, strict=True))

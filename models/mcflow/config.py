@@ -101,6 +101,12 @@ class SampleConfig(StrictModel):
     )
     omega: float = 2.0
     sigma: float = Field(default=0.1, ge=0, lt=1)
+    coord_anneal_slope: float = Field(
+        default=0.0,
+        ge=0,
+        description="FlowMM's inference anti-annealing (not in the MCFlow paper): the "
+        "coordinate velocity is scaled by 1 + slope·s; 0 = the paper's sampler",
+    )
 
 
 class ValidationConfig(StrictModel):

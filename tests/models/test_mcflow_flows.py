@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,7 +15,7 @@ from models.mcflow.flows import (
     wrap,
 )
 from models.mcflow.model import MCFlowNet
-from models.mcflow.sampling import SampleSpec, generate
+from models.mcflow.sampling import SampleSpec, coord_step_fraction, generate
 
 PRIORS = Priors(
     length_mu=[0.85, 0.97, 1.25],
@@ -109,3 +110,36 @@ def test_translation_free_sampling_moves_atoms_without_net_drift() -> None:
             assert step.abs().max() > 1e-3
             drift = step.mean(0).abs().max().item()
             assert (drift < 1e-5) if translation_free else (drift > 0.05)
+
+
+def test_coord_step_fraction_follows_the_paper_schedule_and_anneals_without_overshoot() -> None:
+    steps = 10
+    remaining, remaining_annealed = 1.0, 1.0
+    for i in range(steps):
+        s, ds = i / steps, 1.0 / steps
+        plain = coord_step_fraction(s, ds)
+        annealed = coord_step_fraction(s, ds, anneal_slope=5.0)
+        assert plain == pytest.approx(ds / (1 - s))
+        assert plain <= annealed <= 1.0
+        # Toward a fixed target the paper's Euler steps close the gap linearly in s.
+        remaining *= 1 - plain
+        remaining_annealed *= 1 - annealed
+        assert remaining == pytest.approx(1 - (i + 1) / steps, abs=1e-12)
+        assert remaining_annealed <= remaining + 1e-12
+    assert remaining == pytest.approx(0.0, abs=1e-12) and remaining_annealed == 0.0
+    assert coord_step_fraction(0.6, 0.1, anneal_slope=10.0) == 1.0  # 0.25 × 7 is capped
+
+
+def test_anneal_slope_zero_is_the_paper_sampler_and_a_slope_moves_atoms_further() -> None:
+    specs = [SampleSpec(3, types=[7, 13, 7]), SampleSpec(2, types=[7, 7])]
+    torch.manual_seed(0)
+    net = MCFlowNet(NetworkConfig(hidden=32, depth=1, heads=2), FlowConfig(), PRIORS)
+    torch.nn.init.normal_(net.coord_head.weight, std=0.05)
+    plain = generate(net, specs, "csp", steps=4, seed=5)
+    same = generate(net, specs, "csp", steps=4, seed=5, anneal_slope=0.0)
+    annealed = generate(net, specs, "csp", steps=4, seed=5, anneal_slope=5.0)
+    for a, b, c in zip(plain, same, annealed, strict=True):
+        assert (a.frac == b.frac).all() and (a.lengths == b.lengths).all()
+        assert not np.allclose(a.frac, c.frac, atol=1e-4)
+    with pytest.raises(ValueError, match="anneal_slope"):
+        generate(net, specs, "csp", steps=4, seed=5, anneal_slope=-1.0)
