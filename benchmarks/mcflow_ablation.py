@@ -22,8 +22,13 @@ Usage (variants were run two at a time, one thread each, on the 2-core machine):
         --tfree --pair-freq 16
     .venv/bin/python benchmarks/mcflow_ablation.py --name anneal --minutes 12 --freq 4 \
         --relgeo --tfree --pair-freq 16 --threads 2 --anneal 0 5 10
+    .venv/bin/python benchmarks/mcflow_ablation.py --name w150t4 --minutes 10 --freq 4 \
+        --relgeo --tfree --pair-freq 16 --w-coords 150 --w-types 4
+    .venv/bin/python benchmarks/mcflow_ablation.py --name tiny --profile tiny \
+        --train-data sample --freq 4 --relgeo --tfree
 
-Ingests MP-20 ``train_partial`` and the first ``--n-csp`` test crystals with
+Ingests MP-20 ``train_partial`` (or, with ``--train-data sample``, the 1,000 bundled
+crystals) and the first ``--n-csp`` test crystals with
 ``benchmarks/mcflow_benchmark.py``'s prepare stage on first use (cached after that).
 Writes ``data/cache/mcflow_ablation/res_<name>.json``; the table of recorded runs is
 ``benchmarks/results/mcflow_ablation.md``.
@@ -48,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import mcflow_benchmark as mb
 from models.mcflow import api
 from models.mcflow.model import MCFlowNet
-from tasks.core.paths import REPO_ROOT
+from tasks.core.paths import REPO_ROOT, SAMPLES_DIR
 from tasks.core.records import read_records, structure_from_json
 
 OUT = REPO_ROOT / "data" / "cache" / "mcflow_ablation"
@@ -100,8 +105,13 @@ def main() -> None:
     parser.add_argument("--relgeo", action="store_true", help="network.geometry: pairs")
     parser.add_argument("--pair-freq", type=int, default=None, help="network.pair_frequencies")
     parser.add_argument("--edge-hidden", type=int, default=0, help="network.edge_hidden")
+    parser.add_argument("--pair-dist", type=int, default=0, help="network.pair_distances")
     parser.add_argument("--n-dng", type=int, default=200, help="DNG samples for the sanity row")
     parser.add_argument("--w-types", type=float, default=None, help="flow.w_types")
+    parser.add_argument("--w-coords", type=float, default=None, help="flow.w_coords")
+    parser.add_argument(
+        "--w-cell", type=float, default=None, help="flow.w_lengths and flow.w_angles"
+    )
     parser.add_argument("--tfree", action="store_true", help="flow.translation_free")
     parser.add_argument("--coords-only", action="store_true", help="only the coordinate loss")
     parser.add_argument("--head-std", type=float, default=0.0, help="coordinate head init")
@@ -111,10 +121,21 @@ def main() -> None:
         "--anneal", type=float, nargs="*", default=[], help="anti-annealing slopes to compare"
     )
     parser.add_argument("--checkpoint", type=Path, help="evaluate this checkpoint, no training")
+    parser.add_argument(
+        "--train-data",
+        choices=["train_partial", "sample"],
+        default="train_partial",
+        help="MP-20 train_partial, or the 1,000 bundled crystals the quick profile trains on",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     torch.set_num_threads(args.threads)
-    dataset = mb.prepare("train_partial", None, workers=2)
+    if args.train_data == "sample":
+        dataset = mb.prepare_csv(
+            SAMPLES_DIR / "mp20_train_sample1000.csv.gz", "mp20_sample/train", None, workers=2
+        )
+    else:
+        dataset = mb.prepare("train_partial", None, workers=2)
     run = OUT / f"run_{args.name}"
     cfg = api.resolve_config(args.profile)
     cfg.train.max_time_s = args.minutes * 60
@@ -123,9 +144,14 @@ def main() -> None:
     cfg.network.geometry = "pairs" if args.relgeo else "paper"
     cfg.network.pair_frequencies = args.pair_freq
     cfg.network.edge_hidden = args.edge_hidden
+    cfg.network.pair_distances = args.pair_dist
     cfg.flow.translation_free = args.tfree
     if args.w_types is not None:
         cfg.flow.w_types = args.w_types
+    if args.w_coords is not None:
+        cfg.flow.w_coords = args.w_coords
+    if args.w_cell is not None:
+        cfg.flow.w_lengths = cfg.flow.w_angles = args.w_cell
     if args.coords_only:
         cfg.flow.w_types = cfg.flow.w_lengths = cfg.flow.w_angles = 0.0
         cfg.validation.n_samples = 0

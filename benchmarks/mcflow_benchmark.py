@@ -90,17 +90,20 @@ def _light_record(args: tuple[str, str, str]) -> CrystalRecord:
 
 def prepare(split: str, limit: int | None, workers: int) -> Path:
     """Records parquet of ``mp_20/<split>`` (cached)."""
-    out = CACHE / f"mp_20_{split}_{limit or 'all'}.parquet"
+    csv = shared_data_dir() / "mp_20" / f"{split}.csv.gz"
+    return prepare_csv(csv, f"mp_20/{split}", limit, workers)
+
+
+def prepare_csv(csv: Path, source: str, limit: int | None, workers: int) -> Path:
+    """Records parquet of an MP-20-style CSV (``material_id``, ``cif``), cached by ``source``."""
+    out = CACHE / f"{source.replace('/', '_')}_{limit or 'all'}.parquet"
     if out.exists():
         return out
-    frame = pd.read_csv(shared_data_dir() / "mp_20" / f"{split}.csv.gz", nrows=limit)
-    args = [
-        (f"mp_20/{split}:{m}", f"mp_20/{split}", c)
-        for m, c in zip(frame.material_id, frame.cif, strict=True)
-    ]
+    frame = pd.read_csv(csv, nrows=limit)
+    args = [(f"{source}:{m}", source, c) for m, c in zip(frame.material_id, frame.cif, strict=True)]
     start = time.perf_counter()
     records = pool_map(_light_record, args, workers)
-    log.info("prepared %s: %d records in %.0f s", split, len(records), time.perf_counter() - start)
+    log.info("prepared %s: %d records in %.0f s", source, len(records), time.perf_counter() - start)
     return write_records(records, out)
 
 

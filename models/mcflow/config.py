@@ -39,6 +39,16 @@ class NetworkConfig(StrictModel):
         gt=0,
         description="k = 1..K of the pair-offset sinusoids (None: coord_frequencies)",
     )
+    pair_distances: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "0: none; R > 0: the pair features also hold R Gaussians of each pair's "
+            "minimum-image distance in Å under the current (noisy) cell, centred on "
+            "[0, 6] Å (not in the paper; DiffCSP's edges read the lattice for the same "
+            "reason). Offsets in fractional coordinates alone do not say which atoms are near"
+        ),
+    )
     edge_hidden: int = Field(
         default=0,
         ge=0,
@@ -57,11 +67,22 @@ class NetworkConfig(StrictModel):
             data["geometry"] = "pairs" if data.pop("relative_geometry") else "paper"
         return data
 
+    @model_validator(mode="after")
+    def _distances_need_pairs(self) -> NetworkConfig:
+        if self.pair_distances and self.geometry == "paper":
+            raise ValueError("network.pair_distances needs network.geometry: pairs")
+        return self
+
     @property
     def pair_dim(self) -> int:
-        """Width of the pair sinusoids (0 for the paper network)."""
+        """Width of the pair features (0 for the paper network)."""
         if self.geometry == "paper":
             return 0
+        return self.pair_sinusoid_dim + self.pair_distances
+
+    @property
+    def pair_sinusoid_dim(self) -> int:
+        """Width of the pair-offset sinusoids alone."""
         return 6 * (self.pair_frequencies or self.coord_frequencies)
 
 

@@ -22,10 +22,15 @@ from models.mcflow.flows import (
     sample_angles_prior,
     sample_coords_prior,
     sample_lengths_prior,
+    units_to_angles,
+    wrap,
 )
 from models.nn.dit import DiT
 from models.nn.embeddings import TimestepEmbedder, sinusoidal_positions
 from models.nn.mlp import MLP
+
+#: Pair distances are read by Gaussians centred on [0, DISTANCE_RANGE] Å.
+DISTANCE_RANGE = 6.0
 
 
 @dataclass
@@ -57,7 +62,9 @@ class MCFlowNet(nn.Module):
     linear map of them), so a shift by a lattice vector does not change the input. With
     ``network.geometry: pairs`` every attention layer also reads the features of each
     pair's offset ``F_j − F_i`` at ``pair_frequencies`` (directly, or through an edge MLP
-    of width ``edge_hidden``; see :class:`models.nn.attention.SelfAttention`).
+    of width ``edge_hidden``; see :class:`models.nn.attention.SelfAttention`), and with
+    ``pair_distances`` R > 0 Gaussians of each pair's minimum-image distance in Å under the
+    current cell (:meth:`pair_distances`), so attention can tell near atoms from far ones.
     Lengths enter as the standardized log ``(log L − μ)/σ``. Conditioning
     ``c = TimeEmb_A(t) + TimeEmb_X(s)`` drives the DiT's adaptive layer norms. Per-token
     heads give element logits and coordinate displacements; the cell head reads the mean
@@ -73,6 +80,8 @@ class MCFlowNet(nn.Module):
 
     coord_frequencies: torch.Tensor
     pair_frequencies: torch.Tensor
+    distance_centers: torch.Tensor
+    images: torch.Tensor
     length_mu: torch.Tensor
     length_sigma: torch.Tensor
     allowed_types: torch.Tensor
@@ -94,8 +103,20 @@ class MCFlowNet(nn.Module):
         self.time_struct = TimestepEmbedder(h)
         self.register_buffer(
             "pair_frequencies",
-            torch.arange(1, network.pair_dim // 6 + 1, dtype=torch.float32),
+            torch.arange(1, network.pair_sinusoid_dim // 6 + 1, dtype=torch.float32)
+            if network.pair_dim
+            else torch.zeros(0),
             persistent=False,
+        )
+        self.register_buffer(
+            "distance_centers",
+            torch.linspace(0.0, DISTANCE_RANGE, network.pair_distances)
+            if network.pair_dim
+            else torch.zeros(0),
+            persistent=False,
+        )
+        self.register_buffer(
+            "images", torch.cartesian_prod(*[torch.arange(-1.0, 2.0)] * 3), persistent=False
         )
         self.dit = DiT(
             h,
@@ -121,6 +142,54 @@ class MCFlowNet(nn.Module):
         """``[..., 3]`` fractional values → ``[..., 6K]`` ``[sin 2πkf, cos 2πkf]``, k = 1..K."""
         phases = (2 * math.pi * frac[..., None] * frequencies).flatten(-2)
         return torch.cat([torch.sin(phases), torch.cos(phases)], dim=-1)
+
+    def pair_distances(
+        self,
+        frac: torch.Tensor,
+        lengths: torch.Tensor,
+        angle_units: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """``[B, N, N]`` minimum-image distances in Å between atoms under the given cell.
+
+        The shortest of the 27 images ``wrap(F_j − F_i) + n``, ``n ∈ {−1, 0, 1}³`` (exact
+        for Niggli-reduced cells); ``lengths`` are per ``N^(1/3)`` as everywhere in
+        MCFlow. The metric tensor is used directly, so a noisy cell whose angles cannot
+        close gives a distance of 0, not a NaN.
+        """
+        n = mask.sum(1).clamp(min=1).to(frac.dtype)
+        abc = lengths * n[:, None] ** (1.0 / 3.0)
+        cos = torch.cos(torch.deg2rad(units_to_angles(angle_units)))  # α, β, γ
+        a, b, c = abc.unbind(-1)
+        metric = torch.stack(
+            [
+                torch.stack([a * a, a * b * cos[:, 2], a * c * cos[:, 1]], -1),
+                torch.stack([a * b * cos[:, 2], b * b, b * c * cos[:, 0]], -1),
+                torch.stack([a * c * cos[:, 1], b * c * cos[:, 0], c * c], -1),
+            ],
+            -2,
+        )
+        offsets = wrap(frac[:, None, :, :] - frac[:, :, None, :])[..., None, :] + self.images
+        squared = torch.einsum("bijkx,bxy,bijky->bijk", offsets, metric, offsets)
+        return squared.amin(-1).clamp(min=0.0).sqrt()
+
+    def _pair_features(
+        self,
+        frac: torch.Tensor,
+        lengths: torch.Tensor,
+        angle_units: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> torch.Tensor | None:
+        if not len(self.pair_frequencies):
+            return None
+        offsets = frac[:, None, :, :] - frac[:, :, None, :]
+        pair = self._periodic_features(offsets, self.pair_frequencies)
+        if not len(self.distance_centers):
+            return pair
+        distance = self.pair_distances(frac, lengths, angle_units, mask)
+        width = DISTANCE_RANGE / max(len(self.distance_centers) - 1, 1)
+        gauss = torch.exp(-(((distance[..., None] - self.distance_centers) / width) ** 2))
+        return torch.cat([pair, gauss.to(pair.dtype)], dim=-1)
 
     def forward(
         self,
@@ -159,11 +228,7 @@ class MCFlowNet(nn.Module):
             + sinusoidal_positions(N, self.type_emb.embedding_dim, types.device)[None]
         )
         cond = self.time_types(t) + self.time_struct(s)
-        pair = None
-        if len(self.pair_frequencies):
-            offsets = frac[:, None, :, :] - frac[:, :, None, :]
-            pair = self._periodic_features(offsets, self.pair_frequencies)
-        h = self.dit(x, cond, mask, pair)
+        h = self.dit(x, cond, mask, self._pair_features(frac, lengths, angle_units, mask))
         logits = self.type_head(h).float()
         logits = logits.masked_fill(~self.allowed_types, float("-inf"))
         weights = mask.to(h.dtype).unsqueeze(-1)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
+from pymatgen.core import Lattice, Structure
 
 from models.mcflow.config import FlowConfig, NetworkConfig
-from models.mcflow.data import Priors
+from models.mcflow.data import Priors, item_from_structure
 from models.mcflow.flows import (
+    angles_to_units,
     coord_velocity_loss,
     interpolate_coords,
     remove_mean_translation,
@@ -68,7 +72,8 @@ def test_translation_free_loss_ignores_a_global_shift_of_the_prediction() -> Non
 
 
 @pytest.mark.parametrize(
-    "geometry", [{"geometry": "paper"}, {"pair_frequencies": 8}, {"edge_hidden": 16}]
+    "geometry",
+    [{"geometry": "paper"}, {"pair_frequencies": 8}, {"edge_hidden": 16}, {"pair_distances": 8}],
 )
 def test_coordinate_features_are_periodic_for_every_frequency(geometry: dict) -> None:
     torch.manual_seed(0)
@@ -143,3 +148,28 @@ def test_anneal_slope_zero_is_the_paper_sampler_and_a_slope_moves_atoms_further(
         assert not np.allclose(a.frac, c.frac, atol=1e-4)
     with pytest.raises(ValueError, match="anneal_slope"):
         generate(net, specs, "csp", steps=4, seed=5, anneal_slope=-1.0)
+
+
+def test_pair_distances_are_pymatgens_minimum_image_distances() -> None:
+    rng = np.random.default_rng(3)
+    lattice = Lattice.from_parameters(4.1, 5.3, 6.2, 80, 100, 110)
+    structure = Structure(lattice, ["Na", "Cl", "Cl", "O"], rng.random((4, 3)))
+    item = item_from_structure("x", structure.get_reduced_structure())
+    network = NetworkConfig(hidden=32, depth=1, heads=2, pair_distances=8)
+    net = MCFlowNet(network, FlowConfig(), PRIORS)
+    as_tensor = partial(torch.tensor, dtype=torch.float64)
+    distances = net.double().pair_distances(
+        as_tensor(item.frac[None]),
+        as_tensor(item.lengths[None]),
+        angles_to_units(as_tensor(item.angles[None])),
+        torch.ones(1, 4, dtype=torch.bool),
+    )[0]
+    cell = Lattice.from_parameters(*(item.lengths * 4 ** (1 / 3)), *item.angles)
+    expected = Structure(cell, ["H"] * 4, item.frac).distance_matrix
+    np.testing.assert_allclose(distances.numpy(), expected, atol=1e-9)
+    assert expected[0, 1] > 1.0  # not a degenerate structure
+
+
+def test_pair_distances_need_the_pair_network() -> None:
+    with pytest.raises(ValueError, match="pair_distances needs"):
+        NetworkConfig(geometry="paper", pair_distances=8)
