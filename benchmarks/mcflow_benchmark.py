@@ -13,7 +13,9 @@ Stages (each cached under ``data/cache/mcflow_benchmark/`` so a rerun skips fini
    guidance, 20 samples without), DNG structural / compositional validity and P1 rate on
    ``--n-dng`` samples, a step-count sweep, and sampling throughput.
 
-Writes ``benchmarks/results/mcflow_benchmark.json`` and ``.md``.
+Writes ``benchmarks/results/mcflow_benchmark.json`` and ``.md``, and the DNG samples (table,
+extxyz, one CIF each) to ``dng_samples/`` in the run directory, so every DNG figure traces
+back to its crystals.
 """
 
 from __future__ import annotations
@@ -46,19 +48,19 @@ from models.mcflow.flows import (
     sample_coords_prior,
 )
 from models.representation.atom_order import mcflow_order
+from models.sample_output import write_samples
 from tasks.core.atomic import write_json_atomic, write_text_atomic
 from tasks.core.mapping import pool_map
 from tasks.core.paths import REPO_ROOT, shared_data_dir
 from tasks.core.records import CrystalRecord, read_records, write_records
 from tasks.evaluate.csp_metrics import evaluate_csp
-from tasks.evaluate.settings import CSPConfig
-from tasks.evaluate.validity import smact_validity, structural_validity
+from tasks.evaluate.funnel import run_symmetry, run_validity
+from tasks.evaluate.settings import CSPConfig, EvaluateConfig
 from tasks.ingest.analysis import fill_from_order, reduce_structure
 
 log = logging.getLogger("mcflow_benchmark")
 #: The method name of the paper-style row of this benchmark.
 LABEL = "MCFlow cpu-small (ours)"
-MAX_SMACT_ELEMENTS = 7
 CACHE = REPO_ROOT / "data" / "cache" / "mcflow_benchmark"
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 PARTIAL = CACHE / "mcflow_benchmark.partial.json"
@@ -135,36 +137,28 @@ def csp_metrics(
     }
 
 
-def _dng_one(text: str) -> tuple[bool, bool, bool]:
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
-
-    from tasks.core.records import structure_from_json
-
-    s = structure_from_json(text)
-    valid = structural_validity(s)[0]
-    try:
-        p1 = SpacegroupAnalyzer(s, symprec=0.1).get_space_group_number() == 1
-    except Exception:  # spglib gives up on some generated cells: counted as P1
-        p1 = True
-    # SMACT enumerates every oxidation-state combination: exponential in the number of
-    # elements. MP-20 crystals have at most 7 elements; more is counted as invalid.
-    comp_ok = len(s.composition.elements) <= MAX_SMACT_ELEMENTS and smact_validity(s.composition)[0]
-    return valid, comp_ok, p1
-
-
 def dng_metrics(records: list[Any], workers: int) -> dict[str, float]:
-    """Structural / compositional validity and P1 rate (%, over all requested samples)."""
-    texts = [r.structure for r in records if r.status == "ok"]
-    verdicts = pool_map(_dng_one, texts, workers)
+    """Structural / compositional validity (%, over all requested samples) and P1 rate.
+
+    The evaluation suite's own per-crystal rules
+    (:func:`tasks.evaluate.funnel.run_validity`, :func:`~tasks.evaluate.funnel.run_symmetry`),
+    so these figures equal the full evaluation's: the P1 rate is over the structurally
+    valid samples whose symmetry analysis succeeded (pymatgen, symprec 0.1).
+    """
+    config = EvaluateConfig(workers=workers)
+    structures = [r.to_structure() if r.status == "ok" else None for r in records]
+    verdicts = run_validity(structures, config)
+    pairs = zip(structures, verdicts, strict=True)
+    valid = [s for s, v in pairs if s is not None and v.valid_struct]
+    groups = [info.spacegroup for info in run_symmetry(valid, config) if info.spacegroup > 0]
     n = len(records)
-    arr = np.array(verdicts, dtype=bool).reshape(-1, 3)
-    n_atoms = [r.n_atoms for r in records if r.status == "ok"]
+    n_atoms = [len(s) for s in structures if s is not None]
     return {
         "n": n,
-        "n_failed": n - len(texts),
-        "struct_validity": 100.0 * arr[:, 0].sum() / n,
-        "comp_validity": 100.0 * arr[:, 1].sum() / n,
-        "p1_rate": 100.0 * arr[:, 2].sum() / max(len(texts), 1),
+        "n_failed": sum(s is None for s in structures),
+        "struct_validity": 100.0 * len(valid) / n,
+        "comp_validity": 100.0 * sum(v.valid_comp for v in verdicts) / n,
+        "p1_rate": 100.0 * groups.count(1) / max(len(groups), 1),
         "mean_atoms": float(np.mean(n_atoms)) if n_atoms else float("nan"),
     }
 
@@ -210,7 +204,8 @@ def coord_loss_by_s(checkpoint: Path, dataset: Path, n_val: int = 512) -> dict[s
 def train_stage(
     dataset: Path, minutes: float, out: Path, which: str
 ) -> tuple[Path, dict[str, Any]]:
-    """Train cpu-small for ``minutes`` (skipped when a finished run exists).
+    """Train cpu-small for ``minutes`` (skipped when a finished run exists; ``finished`` is
+    when its training ended).
 
     ``which`` picks the evaluated checkpoint: ``latest`` (the end of the budget, EMA weights)
     or ``best`` (best validation DNG validity on a few dozen samples: noisy, and blind to CSP).
@@ -224,6 +219,8 @@ def train_stage(
         ckpt = api.train(cfg, dataset, out, resume=(out / "latest.pt").exists())
         write_json_atomic(done, {"checkpoint": str(ckpt), "seconds": time.perf_counter() - start})
     info = json.loads(done.read_text())
+    finished = dt.datetime.fromtimestamp(done.stat().st_mtime, dt.UTC)
+    info["finished"] = finished.isoformat(timespec="seconds")
     if which == "latest":
         info["checkpoint"] = str(out / "latest.pt")
     info["evaluated"] = which
@@ -316,6 +313,7 @@ def main() -> None:
         **dng_metrics(recs, args.workers),
         "steps": args.steps,
         "sample_seconds": secs,
+        "samples": str(write_samples(run / "dng_samples", recs)["table"].relative_to(REPO_ROOT)),
     }
     results["dng"]["crystals_per_s"] = len(recs) / secs
     results["dng"]["evaluation"] = evaluate_records(
@@ -368,14 +366,19 @@ def render_markdown(r: dict[str, Any], args: argparse.Namespace) -> str:
         f"{args.train_minutes:g} min wall budget → {tr['steps']} steps "
         f"(≈{tr['epochs']:.1f} epochs), final train loss {tr['final_train_loss']:.3f}, "
         f"{tr['train_crystals_per_s']:.0f} crystals/s; evaluated checkpoint: "
-        f"`{Path(tr['checkpoint']).name}` ({tr['evaluated']}, EMA weights)",
+        f"`{Path(tr['checkpoint']).name}` ({tr['evaluated']}, EMA weights); training finished "
+        f"{tr.get('finished', 'in this run')} (a rerun evaluates the cached run)",
         "- network: hidden {hidden}, depth {depth}, heads {heads}, coordinate frequencies "
         "{coord_frequencies}, geometry {geometry} ({pair_frequencies} pair frequencies), "
         "edge MLP width {edge_hidden}; translation-free "
         "coordinate loss {translation_free}".format(
             **tr["config"]["network"], translation_free=tr["config"]["flow"]["translation_free"]
         ),
+        "- loss weights types / coords / lengths / angles: "
+        "{w_types:g} / {w_coords:g} / {w_lengths:g} / {w_angles:g} "
+        "(paper: 0.5 / 2 / 1 / 1)".format(**tr["config"]["flow"]),
         f"- test set: first {args.n_test} rows of MP-20 `test`; integration steps {args.steps}",
+        f"- DNG samples (table, extxyz, CIFs): `{Path(r['dng']['samples']).parent}/`",
         "",
         "| metric | this run (cpu-small) | paper (MCFlow-B, 500 steps) |",
         "| --- | --- | --- |",
@@ -428,11 +431,10 @@ def render_markdown(r: dict[str, Any], args: argparse.Namespace) -> str:
         "Metrics from the project's evaluation suite: `tasks.evaluate.csp_metrics.evaluate_csp` "
         "(StructureMatcher stol=0.5, ltol=0.3, angle_tol=10; only structurally valid "
         "predictions can match; RMSE normalized by (V/N)^(1/3), best of k, mean over matched) "
-        "and `tasks.evaluate.validity` (structural: distances ≥ 0.5 Å, volume ≥ 0.1 Å³; "
-        "compositional: "
-        "CDVAE-style SMACT; compositions with more than 7 elements are counted invalid without "
-        "enumeration, which is exponential in the element count), over all requested samples; "
-        "P1 = SpacegroupAnalyzer(symprec=0.1).",
+        "and `tasks.evaluate.funnel` (structural: distances ≥ 0.5 Å, volume ≥ 0.1 Å³; "
+        "compositional: CDVAE-style SMACT; both over all requested samples; "
+        "P1 = SpacegroupAnalyzer(symprec=0.1) over the structurally valid samples, as in the "
+        "full evaluation).",
         "",
     ]
     return "\n".join(lines)
