@@ -88,10 +88,8 @@ def dng_sanity(checkpoint: Path, n: int, anneal_slope: float) -> dict[str, Any]:
     records = api.sample(checkpoint, "dng", n=n, seed=0, steps=50, anneal_slope=anneal_slope)
     ok = [r.to_structure() for r in records if r.status == "ok"]
     return {
-        "n": len(records),
         "n_ok": len(ok),
         "mean_distinct_elements": float(np.mean([len(s.composition) for s in ok])),
-        "mean_atoms": float(np.mean([len(s) for s in ok])),
         **mb.dng_metrics(records, 1),
     }
 

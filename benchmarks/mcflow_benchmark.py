@@ -367,7 +367,7 @@ def render_markdown(r: dict[str, Any], args: argparse.Namespace) -> str:
         f"(≈{tr['epochs']:.1f} epochs), final train loss {tr['final_train_loss']:.3f}, "
         f"{tr['train_crystals_per_s']:.0f} crystals/s; evaluated checkpoint: "
         f"`{Path(tr['checkpoint']).name}` ({tr['evaluated']}, EMA weights); training finished "
-        f"{tr.get('finished', 'in this run')} (a rerun evaluates the cached run)",
+        f"{tr['finished']} (a rerun evaluates the cached run)",
         "- network: hidden {hidden}, depth {depth}, heads {heads}, coordinate frequencies "
         "{coord_frequencies}, geometry {geometry} ({pair_frequencies} pair frequencies), "
         "edge MLP width {edge_hidden}; translation-free "

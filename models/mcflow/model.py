@@ -110,9 +110,7 @@ class MCFlowNet(nn.Module):
         )
         self.register_buffer(
             "distance_centers",
-            torch.linspace(0.0, DISTANCE_RANGE, network.pair_distances)
-            if network.pair_dim
-            else torch.zeros(0),
+            torch.linspace(0.0, DISTANCE_RANGE, network.pair_distances),
             persistent=False,
         )
         self.register_buffer(
