@@ -24,9 +24,13 @@ SLURM jobs through dask-jobqueue; :mod:`flows.parallel`).
 
 from __future__ import annotations
 
+import contextvars
 import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
@@ -36,10 +40,13 @@ from flows.caching import run_stage, stage
 from flows.evaluate import evaluate_on
 from flows.mlip import hull_on, relax_on
 from flows.model_work import run_model_work
+from flows.parallel import run_on_worker
 from models.contract import FineTune
 from tasks.core.cluster import Cluster, dask_cluster
 from tasks.core.config import ConfigError, Placement, load_config, resolve_config_path
+from tasks.core.paths import resolve_data_path
 from tasks.core.stability import StabilityRule
+from tasks.core.structure_io import dataset_fingerprint
 from tasks.dft.settings import DftStageConfig
 from tasks.evaluate.settings import EvaluateConfig
 from tasks.ingest.config import DatasetSource, IngestConfig
@@ -62,6 +69,7 @@ from tasks.pipeline.loop import (
 from tasks.pipeline.preflight import preflight
 from tasks.pipeline.report import write_report
 from tasks.pipeline.rundir import RunDir
+from tasks.pipeline.screened import write_screened
 from tasks.pipeline.selection import write_dft_candidates, write_mlip_candidates
 from tasks.pipeline.summary import (
     RoundFiles,
@@ -72,6 +80,7 @@ from tasks.pipeline.summary import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @task(name="ingest")
@@ -87,10 +96,14 @@ def ingest_stage(
 
 @stage("train")
 def train_stage(
-    model: ModelRun, dataset: str, out_dir: str, deployment: Annotated[str | None, Placement]
+    model: ModelRun,
+    dataset: str,
+    out_dir: str,
+    deployment: Annotated[str | None, Placement],
+    cluster: Annotated[Cluster | None, Placement],
 ) -> str:
     """Train the model on the dataset (resuming a crashed run), or use its checkpoint."""
-    return run_model_work(deployment, "train", model, dataset, out_dir, 0)
+    return run_model_work(deployment, cluster, "train", model, dataset, out_dir, 0)
 
 
 @stage("finetune-data")
@@ -109,10 +122,11 @@ def finetune_stage(
     out_dir: str,
     loop: LoopConfig,
     deployment: Annotated[str | None, Placement],
+    cluster: Annotated[Cluster | None, Placement],
 ) -> str:
     """Fine-tune the checkpoint a round sampled on the fine-tuning set (resumable)."""
     budget = FineTune(init_from=Path(checkpoint), **loop.budget())
-    return run_model_work(deployment, "finetune", model, dataset, out_dir, 0, budget)
+    return run_model_work(deployment, cluster, "finetune", model, dataset, out_dir, 0, budget)
 
 
 @stage("mlip-finetune")
@@ -131,9 +145,21 @@ def sample_stage(
     out_dir: str,
     seed: int,
     deployment: Annotated[str | None, Placement],
+    cluster: Annotated[Cluster | None, Placement],
 ) -> str:
     """Draw the model's de novo samples; failed samples are kept with their reason."""
-    return run_model_work(deployment, "sample", model, checkpoint, out_dir, seed)
+    return run_model_work(deployment, cluster, "sample", model, checkpoint, out_dir, seed)
+
+
+@stage("import-samples")
+def import_stage(model: ModelRun, fingerprint: str, out_dir: str) -> str:
+    """Take another generator's crystals as the round's samples (``fingerprint``: their
+    content, so an edited file is read again); unreadable entries are failed samples."""
+    from models.sample_output import import_structure_set
+
+    assert model.path is not None  # a samples entry always has one (ModelRun)
+    path = resolve_data_path(model.path)
+    return str(import_structure_set(path, model.key, out_dir, model.limit))
 
 
 @stage("evaluate")
@@ -190,21 +216,50 @@ def dft_stage(
     relax: RelaxConfig,
     hull: MLIPHullConfig,
     stability: StabilityRule,
+    cluster: Annotated[Cluster | None, Placement],
 ) -> str:
-    """Run the DFT batch (local stand-in or SLURM), wait, collect E_hull."""
+    """Run the DFT batch (local stand-in or SLURM), wait, collect E_hull.
+
+    The stand-in's calculations run in a worker process of the run's cluster: they change
+    the working directory, which the other model's branch shares in this process.
+    """
     from tasks.dft.stage import mlip_reference_entries, run_dft_stage
 
-    entries = None
-    if dft.mode == "standin":
-        entries = mlip_reference_entries(Path(candidates), mlip, relax, hull, extra_references)
-    return str(run_dft_stage(Path(candidates), Path(workdir), dft, entries, stability))
+    if dft.mode != "standin":
+        return str(run_dft_stage(Path(candidates), Path(workdir), dft, None, stability))
+    entries = mlip_reference_entries(Path(candidates), mlip, relax, hull, extra_references)
+    args = (Path(candidates), Path(workdir), dft, entries, stability)
+    if cluster is None:
+        return str(run_dft_stage(*args))
+    return str(run_on_worker(cluster, run_dft_stage, *args))
+
+
+def round_samples(
+    config: PipelineConfig,
+    model: ModelRun,
+    checkpoint: str | None,
+    files: RoundFiles,
+    seed: int,
+    cluster: Cluster | None,
+) -> str:
+    """The round's samples: drawn from the model's checkpoint, or a samples entry's file."""
+    out_dir = str(files.root / "samples")
+    if not model.generative:
+        assert model.path is not None
+        fingerprint = dataset_fingerprint(resolve_data_path(model.path))
+        return run_stage(import_stage, model, fingerprint, out_dir)
+    assert checkpoint is not None
+    deployment = config.model_deployment
+    samples = run_stage(sample_stage, model, checkpoint, out_dir, seed, deployment, cluster)
+    write_checkpoint_info(checkpoint, files.checkpoint)
+    return samples
 
 
 def model_round(
     config: PipelineConfig,
     run: RunDir,
     model: ModelRun,
-    checkpoint: str,
+    checkpoint: str | None,
     reference: str,
     round_index: int,
     cluster: Cluster | None,
@@ -212,6 +267,8 @@ def model_round(
     screen: tuple[MLIPConfig, MLIPHullConfig],
 ) -> RoundSummary:
     """One model's pass through the funnel: sample → filters → MLIP → DFT, then its summary.
+
+    A ``samples`` entry has no checkpoint: its file's crystals are the round's samples.
 
     The novelty reference is ``reference`` (the training set) plus the ``discovered`` sets
     (one per earlier round); the hull's competing phases are ``config.hull``'s plus the same
@@ -221,13 +278,9 @@ def model_round(
     DFT stand-in's references always come from the profile's MLIP and hull.
     """
     screen_mlip, screen_hull = screen
-    files = RoundFiles(run.round_dir(round_index) / model.name)
+    files = RoundFiles(run.round_dir(round_index) / model.key)
     seed = round_seed(config, model.seed, round_index)
-    deployment = config.model_deployment
-    samples = run_stage(
-        sample_stage, model, checkpoint, str(files.root / "samples"), seed, deployment
-    )
-    write_checkpoint_info(checkpoint, files.checkpoint)
+    samples = round_samples(config, model, checkpoint, files, seed, cluster)
     known = [str(p) for p in reference_sources(config.hull)] + discovered
     verdicts = run_stage(
         evaluate_stage,
@@ -273,8 +326,10 @@ def model_round(
                 config.relax,
                 config.hull,
                 config.stability,
+                cluster,
             )
-    return summarize_round(files.root, model.name, round_index, config, seed)
+    write_screened(files)
+    return summarize_round(files.root, model.key, round_index, config, seed)
 
 
 def with_earlier_dft(config: DftStageConfig, earlier: list[Path]) -> DftStageConfig:
@@ -287,99 +342,143 @@ def with_earlier_dft(config: DftStageConfig, earlier: list[Path]) -> DftStageCon
     return config.model_copy(update={"hull": hull})
 
 
-def finetune_between_rounds(
-    config: PipelineConfig,
-    run: RunDir,
-    train: str,
-    checkpoints: dict[str, str],
-    round_index: int,
-) -> dict[str, str]:
-    """After round k: add its confirmed crystals to the loop's discoveries, and fine-tune every
-    model on the training set plus all of them; the checkpoints round k+1 samples.
-
-    Without any discovery so far the checkpoints stay as they are.
-    """
+def finetune_data(config: PipelineConfig, run: RunDir, train: str, round_index: int) -> str | None:
+    """After round k: add its confirmed crystals to the loop's discoveries and build the
+    fine-tuning set of round k+1 (the training set plus all of them), or ``None`` while the
+    loop has confirmed nothing (round k+1 then samples the same checkpoints)."""
     label = dft_label(config.dft.mode)
     new = [
         round_discoveries(
-            RoundFiles(run.round_dir(round_index) / m.name),
-            m.name,
-            round_index,
-            config.loop.evidence,
-            label,
+            RoundFiles(run.round_dir(round_index) / m.key), m.key, round_index,
+            config.loop.evidence, label,
         )
         for m in config.models
-    ]
+    ]  # fmt: skip
     table = add_discoveries(run.path / "loop" / "discoveries.parquet", pd.concat(new))
     if pd.read_parquet(table).empty:
         log.info("round %d confirmed nothing: round %d samples the same checkpoints",
                  round_index, round_index + 1)  # fmt: skip
-        return checkpoints
-    dataset = run_stage(
-        finetune_data_stage,
-        train,
-        str(table),
-        str(run.path / "loop" / f"round-{round_index + 1}"),
-        config.ingest,
-        config.loop,
+        return None
+    out_dir = str(run.path / "loop" / f"round-{round_index + 1}")
+    return run_stage(finetune_data_stage, train, str(table), out_dir, config.ingest, config.loop)
+
+
+def round_checkpoint(
+    config: PipelineConfig,
+    run: RunDir,
+    model: ModelRun,
+    train: str,
+    previous: str | None,
+    finetune_set: str | None,
+    round_index: int,
+    cluster: Cluster | None,
+) -> str | None:
+    """The checkpoint a model samples in a round: trained in round 1, then fine-tuned on
+    ``finetune_set`` when the loop learns (else ``previous``); ``None`` for a samples entry."""
+    if not model.generative:
+        return None
+    deployment = config.model_deployment
+    if previous is None:
+        out_dir = str(run.path / "checkpoints" / model.key)
+        return run_stage(train_stage, model, train, out_dir, deployment, cluster)
+    if finetune_set is None:
+        return previous
+    out_dir = str(run.path / "checkpoints" / model.key / f"round-{round_index}")
+    return run_stage(
+        finetune_stage, model, previous, finetune_set, out_dir, config.loop, deployment, cluster
     )
-    return {
-        m.name: run_stage(
-            finetune_stage,
-            m,
-            checkpoints[m.name],
-            dataset,
-            str(run.path / "checkpoints" / m.name / f"round-{round_index + 1}"),
-            config.loop,
-            config.model_deployment,
-        )
-        for m in config.models
-    }
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """What every model's branch of one round shares (the run, its settings, the loop's state
+    after the previous round)."""
+
+    config: PipelineConfig
+    round_config: PipelineConfig  # the round's: its DFT hull holds earlier rounds' results
+    run: RunDir
+    train: str
+    round_index: int
+    cluster: Cluster | None
+    checkpoints: dict[str, str | None]  # what each model sampled in the previous round
+    finetune_set: str | None
+    discovered: list[str]
+    screen: tuple[MLIPConfig, MLIPHullConfig]
+
+    def branch(self, model: ModelRun) -> tuple[str | None, RoundSummary]:
+        """One model's round: its checkpoint (trained, fine-tuned or kept), then the funnel."""
+        checkpoint = round_checkpoint(
+            self.config, self.run, model, self.train, self.checkpoints.get(model.key),
+            self.finetune_set, self.round_index, self.cluster,
+        )  # fmt: skip
+        summary = model_round(
+            self.round_config, self.run, model, checkpoint, self.train, self.round_index,
+            self.cluster, self.discovered, self.screen,
+        )  # fmt: skip
+        return checkpoint, summary
+
+
+def run_branches(
+    branch: Callable[[ModelRun], T], models: list[ModelRun], side_by_side: bool
+) -> list[T]:
+    """``branch(model)`` for every model, at once (one thread each) when ``side_by_side``.
+
+    The threads only orchestrate: with a Dask cluster, the work of a branch (training and
+    sampling, the chunks of evaluation and relaxation, the stand-in's DFT jobs) runs in the
+    cluster's worker processes, so on two cores two models' branches take about the time of
+    the slower one. Without a cluster that work would share this process, so the branches
+    run one after the other. Each thread runs in a copy of the flow run's context, so its
+    stages are tasks of this flow run. The first branch to fail raises, after every branch
+    has stopped.
+    """
+    width = max(1, len(models)) if side_by_side else 1
+    with ThreadPoolExecutor(max_workers=width) as pool:
+        futures = [pool.submit(contextvars.copy_context().run, branch, m) for m in models]
+        wait(futures)
+    return [f.result() for f in futures]
 
 
 def closed_loop(
     config: PipelineConfig, run: RunDir, datasets: dict[str, str], cluster: Cluster | None
 ) -> dict[str, Any]:
-    """All rounds: train once per model, then sample → ... → DFT with growing references."""
-    checkpoints: dict[str, str] = {
-        m.name: run_stage(
-            train_stage,
-            m,
-            datasets["train"],
-            str(run.path / "checkpoints" / m.name),
-            config.model_deployment,
-        )
-        for m in config.models
-    }
+    """All rounds, the models' branches side by side: train (round 1) or fine-tune (later
+    rounds, with ``loop.finetune``), then sample → ... → DFT, with growing references."""
+    train = datasets["train"]
+    checkpoints: dict[str, str | None] = {}
+    finetune_set: str | None = None
     earlier_dft: list[Path] = []
     discovered: list[str] = []
     screen = (config.mlip, config.hull)
     for round_index in range(1, config.rounds + 1):
         round_config = config.model_copy(update={"dft": with_earlier_dft(config.dft, earlier_dft)})
-        confirmed = []
-        for model in config.models:
-            summary = model_round(
-                round_config,
-                run,
-                model,
-                checkpoints[model.name],
-                datasets["train"],
-                round_index,
-                cluster,
-                discovered,
-                screen,
-            )
-            confirmed.append(summary.confirmed)
-            if "dft_results" in summary.files:
-                earlier_dft.append(summary.files["dft_results"].with_suffix(".json"))
-        found = pd.concat(confirmed, ignore_index=True)
-        if len(found) and round_index < config.rounds:
+        plan = RoundPlan(
+            config=config,
+            round_config=round_config,
+            run=run,
+            train=train,
+            round_index=round_index,
+            cluster=cluster,
+            checkpoints=dict(checkpoints),
+            finetune_set=finetune_set,
+            discovered=list(discovered),
+            screen=screen,
+        )
+        results = run_branches(plan.branch, config.models, side_by_side=cluster is not None)
+        checkpoints = {m.key: c for m, (c, _) in zip(config.models, results, strict=True)}
+        summaries = [summary for _, summary in results]
+        earlier_dft += [
+            s.files["dft_results"].with_suffix(".json")
+            for s in summaries
+            if "dft_results" in s.files
+        ]
+        found = pd.concat([s.confirmed for s in summaries], ignore_index=True)
+        if round_index == config.rounds:
+            break
+        if len(found):
             discovered = [*discovered, str(run.add_discovered(found, round_index))]
-        if config.loop.finetune and round_index < config.rounds:
-            checkpoints = finetune_between_rounds(
-                config, run, datasets["train"], checkpoints, round_index
-            )
-        if config.loop.mlip_finetune and round_index < config.rounds and earlier_dft:
+        if config.loop.finetune:
+            finetune_set = finetune_data(config, run, train, round_index)
+        if config.loop.mlip_finetune and earlier_dft:
             tuned = run_stage(
                 mlip_finetune_stage,
                 [str(p) for p in earlier_dft],

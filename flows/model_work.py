@@ -6,6 +6,8 @@
 of that deployment, so a worker on a GPU host does the model work while the rest of the
 graph stays where it runs; the flow waits for it and reads the result path the remote run
 wrote next to its outputs (the run directory must be on a filesystem both hosts see).
+Without a deployment, a run with a Dask cluster does its model work on one of the cluster's
+worker processes (:func:`run_model_work`).
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from typing import Literal
 
 from prefect import flow
 
+from flows.parallel import run_on_worker
 from models.contract import FineTune, SampleRequest, TrainRequest
 from models.registry import get_model
 from tasks.core.atomic import write_json_atomic
+from tasks.core.cluster import Cluster
 from tasks.pipeline.config import ModelRun
 
 Action = Literal["train", "finetune", "sample"]
@@ -69,6 +73,18 @@ def model_work(
 
     The result path is also written to ``out_dir/model_work.json`` for the caller.
     """
+    return do_model_work(action, model, source, out_dir, seed, finetune)
+
+
+def do_model_work(
+    action: Action,
+    model: ModelRun,
+    source: str,
+    out_dir: str,
+    seed: int = 0,
+    finetune: FineTune | None = None,
+) -> str:
+    """What :func:`model_work` does, as a plain function (for a process of the Dask cluster)."""
     if action in ("train", "finetune"):
         result = train_model(model, source, out_dir, finetune if action == "finetune" else None)
     else:
@@ -79,6 +95,7 @@ def model_work(
 
 def run_model_work(
     deployment: str | None,
+    cluster: Cluster | None,
     action: Action,
     model: ModelRun,
     source: str,
@@ -86,15 +103,22 @@ def run_model_work(
     seed: int,
     finetune: FineTune | None = None,
 ) -> str:
-    """Do the model work in this process, or on ``deployment``'s work pool and wait for it.
+    """Do the model work on ``deployment``'s work pool, else on one worker process of the
+    run's Dask cluster, else in this process; wait for it and return its result path.
+
+    On the cluster each model trains and samples in a worker process of its own (one torch
+    thread, as every worker), so two models' branches of a run train side by side.
 
     Raises
     ------
     RuntimeError
         When the remote run does not complete (its state and the deployment are named).
     """
+    if deployment is None and cluster is not None:
+        args = (action, model, source, out_dir, seed, finetune)
+        return run_on_worker(cluster, do_model_work, *args)
     if deployment is None:
-        return model_work.fn(action, model, source, out_dir, seed, finetune)
+        return do_model_work(action, model, source, out_dir, seed, finetune)
     from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
 

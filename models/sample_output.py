@@ -12,7 +12,9 @@ and :func:`write_samples` stores them under one directory:
 ``cifs/<id>.cif``
     One CIF per ``ok`` structure.
 
-Ids are stable: ``<model>-<seed>-<index>`` (see :func:`sample_id`).
+Ids are stable: ``<model>-<seed>-<index>`` (see :func:`sample_id`). Crystals another
+generator made enter the same contract through :func:`import_structure_set`, under the ids
+their file gives them.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pymatgen.core import Structure
 
 from tasks.core.atomic import atomic_write
 from tasks.core.records import structure_from_json, structure_to_json
-from tasks.core.structure_io import write_structures
+from tasks.core.structure_io import read_structures, write_structures
 
 SAMPLES_TABLE = "samples.parquet"
 SAMPLES_EXTXYZ = "samples.extxyz"
@@ -195,3 +197,38 @@ def write_samples(out_dir: str | Path, records: list[SampleRecord]) -> dict[str,
     if ok:
         write_structures(ok, cifs)
     return {"table": table, "extxyz": extxyz, "cifs": cifs}
+
+
+def import_structure_set(
+    path: str | Path, model: str, out_dir: str | Path, limit: int | None = None
+) -> Path:
+    """Write another generator's crystals as a sampling run's output (``samples.parquet``).
+
+    Every entry of the file becomes one record through the one structure reader: readable
+    ones ``ok`` under their own id (a repeated id as ``<id>#<n>``), unreadable ones
+    ``failed`` with the reader's reason, so validity counts them as the papers do.
+
+    Parameters
+    ----------
+    path
+        A CIF folder, extxyz, parquet or CSV file of structures.
+    model
+        The ``model`` field of the records (the run's label for that generator).
+    out_dir
+        Where ``samples.parquet``, ``samples.extxyz`` and ``cifs/`` are written.
+    limit
+        Keep only the first ``limit`` entries.
+
+    Returns
+    -------
+    Path
+        ``out_dir/samples.parquet``.
+    """
+    source = {"source": str(path)}
+    records = [
+        SampleRecord.from_structure(ident, model, "dng", structure, extra=source)
+        if structure is not None
+        else SampleRecord.failed(ident, model, "dng", reason, extra=source)
+        for ident, structure, reason in read_structures(path, limit=limit)
+    ]
+    return write_samples(out_dir, records)["table"]

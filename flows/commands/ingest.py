@@ -23,9 +23,20 @@ def ingest(
     limit: int | None = typer.Option(None, help="At most this many entries per split."),
     cache_dir: Path | None = typer.Option(None, help="Analysis cache (default data/cache)."),
     prefect: bool = typer.Option(False, "--prefect", help="Run as the Prefect flow 'ingest'."),
+    write_seed: Path | None = typer.Option(
+        None,
+        help="Instead, write the profile's datasets' analyses as seed files into this folder "
+        "(data/samples ships the bundled sample's).",
+    ),
 ) -> None:
     """Ingest a dataset: processed parquet, rejects, stats and plots per split."""
-    from tasks.ingest.run import ingest_path, ingest_sources, summary_table
+    from tasks.ingest.run import (
+        ingest_path,
+        ingest_sources,
+        seed_path,
+        summary_table,
+        write_analysis_seed,
+    )
 
     overrides = {"symprec": symprec, "n_workers": workers, "cache_dir": cache_dir}
     try:
@@ -40,6 +51,11 @@ def ingest(
         )
     except ConfigError as err:
         raise typer.BadParameter(str(err), param_hint="--config") from err
+    if write_seed is not None:
+        for source in settings.datasets.values():
+            written = write_analysis_seed(source, settings.ingest, seed_path(source, write_seed))
+            typer.echo(f"wrote {written}")
+        return
     out = out or settings.run_root / settings.profile / "dataset"
     if prefect:
         from flows.ingest import ingest_flow

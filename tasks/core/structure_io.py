@@ -14,8 +14,8 @@ Inputs (chosen by the path):
 
 Ids of tables follow **one ranking of id columns**, :data:`ID_COLUMNS` (``id``, then
 ``material_id``), after an explicitly requested column; a row with an empty id gets the
-stable generated id ``<stem>:row-<k>``. A later row that repeats an id is kept as an
-unreadable entry ``<id>#<n>`` whose reason names the id.
+stable generated id ``<stem>:row-<k>``. A later entry that repeats an id is read all the
+same under ``<id>#<n>``, with a warning (in every format).
 
 Reading never raises for bad content: :func:`read_entries` returns one
 :class:`StructureEntry` per input entry (``reason`` says why it is unusable), and
@@ -365,24 +365,33 @@ def _table_entries(frame: pd.DataFrame, stem: str, id_column: str | None) -> lis
 
 
 def _deduplicate(entries: list[StructureEntry]) -> list[StructureEntry]:
-    """Keep the first entry of each id; later ones become unusable ``<id>#<n>`` entries."""
-    first: dict[str, int] = {}
+    """Give a repeated id a unique one: the later entries become ``<id>#<n>``, still read.
+
+    A generator's file that repeats an id holds one crystal per entry all the same: each is
+    kept (dropping it would lower validity), and a warning names the ids.
+    """
     seen: dict[str, int] = {}
+    taken = {entry.id for entry in entries}
     out = []
-    for k, entry in enumerate(entries):
-        if entry.id not in first:
-            first[entry.id] = k
+    renamed = []
+    for entry in entries:
+        if entry.id not in seen:
+            seen[entry.id] = 1
             out.append(entry)
             continue
-        seen[entry.id] = seen.get(entry.id, 1) + 1
-        duplicate = f"duplicate id {entry.id!r} (first used by entry {first[entry.id]})"
-        out.append(
-            replace(
-                entry,
-                id=f"{entry.id}#{seen[entry.id]}",
-                payload="",
-                reason=entry.reason or duplicate,
-            )
+        ident = entry.id
+        while ident in taken:
+            seen[entry.id] += 1
+            ident = f"{entry.id}#{seen[entry.id]}"
+        taken.add(ident)
+        renamed.append(ident)
+        out.append(replace(entry, id=ident))
+    if renamed:
+        logger.warning(
+            "%d entries repeat an earlier id and are read as <id>#<n>: %s%s",
+            len(renamed),
+            ", ".join(renamed[:5]),
+            ", ..." if len(renamed) > 5 else "",
         )
     return out
 

@@ -1,7 +1,10 @@
 """Symmetry and distribution metrics of a generated set against the training set.
 
-Per crystal (pymatgen ``SpacegroupAnalyzer``, symprec 0.1): space group, one Wyckoff
-letter per symmetry orbit, number of atoms, orbits and distinct elements.
+Per crystal (pymatgen ``SpacegroupAnalyzer`` at the evaluation's tolerance, by default
+pymatgen's own symprec 0.01 Å and angle tolerance 5°, which is what the papers' "determined by
+PyMatGen" means): space group, one Wyckoff letter per symmetry orbit, atoms as written and in
+the primitive cell, orbits and distinct elements. The same tolerance serves generated and
+reference sets alike.
 
 Set metrics (``docs/evaluation.md``):
 
@@ -16,7 +19,9 @@ Set metrics (``docs/evaluation.md``):
   histograms of Wyckoff letters (one count per orbit) of generated and training crystals
   in g, averaged with weights = number of generated crystals in g. A group absent from the
   training set contributes 1 (the maximum).
-- **d_N**: ``scipy.stats.wasserstein_distance`` between atoms-per-cell samples.
+- **d_N**: ``scipy.stats.wasserstein_distance`` between the atoms per **primitive** cell
+  (spglib's, at the same tolerance) of both sets, so a model that writes conventional cells
+  is not penalised for the setting.
 - Orbit-count and distinct-element statistics (mean, std, min, max) for both sets.
 """
 
@@ -37,7 +42,9 @@ from tasks.evaluate.metrics import DistributionMetrics
 
 logger = logging.getLogger(__name__)
 
-SYMPREC = 0.1
+#: pymatgen's ``SpacegroupAnalyzer`` defaults, the tolerance of the published tables.
+SYMPREC = 0.01
+ANGLE_TOLERANCE = 5.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,7 @@ class SymmetryInfo:
     n_elements: int
     reason: str = ""
     elements: tuple[str, ...] = ()
+    n_primitive: int = 0  # atoms in the primitive cell (0 when the analysis failed)
 
     def to_dict(self) -> dict[str, object]:
         """Plain dict (Wyckoff letters joined into one string, element symbols by commas)."""
@@ -66,15 +74,17 @@ class SymmetryInfo:
         return cls(**{**data, "wyckoffs": tuple(str(data["wyckoffs"])), "elements": elements})  # type: ignore[arg-type]
 
 
-def symmetry_info(structure: Structure, symprec: float = SYMPREC) -> SymmetryInfo:
+def symmetry_info(
+    structure: Structure, symprec: float = SYMPREC, angle_tolerance: float = ANGLE_TOLERANCE
+) -> SymmetryInfo:
     """Space group, Wyckoff letters per orbit and counts of one crystal; never raises.
 
     Parameters
     ----------
     structure
         The crystal.
-    symprec
-        Symmetry tolerance in Å (0.1 as in the paper).
+    symprec, angle_tolerance
+        Symmetry tolerances in Å and degrees (pymatgen's defaults, as the papers).
     """
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
@@ -92,12 +102,18 @@ def symmetry_info(structure: Structure, symprec: float = SYMPREC) -> SymmetryInf
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            data = SpacegroupAnalyzer(structure, symprec=symprec).get_symmetry_dataset()
+            analyzer = SpacegroupAnalyzer(
+                structure, symprec=symprec, angle_tolerance=angle_tolerance
+            )
+            data = analyzer.get_symmetry_dataset()
         if data is None:
             raise ValueError("spglib found no symmetry dataset")
         reps = sorted(set(int(i) for i in data.equivalent_atoms))
         letters = tuple(sorted(str(data.wyckoffs[i]) for i in reps))
-        return SymmetryInfo(int(data.number), letters, n_atoms, len(reps), n_elements, "", elements)
+        n_primitive = len(set(int(i) for i in data.mapping_to_primitive))
+        return SymmetryInfo(
+            int(data.number), letters, n_atoms, len(reps), n_elements, "", elements, n_primitive
+        )
     except Exception as err:
         reason = f"symmetry analysis failed: {type(err).__name__}: {err}"[:300]
         return SymmetryInfo(0, (), n_atoms, 0, n_elements, reason, elements)
@@ -150,7 +166,10 @@ def element_frequencies(infos: Sequence[SymmetryInfo]) -> Counter:
 
 
 def distribution_metrics(
-    generated: Sequence[SymmetryInfo], reference: Sequence[SymmetryInfo]
+    generated: Sequence[SymmetryInfo],
+    reference: Sequence[SymmetryInfo],
+    symprec: float | None = None,
+    angle_tolerance: float | None = None,
 ) -> DistributionMetrics:
     """All symmetry/distribution metrics of ``generated`` against ``reference``.
 
@@ -159,19 +178,21 @@ def distribution_metrics(
     generated, reference
         Symmetry summaries; entries whose analysis failed (space group 0) are left out of
         the symmetry metrics and counted in ``n_symmetry_failed``.
+    symprec, angle_tolerance
+        The tolerances both sets were analysed at, recorded beside the figures.
 
     Returns
     -------
     DistributionMetrics
         ``p1_rate``, ``d_sg``, ``d_w``, ``d_n``, ``d_elements`` (JS distance of the
-        element frequencies), ``orbits`` / ``elements`` / ``atoms`` statistics for both
-        sets, and the counts used.
+        element frequencies), ``orbits`` / ``elements`` / ``atoms`` (per primitive cell)
+        statistics for both sets, and the counts used.
     """
     gen = [g for g in generated if g.spacegroup > 0]
     ref = [r for r in reference if r.spacegroup > 0]
     sg_gen, sg_ref = Counter(g.spacegroup for g in gen), Counter(r.spacegroup for r in ref)
-    n_gen = [g.n_atoms for g in generated]
-    n_ref = [r.n_atoms for r in reference]
+    n_gen = [g.n_primitive for g in gen]
+    n_ref = [r.n_primitive for r in ref]
     return DistributionMetrics.model_validate(
         {
             "n_generated": len(generated),
@@ -196,5 +217,7 @@ def distribution_metrics(
                 "reference": _stats([r.n_elements for r in reference]),
             },
             "atoms": {"generated": _stats(n_gen), "reference": _stats(n_ref)},
+            "symprec": symprec,
+            "angle_tolerance": angle_tolerance,
         }
     )

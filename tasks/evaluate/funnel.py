@@ -67,9 +67,9 @@ def _validity_chunk(args: tuple[list[Structure | None], ValidityConfig]) -> list
     return [check_validity(s, config) for s in structures]
 
 
-def _symmetry_chunk(args: tuple[list[Structure], float]) -> list[SymmetryInfo]:
-    structures, symprec = args
-    return [symmetry_info(s, symprec) for s in structures]
+def _symmetry_chunk(args: tuple[list[Structure], float, float]) -> list[SymmetryInfo]:
+    structures, symprec, angle_tolerance = args
+    return [symmetry_info(s, symprec, angle_tolerance) for s in structures]
 
 
 def run_validity(
@@ -85,7 +85,7 @@ def run_symmetry(
     structures: Sequence[Structure], config: EvaluateConfig, mapper: Mapper | None = None
 ) -> list[SymmetryInfo]:
     """Symmetry summaries (space group, Wyckoff letters, counts) of every structure."""
-    jobs = [(c, config.symprec) for c in _chunks(structures)]
+    jobs = [(c, config.symprec, config.angle_tolerance) for c in _chunks(structures)]
     parts = resolve_mapper(mapper, config.workers)(_symmetry_chunk, jobs)
     return [v for part in parts for v in part]
 
@@ -159,7 +159,8 @@ class Reference:
         return load_or_build_index(ids, structures, fingerprint, self.cache_dir, cfg, self.mapper)
 
     def _part_symmetry(self, path: Path, fingerprint: str) -> list[SymmetryInfo]:
-        name = f"refsym-v2-{fingerprint}-symprec{self.config.symprec}.json.gz"
+        tolerance = f"symprec{self.config.symprec:g}-angle{self.config.angle_tolerance:g}"
+        name = f"refsym-v3-{fingerprint}-{tolerance}.json.gz"
         cache = self.cache_dir / name
         if cache.exists():
             with gzip.open(cache, "rt") as handle:
@@ -288,7 +289,9 @@ def evaluate_samples(
         n_dft_draw=len(dft_rows),
         n_known=sum(v is not None for v in known_of.values()),
         known_reference=[str(p) for p in known_reference],
-        distribution=distribution_metrics(sym, reference.symmetry()),
+        distribution=distribution_metrics(
+            sym, reference.symmetry(), config.symprec, config.angle_tolerance
+        ),
         reference=ReferenceInfo(path=reference.label, fingerprint=reference.fingerprint),
         config=config.model_dump(mode="json"),
     )
@@ -317,6 +320,7 @@ def _verdict_table(
                 "spacegroup": info.spacegroup if info else 0,
                 "is_p1": bool(info and info.spacegroup == 1),
                 "n_orbits": info.n_orbits if info else 0,
+                "n_atoms_primitive": info.n_primitive if info else 0,
                 "wyckoffs": "".join(info.wyckoffs) if info else "",
                 "symmetry_reason": info.reason if info else "",
                 "unique_group": ids[group_of[i]] if i in group_of else "",

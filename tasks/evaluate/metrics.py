@@ -21,7 +21,11 @@ class _Record(BaseModel):
 
 
 class DistributionMetrics(_Record):
-    """Symmetry and distribution metrics of the structurally valid set (see distributions)."""
+    """Symmetry and distribution metrics of the structurally valid set (see distributions).
+
+    ``symprec`` / ``angle_tolerance`` are the tolerances every symmetry figure was measured
+    at (``None`` in files written before they were recorded, when the evaluation used 0.1 Å).
+    """
 
     n_generated: int
     n_reference: int
@@ -37,6 +41,21 @@ class DistributionMetrics(_Record):
     orbits: dict[str, dict[str, float]]
     elements: dict[str, dict[str, float]]
     atoms: dict[str, dict[str, float]]
+    symprec: float | None = None
+    angle_tolerance: float | None = None
+
+    @property
+    def tolerance(self) -> str:
+        """The symmetry tolerance as tables print it (:func:`tolerance_label`)."""
+        return tolerance_label(self.symprec, self.angle_tolerance)
+
+
+def tolerance_label(symprec: float | None, angle_tolerance: float | None) -> str:
+    """A symmetry tolerance as every table and record prints it (``0.01 Å, 5°``)."""
+    if symprec is None:
+        return "0.1 Å (not recorded)"
+    angle = "" if angle_tolerance is None else f", {angle_tolerance:g}°"
+    return f"{symprec:g} Å{angle}"
 
 
 class ReferenceInfo(_Record):
@@ -85,7 +104,7 @@ def _pct(value: float) -> str:
 
 PAPER_COLUMNS = (
     "method", "struct % (n)", "comp % (n)", "d_SG", "d_W", "d_N", "P1 % (n)", "U % (n)",
-    "N % (novel/drawn)", "V.U.N. %",
+    "N % (novel/drawn)", "V.U.N. %", "symprec",
 )  # fmt: skip
 
 
@@ -103,6 +122,7 @@ def paper_cells(metrics: EvaluationMetrics, name: str) -> list[str]:
         f"{_pct(metrics.uniqueness)} ({metrics.n_unique})",
         f"{_pct(metrics.novelty)} ({metrics.n_novel}/{metrics.n_novelty_draw})",
         _pct(metrics.vun_rate),
+        d.tolerance,
     ]
 
 

@@ -80,7 +80,15 @@ class EvaluateConfig(StrictModel):
     novelty_draw: int = Field(default=1000, gt=0, description="valid+unique drawn for novelty")
     dft_draw: int = Field(default=100, gt=0, description="V.U.N. drawn for DFT")
     workers: Annotated[int, Placement] = Field(default=1, ge=1)
-    symprec: float = Field(default=0.1, gt=0)
+    symprec: float = Field(
+        default=0.01,
+        gt=0,
+        description=(
+            "symmetry tolerance (Å) of P1, d_SG, d_W, d_N and the orbit statistics, generated "
+            "and reference sets alike; 0.01 = pymatgen's default, as the published tables"
+        ),
+    )
+    angle_tolerance: float = Field(default=5.0, gt=0, description="degrees (pymatgen's default)")
     matcher: MatcherConfig = Field(default_factory=MatcherConfig)
     validity: ValidityConfig = Field(default_factory=ValidityConfig)
     cache_dir: Annotated[Path | None, Placement] = Field(

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from tasks.core.atomic import atomic_write, write_json_atomic, write_text_atomic
 from tasks.core.mapping import Mapper, resolve_mapper, resolve_workers
-from tasks.core.paths import REPO_ROOT
+from tasks.core.paths import REPO_ROOT, SAMPLES_DIR
 from tasks.core.records import (
     STATUS_FAILED,
     STATUS_OK,
@@ -31,7 +31,7 @@ from tasks.core.records import (
     write_records,
 )
 from tasks.ingest.analysis import analyse_entry, cache_key
-from tasks.ingest.analysis_cache import AnalysisCache
+from tasks.ingest.analysis_cache import AnalysisCache, write_seed
 from tasks.ingest.config import DatasetSource, IngestConfig
 from tasks.ingest.sources import RawEntry, source_entries, source_name
 from tasks.ingest.stats import dataset_stats, plot_distributions
@@ -39,6 +39,8 @@ from tasks.ingest.stats import dataset_stats, plot_distributions
 log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_DIR = REPO_ROOT / "data" / "cache"
+#: Analyses shipped with the repository (:mod:`tasks.ingest.analysis_cache`, "Seeds").
+SEED_FILES = tuple(sorted(SAMPLES_DIR.glob("*.analysis.jsonl.gz")))
 
 
 @dataclass
@@ -110,7 +112,7 @@ def ingest_entries(
     """Analyse entries, reusing cached analyses; returns records and how many were cached."""
     cache_dir = Path(config.cache_dir) if config.cache_dir else DEFAULT_CACHE_DIR
     keys = [cache_key(entry, config) for entry in entries]
-    with AnalysisCache(cache_dir / "analysis.sqlite") as cache:
+    with AnalysisCache(cache_dir / "analysis.sqlite", SEED_FILES) as cache:
         cached = cache.get_many(keys)
         missing = [i for i, key in enumerate(keys) if key not in cached]
         log.info("%d of %d entries cached, analysing %d", len(cached), len(entries), len(missing))
@@ -131,6 +133,27 @@ def ingest_entries(
         record.content_hash = key[:16]
         records.append(record)
     return records, len(entries) - len(missing)
+
+
+def write_analysis_seed(source: DatasetSource, config: IngestConfig, path: str | Path) -> Path:
+    """Analyse a source (or take it from the cache) and write its records as a seed file.
+
+    The bundled sample's seed (:data:`SEED_FILES`) is written this way: ``discovery ingest
+    --write-seed data/samples`` after a change of the analysis or of the quick profile's
+    ingestion settings (a test says when the shipped seed no longer covers the sample).
+    """
+    cache_dir = Path(config.cache_dir) if config.cache_dir else DEFAULT_CACHE_DIR
+    entries = source_entries(source, cache_dir)
+    records, _ = ingest_entries(entries, config)
+    keys = [cache_key(entry, config) for entry in entries]
+    kept = [(k, r) for k, r in zip(keys, records, strict=True) if r.status != STATUS_FAILED]
+    return write_seed(kept, path)
+
+
+def seed_path(source: DatasetSource, folder: str | Path) -> Path:
+    """Where a source's seed lives: ``<folder>/<source file name>.analysis.jsonl.gz``."""
+    name = Path(str(source.path)).name.split(".")[0] if source.path else source_name(source)
+    return Path(folder) / f"{name}.analysis.jsonl.gz"
 
 
 def write_rejects(

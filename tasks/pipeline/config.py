@@ -67,15 +67,56 @@ def migrate_renamed_keys(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-class ModelRun(StrictModel):
-    """One generative model in a run: train it (or load a checkpoint) and sample from it."""
+#: Names of run directories and report rows (a model entry's ``key``).
+KEY_PATTERN = r"^[A-Za-z0-9._+-]+$"
 
-    name: Literal["symadit", "mcflow"]
+
+class ModelRun(StrictModel):
+    """One generator in a run.
+
+    ``symadit`` and ``mcflow`` are trained (or loaded from ``checkpoint``) and sampled;
+    ``samples`` takes crystals another generator already made (``path``: a CIF folder,
+    extxyz, parquet or CSV, read by the one structure reader, the first ``limit`` entries)
+    and skips training and sampling, so any generator goes through the same validity, U/N,
+    MLIP, hull, DFT and report. ``label`` names the entry in run directories and reports
+    (default: ``name``); every entry of a run needs its own.
+    """
+
+    name: Literal["symadit", "mcflow", "samples"]
     profile: str = Field(default="tiny", description="model config: configs/<name>/<profile>.yaml")
     checkpoint: Path | None = Field(default=None, description="load this instead of training")
+    path: Path | None = Field(
+        default=None, description="samples: the structure set (CIF folder, extxyz, parquet, CSV)"
+    )
+    label: str | None = Field(
+        default=None, pattern=KEY_PATTERN, description="name in run directories and reports"
+    )
+    limit: int | None = Field(default=None, gt=0, description="samples: read the first N entries")
     n_samples: int = Field(default=64, gt=0)
     steps: int | None = Field(default=None, gt=0, description="integration steps (model default)")
     seed: int = 0
+
+    @property
+    def key(self) -> str:
+        """The entry's name in run directories, stage results and reports."""
+        return self.label or self.name
+
+    @property
+    def generative(self) -> bool:
+        """Whether the entry is a model that trains and samples (not a samples file)."""
+        return self.name != "samples"
+
+    @model_validator(mode="after")
+    def _check_source(self) -> ModelRun:
+        if self.generative:
+            given = [k for k in ("path", "limit") if getattr(self, k) is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)}: only a 'samples' entry reads a file")
+        elif self.path is None:
+            raise ValueError("a 'samples' entry needs path: the generated structures to screen")
+        elif self.checkpoint is not None:
+            raise ValueError("a 'samples' entry has no checkpoint (it reads path)")
+        return self
 
 
 class SelectionConfig(StrictModel):
@@ -165,9 +206,12 @@ class PipelineConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> PipelineConfig:
-        names = [m.name for m in self.models]
-        if len(names) != len(set(names)):
-            raise ValueError(f"models: each model may appear once, got {names}")
+        keys = [m.key for m in self.models]
+        if len(keys) != len(set(keys)):
+            raise ValueError(
+                f"models: each entry needs its own name or label, got {keys} "
+                "(give repeated models a label)"
+            )
         if self.models and "train" not in self.datasets:
             raise ValueError("datasets: a 'train' dataset is needed to train and judge novelty")
         return self

@@ -27,6 +27,10 @@ def configuration_errors(config: PipelineConfig) -> list[str]:
         if source.path is not None and not resolve_data_path(source.path).exists():
             errors.append(f"datasets.{key}.path: {resolve_data_path(source.path)} not found")
     for k, model in enumerate(config.models):
+        if model.path is not None:
+            if not resolve_data_path(model.path).exists():
+                errors.append(f"models.{k}.path: {resolve_data_path(model.path)} not found")
+            continue
         if model.checkpoint is not None:
             if not model.checkpoint.exists():
                 errors.append(f"models.{k}.checkpoint: {model.checkpoint} not found")

@@ -30,6 +30,12 @@ from tasks.pipeline.config import PipelineConfig
 from tasks.pipeline.summary import RoundSummary, summarize_run
 from tasks.pipeline.sun import estimate_as_dict, funnel_table
 
+LEADERBOARD_NOTE = (
+    "Every generator of the run on the same funnel, the same training set for novelty, the "
+    "same MLIP and the same papers' hull; S.U.N. / M.S.U.N. (MLIP) cells are percent (count) "
+    "of the candidates the MLIP checked, then the 95 % interval. Symmetry figures at the "
+    "tolerance in the symprec column, for the samples and the training set alike."
+)
 STANDIN_WARNING = (
     "The DFT stage ran on the local stand-in (an MLIP-driven test double of VASP): "
     "the 'DFT' numbers below are MLIP numbers, not DFT."
@@ -84,6 +90,28 @@ def _sanity_rows(summary: RoundSummary) -> list[list[str]]:
         ]
         for row in summary.sanity
     ]
+
+
+#: The rates the leaderboard puts beside the paper row (``—`` where a round has none).
+_LEADERBOARD_RATES = ("S.U.N. (MLIP)", "M.S.U.N. (MLIP)")
+_LEADERBOARD_HEADER = (*PAPER_COLUMNS[:1], "round", *PAPER_COLUMNS[1:], *_LEADERBOARD_RATES)
+
+
+def _leaderboard_rows(summaries: Sequence[RoundSummary]) -> list[list[str]]:
+    """Every model (and samples file) of the run in one table: the paper row and the MLIP
+    S.U.N. / M.S.U.N. with counts and 95 % intervals."""
+    rows = []
+    for r in summaries:
+        rates = {e.name: e for e in r.estimates}
+        cells = [
+            f"{e.paper_notation()} of {e.checked} [{e.low:.2f}–{e.high:.2f}]"
+            if (e := rates.get(name)) is not None
+            else "—"
+            for name in _LEADERBOARD_RATES
+        ]
+        paper = paper_cells(r.metrics, r.model)
+        rows.append([paper[0], str(r.round), *paper[1:], *cells])
+    return rows
 
 
 #: The round-by-round figures, in the order of :attr:`RoundSummary.progress`.
@@ -182,6 +210,10 @@ def markdown_report(
     then the rounds side by side with what the loop learned (``loop``: :func:`loop_lines`)."""
     lines = [f"> **{STANDIN_WARNING}**", ""] if standin else []
     lines.append("# S.U.N. estimation report\n")
+    if summaries:
+        lines.append("## Leaderboard\n")
+        lines.append(_md_table(_LEADERBOARD_HEADER, _leaderboard_rows(summaries)))
+        lines.append(LEADERBOARD_NOTE + "\n")
     for r in summaries:
         lines.append(f"## {r.model}, round {r.round}\n")
         lines.append(paper_row(r.metrics, r.model) + "\n")
@@ -257,6 +289,9 @@ def html_report(
         parts.append(f"<p class='warn'><b>{html.escape(STANDIN_WARNING)}</b></p>")
     parts.append("<h1>S.U.N. estimation report</h1>")
     if summaries:
+        parts.append("<h2>Leaderboard</h2>")
+        parts.append(_html_table(_LEADERBOARD_HEADER, _leaderboard_rows(summaries)))
+        parts.append(f"<p>{html.escape(LEADERBOARD_NOTE)}</p>")
         parts.append("<h2>Round by round</h2>")
         parts.append(_html_table(_PROGRESS_HEADER, _progress_rows(summaries)))
         if loop:

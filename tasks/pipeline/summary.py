@@ -15,6 +15,7 @@ Layout of a round directory (every file optional but the samples)::
     mlip/hull/hull.parquet             their MLIP E_hull
     dft/candidates.parquet             the picks sent to DFT (relaxed structures)
     dft/dft_results.parquet            their DFT (or stand-in) outcome
+    screened/screened.parquet          every relaxed crystal with its verdicts, energies, E_hull
     checkpoint.json                    the checkpoint the round sampled (id, training set size)
 """
 
@@ -103,6 +104,11 @@ class RoundFiles:
         return self.dft_dir / "dft_results.parquet"
 
     @property
+    def screened(self) -> Path:
+        """Every screened crystal with its evidence (:mod:`tasks.pipeline.screened`)."""
+        return self.root / "screened"
+
+    @property
     def checkpoint(self) -> Path:
         """Which checkpoint the round sampled (:func:`tasks.pipeline.loop.checkpoint_info`)."""
         return self.root / "checkpoint.json"
@@ -112,7 +118,7 @@ class RoundFiles:
 SANITY_LIMITS = {
     "distinct elements per crystal (mean)": 1.0,
     "Wyckoff orbits per crystal (mean)": 2.0,
-    "atoms per cell (mean)": 4.0,
+    "atoms per primitive cell (mean)": 4.0,
     "P1 fraction": 0.2,
 }
 
@@ -138,7 +144,7 @@ def sanity_rows(metrics: EvaluationMetrics) -> list[SanityRow]:
     pairs = {
         "distinct elements per crystal (mean)": (d.elements, "mean"),
         "Wyckoff orbits per crystal (mean)": (d.orbits, "mean"),
-        "atoms per cell (mean)": (d.atoms, "mean"),
+        "atoms per primitive cell (mean)": (d.atoms, "mean"),
     }
     rows = [
         SanityRow(name, stat["generated"][key], stat["reference"][key], SANITY_LIMITS[name])
@@ -234,6 +240,8 @@ def summarize_round(
     hull = pd.read_parquet(files.hull)
     relaxed = pd.read_parquet(files.relaxed).set_index(Col.ID)
     summary.files |= {"mlip_relaxed": files.relaxed, "mlip_hull": files.hull}
+    if (files.screened / "screened.csv").is_file():
+        summary.files["screened"] = files.screened / "screened.csv"
     placed = hull[hull[Col.E_HULL].notna()]
     mlip_stable = FunnelStage("MLIP stable", int(placed[Col.STABLE].sum()), len(hull))
     mlip_meta = FunnelStage("MLIP metastable", int(placed[Col.METASTABLE].sum()), len(hull))
@@ -284,8 +292,8 @@ def summarize_run(run_dir: Path, config: PipelineConfig) -> list[RoundSummary]:
     out = []
     for round_index in range(1, config.rounds + 1):
         for model in config.models:
-            root = Path(run_dir) / f"round-{round_index}" / model.name
+            root = Path(run_dir) / f"round-{round_index}" / model.key
             if (RoundFiles(root).metrics).is_file():
                 seed = round_seed(config, model.seed, round_index)
-                out.append(summarize_round(root, model.name, round_index, config, seed))
+                out.append(summarize_round(root, model.key, round_index, config, seed))
     return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from support.structures import rocksalt, sample_structures
 
@@ -112,7 +114,7 @@ def test_extxyz_is_read_frame_by_frame(tmp_path):
     assert frame2 > 2
 
 
-def test_csv_rows_are_each_accounted_for(tmp_path):
+def test_csv_rows_are_each_accounted_for(tmp_path, caplog):
     (_, first), (_, second) = _items()[:2]
     cif_a, cif_b = first.to(fmt="cif"), second.to(fmt="cif")
     rows = [
@@ -125,11 +127,15 @@ def test_csv_rows_are_each_accounted_for(tmp_path):
     ]
     path = tmp_path / "t.csv"
     path.write_bytes(b"\n".join(rows) + b"\n")
-    entries = read_entries(path)
+    with caplog.at_level(logging.WARNING, logger="tasks.core.structure_io"):
+        entries = read_entries(path)
     assert [e.id for e in entries] == ["mp-1", "mp-1#2", "t:row-2", "mp-9", "mp-10"]
     reasons = {e.id: e.reason for e in entries}
     assert reasons["mp-1"] == "" and reasons["t:row-2"] == ""
-    assert reasons["mp-1#2"] == "duplicate id 'mp-1' (first used by entry 0)"
+    # a repeated id is still a crystal: read under <id>#2, with a warning naming it
+    assert reasons["mp-1#2"] == "" and "mp-1#2" in caplog.text
+    parsed = {e.id: e.parse()[0] for e in entries}
+    assert parsed["mp-1#2"] == second
     assert reasons["mp-9"] == "non-UTF-8 bytes in the input"
     assert reasons["mp-10"] == "empty cif field"
 
@@ -147,3 +153,13 @@ def test_one_ranking_of_id_columns(tmp_path):
     assert read_entries(tmp_path / "both.csv")[0].id == "rec-1"
     assert read_entries(tmp_path / "both.parquet")[0].id == "rec-1"
     assert read_entries(tmp_path / "both.csv", id_column="material_id")[0].id == "mp-1"
+
+
+def test_repeated_ids_in_an_extxyz_are_each_read(tmp_path):
+    """A generator's file that repeats ids (and holds an id like a renamed one) loses nothing."""
+    (_, first), (_, second) = _items()[:2]
+    path = write_structures([("a", first), ("b", second)], tmp_path / "x.extxyz")
+    text = path.read_text()
+    path.write_text(text + text.replace("id=a", "id=a#2") + text)
+    ids = [i for i, s, why in read_structures(path) if s is not None and not why]
+    assert ids == ["a", "b", "a#3", "b#2", "a#2", "a#4", "b#3"]

@@ -23,7 +23,27 @@ def test_rocksalt_symmetry():
     assert info.spacegroup == 225
     assert info.wyckoffs == ("a", "b") and info.n_orbits == 2
     assert info.n_atoms == 8 and info.n_elements == 2
+    assert info.n_primitive == 2  # the conventional cell as written, the primitive for d_N
     assert SymmetryInfo.from_dict(info.to_dict()) == info
+
+
+def test_default_tolerance_is_pymatgens():
+    """Every atom moved by 0.025 Å: P1 at pymatgen's 0.01 Å (the papers'), rocksalt at 0.1 Å."""
+    rattled = rocksalt().copy()
+    directions = np.random.default_rng(0).normal(size=(len(rattled), 3))
+    for i, direction in enumerate(directions):
+        rattled.translate_sites([i], 0.025 * direction / np.linalg.norm(direction), False)
+    assert symmetry_info(rattled).spacegroup == 1
+    assert symmetry_info(rattled).n_primitive == 8
+    assert symmetry_info(rattled, symprec=0.1).spacegroup == 225
+
+
+def test_dn_counts_primitive_cells_on_both_sides():
+    """A conventional-cell copy of a set is at d_N 0 from the set itself."""
+    conventional = [symmetry_info(rocksalt())] * 3
+    primitive = [symmetry_info(rocksalt().get_primitive_structure())] * 3
+    assert conventional[0].n_atoms == 8 and primitive[0].n_atoms == 2
+    assert distribution_metrics(conventional, primitive).d_n == 0.0
 
 
 def test_symmetry_failure_is_a_reason():
@@ -67,8 +87,8 @@ def test_wyckoff_jsd_is_weighted_by_generated_counts():
 
 
 def test_dn_and_statistics():
-    ref = [SymmetryInfo(225, ("a",), n, 1, 1) for n in (2, 4, 6)]
-    gen = [SymmetryInfo(225, ("a",), n, 1, 1) for n in (4, 6, 8)]
+    ref = [SymmetryInfo(225, ("a",), 2 * n, 1, 1, n_primitive=n) for n in (2, 4, 6)]
+    gen = [SymmetryInfo(225, ("a",), 2 * n, 1, 1, n_primitive=n) for n in (4, 6, 8)]
     d = distribution_metrics(gen, ref)
     assert d.d_n == pytest.approx(2.0)
     assert d.atoms["generated"]["mean"] == pytest.approx(6.0)

@@ -37,5 +37,6 @@ def test_mp20_test_against_train_partial(shared_data, tmp_path):
         shared_data / "mp_20" / "train_partial.csv.gz",
         config,
     ).metrics
-    # data README: P1 1.813% on test; the paper quotes ~1.6-1.8% for MP-20
-    _check(metrics, p1=(0.014, 0.022), max_dsg=0.1)
+    # at pymatgen's symprec 0.01 (the papers'): P1 2.23 % on test (1.81 % at 0.1, data
+    # README); the papers quote ~1.6-2.2 % for MP-20
+    _check(metrics, p1=(0.018, 0.026), max_dsg=0.1)

@@ -66,9 +66,11 @@ def test_training_and_sampling_run_on_the_gpu_pool(
     dataset = str(ingest_sources(config.datasets, tmp_path / "dataset", config.ingest)[0].dataset)
     model = config.models[0]
     deployment = "model-work/gpu"
-    checkpoint = run_model_work(deployment, "train", model, dataset, str(tmp_path / "ckpt"), 0)
+    checkpoint = run_model_work(
+        deployment, None, "train", model, dataset, str(tmp_path / "ckpt"), 0
+    )
     assert Path(checkpoint).is_file() and Path(checkpoint).is_relative_to(tmp_path / "ckpt")
-    samples = run_model_work(deployment, "sample", model, checkpoint, str(tmp_path / "s"), 3)
+    samples = run_model_work(deployment, None, "sample", model, checkpoint, str(tmp_path / "s"), 3)
     assert len(pd.read_parquet(samples)) == model.n_samples
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs()

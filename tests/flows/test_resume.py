@@ -1,9 +1,10 @@
 """Kill -9 mid-relaxation and mid-fine-tune, rerun: finished work is neither redone nor lost.
 
-One two-round micro run with the learning loop on is killed twice: during round 1's MLIP
-relaxation (chunks of one crystal, relaxed one at a time, so a kill loses at most the chunk
-in flight) and during the fine-tuning between the rounds. After each kill the rerun of the
-same run id must leave every finished file untouched and complete the rest.
+One two-round micro run with the learning loop on, two branches side by side (the MCFlow
+model and a file of released samples), is killed twice: during round 1's MLIP relaxation
+(chunks of one crystal, relaxed one at a time, so a kill loses at most the chunk in flight)
+and during the fine-tuning between the rounds. After each kill the rerun of the same run id
+must leave every finished file of both branches untouched and complete the rest.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 from support.profiles import micro_profile
+
+from tasks.core.paths import SAMPLES_DIR
 
 RUN = """
 import sys
@@ -53,7 +56,8 @@ def _mtimes(paths: list[Path]) -> dict[Path, int]:
 
 
 def test_kill_during_relaxation_and_fine_tuning_then_resume(tmp_path, mp20_train_sample) -> None:
-    profile = micro_profile(tmp_path, mp20_train_sample)
+    released = SAMPLES_DIR / "diffcsp_mp20_first64.extxyz"
+    profile = micro_profile(tmp_path, mp20_train_sample, samples=released)
     config = yaml.safe_load(profile.read_text())
     assert config["relax"]["chunk_size"] == 1 and config["relax"]["scheduler"] == "serial"
     config["rounds"] = 2
@@ -76,7 +80,14 @@ def test_kill_during_relaxation_and_fine_tuning_then_resume(tmp_path, mp20_train
                "relaxation")  # fmt: skip
     checkpoint = run / "checkpoints" / "mcflow" / "latest.pt"
     samples = run / "round-1" / "mcflow" / "samples" / "samples.parquet"
-    before = _mtimes([checkpoint, samples, *chunks.rglob("chunk-*.parquet")])
+    # the other branch's finished stages (it may be anywhere in its funnel at the kill)
+    other = run / "round-1" / "released"
+    finished = [other / "samples" / "samples.parquet"]
+    if (other / "filters" / "metrics.json").exists():
+        finished += [p for p in (other / "filters").iterdir() if p.is_file()]
+    finished += [*(other / "mlip" / "relax" / "chunks").rglob("chunk-*.parquet")]
+    assert finished[0].exists()
+    before = _mtimes([checkpoint, samples, *chunks.rglob("chunk-*.parquet"), *finished])
     assert not (run / "report" / "index.html").exists()
 
     # 2. rerun, kill -9 during the fine-tuning between the rounds

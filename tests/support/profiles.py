@@ -23,8 +23,17 @@ def _micro_model(name: str, tmp: Path) -> Path:
     return path
 
 
-def micro_profile(tmp: Path, train_csv: Path, models: tuple[str, ...] = ("mcflow",)) -> Path:
-    """Write a pipeline profile that runs end to end in a couple of minutes on 2 cores."""
+def micro_profile(
+    tmp: Path,
+    train_csv: Path,
+    models: tuple[str, ...] = ("mcflow",),
+    samples: Path | None = None,
+) -> Path:
+    """Write a pipeline profile that runs end to end in a couple of minutes on 2 cores.
+
+    ``samples``: a structure set screened beside the models (a ``samples`` entry, label
+    ``released``, its first 8 crystals).
+    """
     profile = {
         "profile": "micro",
         "seed": 0,
@@ -34,7 +43,12 @@ def micro_profile(tmp: Path, train_csv: Path, models: tuple[str, ...] = ("mcflow
         "models": [
             {"name": m, "profile": str(_micro_model(m, tmp)), "n_samples": 8, "steps": 5}
             for m in models
-        ],
+        ]
+        + (
+            [{"name": "samples", "path": str(samples), "label": "released", "limit": 8}]
+            if samples is not None
+            else []
+        ),
         "evaluate": {"workers": 1, "cache_dir": str(tmp / "cache")},
         "relax": {"steps": 15, "fmax": 0.2, "chunk_size": 1, "scheduler": "serial"},
         "hull": {"cache_dir": str(tmp / "cache" / "hull"), "energies": "table"},
