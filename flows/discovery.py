@@ -50,7 +50,6 @@ from tasks.core.structure_io import dataset_fingerprint
 from tasks.dft.settings import DftStageConfig
 from tasks.evaluate.settings import EvaluateConfig
 from tasks.ingest.config import DatasetSource, IngestConfig
-from tasks.mlip.finetune import dft_training_points, finetune_mlip, finetuned_screen
 from tasks.mlip.hull import reference_sources
 from tasks.mlip.settings import MLIPConfig, MLIPHullConfig, RelaxConfig
 from tasks.pipeline.config import (
@@ -134,6 +133,8 @@ def mlip_finetune_stage(
     dft_results: list[str], mlip: MLIPConfig, out_dir: str, loop: LoopConfig, seed: int
 ) -> str:
     """Fine-tune the base MLIP on every DFT result so far (a versioned checkpoint)."""
+    from tasks.mlip.finetune import dft_training_points, finetune_mlip
+
     points = dft_training_points(dft_results)
     return str(finetune_mlip(points, mlip, out_dir, loop.mlip_epochs, loop.mlip_lr, seed))
 
@@ -487,6 +488,8 @@ def closed_loop(
                 config.loop,
                 round_seed(config, 0, round_index),
             )
+            from tasks.mlip.finetune import finetuned_screen
+
             screen = finetuned_screen(config.mlip, config.hull, tuned)
     report = write_report(run.path)
     return {

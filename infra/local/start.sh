@@ -23,20 +23,21 @@ if ! curl -sf "$PREFECT_API_URL/health" >/dev/null 2>&1; then
   echo "[start] Prefect server on 127.0.0.1:4200 (logs: $STATE/server.log)"
   nohup $PREFECT server start --host 127.0.0.1 --port 4200 >"$STATE/server.log" 2>&1 &
   echo $! >"$STATE/server.pid"
-  for _ in $(seq 1 120); do
+  for _ in $(seq 1 240); do
     curl -sf "$PREFECT_API_URL/health" >/dev/null 2>&1 && break
-    sleep 1
+    sleep 0.5
   done
   curl -sf "$PREFECT_API_URL/health" >/dev/null || { tail -20 "$STATE/server.log"; exit 1; }
 fi
-for pool in local gpu hpc; do
-  $PREFECT work-pool inspect "$pool" >/dev/null 2>&1 || $PREFECT work-pool create "$pool" --type process >/dev/null
-done
-$PREFECT --no-prompt deploy --all >"$STATE/deploy.log" 2>&1 || { tail -30 "$STATE/deploy.log"; exit 1; }
+.venv/bin/python infra/local/work_pools.py
+# the deployments and the worker start side by side (each is an interpreter's start-up)
+$PREFECT --no-prompt deploy --all >"$STATE/deploy.log" 2>&1 &
+deploy_pid=$!
 if ! { [ -f "$STATE/worker.pid" ] && kill -0 "$(cat "$STATE/worker.pid")" 2>/dev/null; }; then
   nohup $PREFECT worker start --pool local >"$STATE/worker.log" 2>&1 &
   echo $! >"$STATE/worker.pid"
 fi
+wait "$deploy_pid" || { tail -30 "$STATE/deploy.log"; exit 1; }
 echo "[start] running discovery/sun-eval (profile $PROFILE${OVERRIDES:+, overrides $OVERRIDES}); UI: http://127.0.0.1:4200"
 set +e
 $PREFECT deployment run discovery/sun-eval "${params[@]}" --watch --watch-interval 10 \

@@ -47,9 +47,9 @@ class EMA:
     def update(self, model: nn.Module) -> None:
         """Move the shadow one step towards the model's current parameters."""
         d = self.current_decay()
-        for name, p in model.named_parameters():
-            if name in self.shadow:
-                self.shadow[name].lerp_(p.detach().float(), 1.0 - d)
+        params = dict(model.named_parameters())
+        current = [params[name].detach().float() for name in self.shadow]
+        torch._foreach_lerp_(list(self.shadow.values()), current, 1.0 - d)
         self.num_updates += 1
 
     @torch.no_grad()

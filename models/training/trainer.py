@@ -176,8 +176,14 @@ class Trainer:
         if config.precision == "bf16" and self.device.type != "cuda":
             log.warning("bf16 requested on %s: training in fp32", self.device)
         params = [p for p in model.parameters() if p.requires_grad]
+        # foreach: one kernel per operation over all tensors (PyTorch picks it only on GPUs;
+        # on CPU the per-tensor loop cost MCFlow tiny 4 ms of its 40 ms step)
         self.optimizer = torch.optim.AdamW(
-            params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+            params,
+            lr=config.lr,
+            betas=config.betas,
+            weight_decay=config.weight_decay,
+            foreach=True,
         )
         warm = config.warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
