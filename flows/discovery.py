@@ -40,10 +40,10 @@ from flows.caching import run_stage, stage
 from flows.evaluate import evaluate_on
 from flows.mlip import hull_on, relax_on
 from flows.model_work import run_model_work
-from flows.parallel import run_on_worker
 from models.contract import FineTune
 from tasks.core.cluster import Cluster, dask_cluster
 from tasks.core.config import ConfigError, Placement, load_config, resolve_config_path
+from tasks.core.mapping import in_own_process
 from tasks.core.paths import resolve_data_path
 from tasks.core.stability import StabilityRule
 from tasks.core.structure_io import dataset_fingerprint
@@ -221,8 +221,9 @@ def dft_stage(
 ) -> str:
     """Run the DFT batch (local stand-in or SLURM), wait, collect E_hull.
 
-    The stand-in's calculations run in a worker process of the run's cluster: they change
-    the working directory, which the other model's branch shares in this process.
+    With a cluster (the models' branches side by side) the stand-in's calculations run in a
+    process of their own: they change the working directory, which the other branches share
+    in this process.
     """
     from tasks.dft.stage import mlip_reference_entries, run_dft_stage
 
@@ -232,7 +233,7 @@ def dft_stage(
     args = (Path(candidates), Path(workdir), dft, entries, stability)
     if cluster is None:
         return str(run_dft_stage(*args))
-    return str(run_on_worker(cluster, run_dft_stage, *args))
+    return str(in_own_process(run_dft_stage, *args))
 
 
 def round_samples(
@@ -424,13 +425,13 @@ def run_branches(
 ) -> list[T]:
     """``branch(model)`` for every model, at once (one thread each) when ``side_by_side``.
 
-    The threads only orchestrate: with a Dask cluster, the work of a branch (training and
-    sampling, the chunks of evaluation and relaxation, the stand-in's DFT jobs) runs in the
-    cluster's worker processes, so on two cores two models' branches take about the time of
-    the slower one. Without a cluster that work would share this process, so the branches
-    run one after the other. Each thread runs in a copy of the flow run's context, so its
-    stages are tasks of this flow run. The first branch to fail raises, after every branch
-    has stopped.
+    The threads only orchestrate: with a Dask cluster, the work of a branch runs in other
+    processes (the chunks of evaluation and relaxation on the cluster's workers; training,
+    sampling and the stand-in's DFT jobs each in a process of its own), so on two cores two
+    models' branches take about the time of the slower one. Without a cluster that work
+    would share this process, so the branches run one after the other. Each thread runs in
+    a copy of the flow run's context, so its stages are tasks of this flow run. The first
+    branch to fail raises, after every branch has stopped.
     """
     width = max(1, len(models)) if side_by_side else 1
     with ThreadPoolExecutor(max_workers=width) as pool:

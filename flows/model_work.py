@@ -6,8 +6,8 @@
 of that deployment, so a worker on a GPU host does the model work while the rest of the
 graph stays where it runs; the flow waits for it and reads the result path the remote run
 wrote next to its outputs (the run directory must be on a filesystem both hosts see).
-Without a deployment, a run with a Dask cluster does its model work on one of the cluster's
-worker processes (:func:`run_model_work`).
+Without a deployment, a run with a Dask cluster does its model work in a process of its own,
+beside the cluster's workers (:func:`run_model_work`).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from typing import Literal
 
 from prefect import flow
 
-from flows.parallel import run_on_worker
 from models.contract import FineTune, SampleRequest, TrainRequest
 from models.registry import get_model
 from tasks.core.atomic import write_json_atomic
 from tasks.core.cluster import Cluster
+from tasks.core.mapping import in_own_process
 from tasks.pipeline.config import ModelRun
 
 Action = Literal["train", "finetune", "sample"]
@@ -103,11 +103,10 @@ def run_model_work(
     seed: int,
     finetune: FineTune | None = None,
 ) -> str:
-    """Do the model work on ``deployment``'s work pool, else on one worker process of the
-    run's Dask cluster, else in this process; wait for it and return its result path.
-
-    On the cluster each model trains and samples in a worker process of its own (one torch
-    thread, as every worker), so two models' branches of a run train side by side.
+    """Do the model work on ``deployment``'s work pool, else in a process of its own when
+    the run has a Dask cluster (its models' branches then run side by side: each model trains
+    and samples in its own process, one torch thread each), else in this process; wait for it
+    and return its result path.
 
     Raises
     ------
@@ -115,8 +114,7 @@ def run_model_work(
         When the remote run does not complete (its state and the deployment are named).
     """
     if deployment is None and cluster is not None:
-        args = (action, model, source, out_dir, seed, finetune)
-        return run_on_worker(cluster, do_model_work, *args)
+        return in_own_process(do_model_work, action, model, source, out_dir, seed, finetune)
     if deployment is None:
         return do_model_work(action, model, source, out_dir, seed, finetune)
     from prefect.client.schemas.objects import FlowRun

@@ -67,20 +67,6 @@ def task_mapper(n_tasks: int | None) -> Mapper:
     return mapper
 
 
-def run_on_worker(cluster: Cluster, fn: Callable[..., R], *args: Any) -> R:
-    """``fn(*args)`` in one worker process of ``cluster``; wait for it and return its result.
-
-    For a stage's whole work that must have a process of its own: a model's training or
-    sampling (so two models train side by side), and the local DFT calculations, which
-    change the working directory (jobflow, the compute-node entry point) and so cannot share
-    the flow's process with another branch.
-    """
-    from distributed import Client
-
-    with Client(cluster.address, timeout=30) as client:
-        return cast(R, client.submit(fn, *args, pure=False).result())
-
-
 def cluster_mapper(cluster: Cluster | None, per_worker: bool = True) -> Mapper | None:
     """The mapper of a stage subflow on ``cluster`` (``None``: the stage's local default).
 

@@ -130,6 +130,23 @@ def pool_map(
         return list(pool.map(fn, jobs, chunksize=chunksize))
 
 
+def in_own_process(fn: Callable[..., R], *args: Any) -> R:
+    """``fn(*args)`` in a new process of its own (one BLAS thread); wait for its result.
+
+    For a stage's whole, unchunked work while another branch of the run works beside it: a
+    model's training or sampling (two models then train on two cores, and neither holds a
+    worker that the other branch's chunks wait for), and the local DFT calculations, which
+    change the working directory of their process. The process forks from the
+    ``forkserver``, so it never copies a process that holds Prefect's threads.
+    """
+    ctx = get_context("forkserver")
+    with (
+        thread_limits(1),
+        ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=limit_threads) as pool,
+    ):
+        return pool.submit(fn, *args).result()
+
+
 def local_mapper(workers: int) -> Mapper:
     """This process for ``workers == 1``, else a local pool of ``workers`` processes."""
 
