@@ -43,7 +43,7 @@ from flows.model_work import run_model_work
 from models.contract import FineTune
 from tasks.core.cluster import Cluster, dask_cluster
 from tasks.core.config import ConfigError, Placement, load_config, resolve_config_path
-from tasks.core.mapping import in_own_process
+from tasks.core.mapping import BACKGROUND_NICE, in_own_process
 from tasks.core.paths import resolve_data_path
 from tasks.core.stability import StabilityRule
 from tasks.core.structure_io import dataset_fingerprint
@@ -233,7 +233,7 @@ def dft_stage(
     args = (Path(candidates), Path(workdir), dft, entries, stability)
     if cluster is None:
         return str(run_dft_stage(*args))
-    return str(in_own_process(run_dft_stage, *args))
+    return str(in_own_process(run_dft_stage, *args, nice=BACKGROUND_NICE))
 
 
 def round_samples(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ import yaml
 from pydantic import Field, model_validator
 
 from tasks.core.config import StrictModel
-from tasks.core.mapping import THREAD_ENV, Mapper, resolve_workers, thread_limits
+from tasks.core.mapping import BACKGROUND_NICE, THREAD_ENV, Mapper, resolve_workers, thread_limits
 from tasks.core.paths import REPO_ROOT
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,15 @@ class DaskConfig(StrictModel):
     address: str | None = Field(default=None, description="scheduler for cluster: address")
     n_workers: int = Field(default=0, ge=0, description="LocalCluster processes; 0 = all cores")
     memory_limit: str = Field(default="auto", description="per LocalCluster worker")
+    nice: int = Field(
+        default=BACKGROUND_NICE,
+        ge=0,
+        le=19,
+        description=(
+            "niceness added to LocalCluster workers: their chunks (validity, matching, "
+            "relaxation) yield a core to the training a run waits on, which runs beside them"
+        ),
+    )
     tasks_per_worker: int = Field(
         default=4, gt=0, description="Prefect tasks per worker for a stage's chunks"
     )
@@ -112,10 +122,11 @@ def dask_worker_config() -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def local_cluster(n_workers: int = 0, memory_limit: str = "auto") -> Iterator[Any]:
-    """A LocalCluster of single-threaded worker processes (0 = every usable core)."""
+def local_cluster(n_workers: int = 0, memory_limit: str = "auto", nice: int = 0) -> Iterator[Any]:
+    """A LocalCluster of single-threaded worker processes (0 = every usable core), each with
+    ``nice`` added to its niceness."""
     import dask
-    from distributed import LocalCluster
+    from distributed import Client, LocalCluster
 
     with thread_limits(1), dask.config.set(dask_worker_config()):
         cluster = LocalCluster(
@@ -126,6 +137,9 @@ def local_cluster(n_workers: int = 0, memory_limit: str = "auto") -> Iterator[An
             dashboard_address=None,
         )
     with cluster:
+        if nice:
+            with Client(cluster) as client:
+                client.run(os.nice, nice)
         yield cluster
 
 
@@ -181,7 +195,7 @@ def dask_cluster(config: DaskConfig) -> Iterator[Cluster | None]:
             log.info("Dask SLURM cluster %s with %d workers", cluster.scheduler_address, n_workers)
             yield Cluster(cluster.scheduler_address, n_workers, config.tasks_per_worker)
         return
-    with local_cluster(config.n_workers, config.memory_limit) as cluster:
+    with local_cluster(config.n_workers, config.memory_limit, config.nice) as cluster:
         n_workers = len(cluster.workers)
         log.info("Dask cluster %s with %d workers", cluster.scheduler_address, n_workers)
         yield Cluster(cluster.scheduler_address, n_workers, config.tasks_per_worker)

@@ -130,7 +130,17 @@ def pool_map(
         return list(pool.map(fn, jobs, chunksize=chunksize))
 
 
-def in_own_process(fn: Callable[..., R], *args: Any) -> R:
+#: Niceness added to background work (chunk workers, the stand-in's DFT jobs), so that it
+#: yields the cores to the long single-process stages a run waits on (training).
+BACKGROUND_NICE = 10
+
+
+def _own_process_init(nice: int) -> None:
+    limit_threads(1)
+    os.nice(nice)
+
+
+def in_own_process(fn: Callable[..., R], *args: Any, nice: int = 0) -> R:
     """``fn(*args)`` in a new process of its own (one BLAS thread); wait for its result.
 
     For a stage's whole, unchunked work while another branch of the run works beside it: a
@@ -138,11 +148,21 @@ def in_own_process(fn: Callable[..., R], *args: Any) -> R:
     worker that the other branch's chunks wait for), and the local DFT calculations, which
     change the working directory of their process. The process forks from the
     ``forkserver``, so it never copies a process that holds Prefect's threads.
+
+    Parameters
+    ----------
+    fn, args
+        A picklable (module-level) function and its arguments.
+    nice
+        Added to the process's niceness: background work yields the cores to the stages a
+        run waits on (training), as the run's Dask workers do (``dask.nice``).
     """
     ctx = get_context("forkserver")
     with (
         thread_limits(1),
-        ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=limit_threads) as pool,
+        ProcessPoolExecutor(
+            max_workers=1, mp_context=ctx, initializer=_own_process_init, initargs=(nice,)
+        ) as pool,
     ):
         return pool.submit(fn, *args).result()
 
