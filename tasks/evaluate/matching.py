@@ -81,6 +81,10 @@ def _reduce_chunk(args: tuple[list[Structure], MatcherConfig]) -> list[Reduced]:
     return [reduce_for_matching(s, config) for s in structures]
 
 
+#: The fewest structures a reduction chunk holds (see :func:`reduce_all`).
+MIN_REDUCE_CHUNK = 32
+
+
 def _chunks(items: Sequence[T], size: int) -> list[list[T]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
@@ -88,8 +92,13 @@ def _chunks(items: Sequence[T], size: int) -> list[list[T]]:
 def reduce_all(
     structures: Sequence[Structure], config: MatcherConfig, mapper: Mapper | None = None
 ) -> list[Reduced]:
-    """Reduce many structures (with ``mapper``, default ``config.workers`` processes)."""
-    size = max(1, min(200, len(structures) // (config.workers * 4) or 1))
+    """Reduce many structures (with ``mapper``, default ``config.workers`` processes).
+
+    Chunks hold 32 to 200 structures: a reduction takes milliseconds, a chunk that runs as a
+    Prefect task on the cluster costs about 0.1 s, so a few known phases are one task, not one
+    task each.
+    """
+    size = max(MIN_REDUCE_CHUNK, min(200, len(structures) // (config.workers * 4)))
     parts = resolve_mapper(mapper, config.workers)(
         _reduce_chunk, [(c, config) for c in _chunks(structures, size)]
     )
