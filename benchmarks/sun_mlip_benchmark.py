@@ -35,26 +35,39 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 import yaml
 
-from benchmarks.machine import machine_info, save_results
+from benchmarks.machine import RESULTS_DIR, machine_info, save_results
 from tasks.core.paths import REPO_ROOT
 
 #: The papers' DFT-checked MP-20 figures (``../shared/docs/evaluation.md``, methods.md).
 PAPER = {
     "symadit": {"S.U.N.": "5.53 (12 of 100 DFT-checked)", "M.S.U.N.": "13.82 (30 of 100)"},
     "mcflow": {"S.U.N.": "not reported", "M.S.U.N.": "not reported"},
+    "DiffCSP": {
+        "S.U.N.": "7.09 (8 of 100, other samples)",
+        "M.S.U.N.": "16.84 (19 of 100, other samples)",
+    },
 }
+NOT_REPORTED = {"S.U.N.": "not reported", "M.S.U.N.": "not reported"}
 
 
 def benchmark_profile(args: argparse.Namespace, out: Path) -> Path:
-    """``configs/benchmark.yaml`` with the checkpoints and sizes of this run, written to ``out``."""
+    """``configs/benchmark.yaml`` with the checkpoints and sizes of this run, written to ``out``.
+
+    Our models sample ``n_samples`` from the given checkpoints; the profile's published sets
+    (``samples`` entries) keep their first ``n_samples`` crystals, or are left out with
+    ``--no-published``.
+    """
     profile = yaml.safe_load((REPO_ROOT / "configs" / "benchmark.yaml").read_text())
     checkpoints = {"symadit": args.symadit, "mcflow": args.mcflow}
-    profile["models"] = [
-        {**m, "checkpoint": str(Path(checkpoints[m["name"]]).resolve()),
-         "n_samples": args.n_samples}
-        for m in profile["models"]
-        if checkpoints[m["name"]] is not None
-    ]  # fmt: skip
+    models = []
+    for m in profile["models"]:
+        if m["name"] == "samples":
+            if not args.no_published:
+                models.append({**m, "limit": args.n_samples})
+        elif checkpoints[m["name"]] is not None:
+            ckpt = str(Path(checkpoints[m["name"]]).resolve())
+            models.append({**m, "checkpoint": ckpt, "n_samples": args.n_samples})
+    profile["models"] = models
     profile["selection"]["max_relax"] = args.max_relax
     profile["dask"] = {**profile.get("dask", {}), "n_workers": args.workers}
     profile["evaluate"]["workers"] = args.workers
@@ -120,17 +133,16 @@ def row_markdown(header: list[str], result: dict[str, Any], args: argparse.Names
              "M.S.U.N. (MLIP) | of which flagged | M.S.U.N. (MLIP), unflagged | "
              "paper S.U.N. (DFT) | paper M.S.U.N. (DFT) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
-    for model in ("symadit", "mcflow"):
+    for model in result["unflagged"]:
         key = f"{model}/round1"
-        if key not in result["metrics"]:
-            continue
         strict = result["unflagged"][model]
+        paper = PAPER.get(model, NOT_REPORTED)
         lines.append(
             f"| {model} | {_cell(result['metrics'], key, 'S.U.N. (MLIP)')} | "
             f"{strict['S.U.N. flagged']} | {_cell(strict, 'S.U.N. (MLIP, unflagged)', None)} | "
             f"{_cell(result['metrics'], key, 'M.S.U.N. (MLIP)')} | "
             f"{strict['M.S.U.N. flagged']} | {_cell(strict, 'M.S.U.N. (MLIP, unflagged)', None)} | "
-            f"{PAPER[model]['S.U.N.']} | {PAPER[model]['M.S.U.N.']} |"
+            f"{paper['S.U.N.']} | {paper['M.S.U.N.']} |"
         )
     lines += [
         "",
@@ -180,19 +192,33 @@ def record_row(
         "metrics": json.loads((run_dir / "metrics.json").read_text()),
         "markdown": (run_dir / "report" / "report.md").read_text(),
         "unflagged": {
-            m: unflagged_rates(run_dir / "round-1" / m)
-            for m in ("symadit", "mcflow")
-            if (run_dir / "round-1" / m / "mlip" / "hull" / "hull.parquet").exists()
+            m.name: unflagged_rates(m)
+            for m in sorted((run_dir / "round-1").iterdir())
+            if (m / "mlip" / "hull" / "hull.parquet").exists()
         },
     }
     header = [*header, f"- wall time: {wall_s:.0f} s; run `{run_dir.relative_to(REPO_ROOT)}`"]
+    keep_samples(run_dir, args.results_name)
     save_results(
-        "sun_mlip_benchmark",
+        args.results_name,
         {"metrics": result["metrics"], "unflagged": result["unflagged"], "wall_s": wall_s,
          "paper": PAPER, "profile": yaml.safe_load((run_dir / "config.yaml").read_text()),
          "machine": started},
         row_markdown(header, result, args),
     )  # fmt: skip
+
+
+def keep_samples(run_dir: Path, name: str) -> None:
+    """Copy our models' samples (extxyz) next to the record, so its figures can be measured
+    again (at another tolerance, with another MLIP) without retraining."""
+    import shutil
+
+    folder = RESULTS_DIR / f"{name}_samples"
+    for model in ("symadit", "mcflow"):
+        samples = run_dir / "round-1" / model / "samples" / "samples.extxyz"
+        if samples.is_file():
+            folder.mkdir(exist_ok=True)
+            shutil.copyfile(samples, folder / f"{model}.extxyz")
 
 
 def main() -> None:
@@ -209,6 +235,10 @@ def main() -> None:
     )
     parser.add_argument("--run-prefix", default="sun-mlip")
     parser.add_argument("--workers", type=int, default=2, help="Dask and matcher processes")
+    parser.add_argument(
+        "--no-published", action="store_true", help="leave out the profile's published sets"
+    )
+    parser.add_argument("--results-name", default="sun_mlip_benchmark")
     args = parser.parse_args()
     if args.symadit is None and args.mcflow is None:
         parser.error("give --symadit and/or --mcflow checkpoints")

@@ -40,6 +40,7 @@ from flows.caching import run_stage, stage
 from flows.evaluate import evaluate_on
 from flows.mlip import hull_on, relax_on
 from flows.model_work import run_model_work
+from flows.parallel import OWN_PROCESS_PRELOAD
 from models.contract import FineTune
 from tasks.core.cluster import Cluster, dask_cluster
 from tasks.core.config import ConfigError, Placement, load_config, resolve_config_path
@@ -233,7 +234,9 @@ def dft_stage(
     args = (Path(candidates), Path(workdir), dft, entries, stability)
     if cluster is None:
         return str(run_dft_stage(*args))
-    return str(in_own_process(run_dft_stage, *args, nice=BACKGROUND_NICE))
+    return str(
+        in_own_process(run_dft_stage, *args, nice=BACKGROUND_NICE, preload=OWN_PROCESS_PRELOAD)
+    )
 
 
 def round_samples(

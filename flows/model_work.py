@@ -18,6 +18,7 @@ from typing import Literal
 
 from prefect import flow
 
+from flows.parallel import OWN_PROCESS_PRELOAD
 from models.contract import FineTune, SampleRequest, TrainRequest
 from models.registry import get_model
 from tasks.core.atomic import write_json_atomic
@@ -114,7 +115,8 @@ def run_model_work(
         When the remote run does not complete (its state and the deployment are named).
     """
     if deployment is None and cluster is not None:
-        return in_own_process(do_model_work, action, model, source, out_dir, seed, finetune)
+        args = (action, model, source, out_dir, seed, finetune)
+        return in_own_process(do_model_work, *args, preload=OWN_PROCESS_PRELOAD)
     if deployment is None:
         return do_model_work(action, model, source, out_dir, seed, finetune)
     from prefect.client.schemas.objects import FlowRun

@@ -116,8 +116,7 @@ def pool_map(
     workers = resolve_workers(workers)
     if workers <= 1 or len(jobs) <= 1:
         return serial_map(fn, jobs)
-    ctx = get_context("forkserver")
-    ctx.set_forkserver_preload([fn.__module__])
+    ctx = forkserver_context([fn.__module__])
     chunksize = max(1, len(jobs) // (workers * 8))
     n = min(workers, len(jobs))
     cap = memory_bytes or worker_memory_limit(n)
@@ -130,6 +129,25 @@ def pool_map(
         return list(pool.map(fn, jobs, chunksize=chunksize))
 
 
+def forkserver_context(preload: Sequence[str] = ()) -> Any:
+    """The ``forkserver`` context, asking that it import ``preload`` when it starts.
+
+    An interpreter has one forkserver, started by its first pool or process; the modules it
+    imports once are in every process it forks, so a child does not pay seconds of imports
+    (torch, pymatgen, jobflow). The modules asked for so far are kept together, so one
+    caller's request does not drop another's.
+    """
+    ctx = get_context("forkserver")
+    wanted = list(dict.fromkeys([*_FORKSERVER_PRELOAD, *preload]))
+    _FORKSERVER_PRELOAD[:] = wanted
+    ctx.set_forkserver_preload(wanted)
+    return ctx
+
+
+#: The modules the interpreter's forkserver is asked to import (see :func:`forkserver_context`).
+_FORKSERVER_PRELOAD: list[str] = []
+
+
 #: Niceness added to background work (chunk workers, the stand-in's DFT jobs), so that it
 #: yields the cores to the long single-process stages a run waits on (training).
 BACKGROUND_NICE = 10
@@ -140,7 +158,9 @@ def _own_process_init(nice: int) -> None:
     os.nice(nice)
 
 
-def in_own_process(fn: Callable[..., R], *args: Any, nice: int = 0) -> R:
+def in_own_process(
+    fn: Callable[..., R], *args: Any, nice: int = 0, preload: Sequence[str] = ()
+) -> R:
     """``fn(*args)`` in a new process of its own (one BLAS thread); wait for its result.
 
     For a stage's whole, unchunked work while another branch of the run works beside it: a
@@ -156,8 +176,12 @@ def in_own_process(fn: Callable[..., R], *args: Any, nice: int = 0) -> R:
     nice
         Added to the process's niceness: background work yields the cores to the stages a
         run waits on (training), as the run's Dask workers do (``dask.nice``).
+    preload
+        Modules the forkserver imports once, before it forks this process or any later one
+        (:func:`forkserver_context`): a caller that runs several such processes names the
+        heavy modules they all need on the first call.
     """
-    ctx = get_context("forkserver")
+    ctx = forkserver_context([fn.__module__, *preload])
     with (
         thread_limits(1),
         ProcessPoolExecutor(
