@@ -40,7 +40,7 @@ from flows.caching import run_stage, stage
 from flows.evaluate import evaluate_on
 from flows.mlip import hull_on, relax_on
 from flows.model_work import run_model_work
-from flows.parallel import OWN_PROCESS_PRELOAD
+from flows.parallel import OWN_PROCESS_PRELOAD, prefect_api_env
 from models.contract import FineTune
 from tasks.core.cluster import Cluster, dask_cluster
 from tasks.core.config import ConfigError, Placement, load_config, resolve_config_path
@@ -545,7 +545,7 @@ def discovery_flow(
     logger = get_run_logger()
     logger.info("run %s in %s", run.run_id, run.path)
     datasets = ingest_stage(config.datasets, config.ingest, run.path / "dataset")
-    with dask_cluster(config.dask) as cluster:
+    with dask_cluster(config.dask, prefect_api_env()) as cluster:
         outcome = closed_loop(config, run, datasets, cluster)
     create_markdown_artifact(
         key="sun-report", markdown=outcome["markdown"], description=f"run {run.run_id}"

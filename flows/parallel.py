@@ -34,6 +34,19 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+def prefect_api_env() -> dict[str, str]:
+    """``PREFECT_API_URL`` of the API this process reports to, for the processes it starts.
+
+    Without a server (a flow called from Python or the CLI) Prefect runs a temporary one;
+    Dask workers that do not know its address would each start their own (10-20 s apiece)
+    and their tasks would not appear in the flow's run.
+    """
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return {"PREFECT_API_URL": str(client.api_url).rstrip("/")}
+
+
 def on_cluster(subflow: Flow[P, R], cluster: Cluster | None) -> Flow[P, R]:
     """``subflow`` with its tasks sent to ``cluster`` (unchanged when there is none)."""
     if cluster is None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +21,14 @@ import yaml
 from pydantic import Field, model_validator
 
 from tasks.core.config import StrictModel
-from tasks.core.mapping import BACKGROUND_NICE, THREAD_ENV, Mapper, resolve_workers, thread_limits
+from tasks.core.mapping import (
+    BACKGROUND_NICE,
+    THREAD_ENV,
+    Mapper,
+    environment,
+    resolve_workers,
+    thread_limits,
+)
 from tasks.core.paths import REPO_ROOT
 
 log = logging.getLogger(__name__)
@@ -122,13 +129,18 @@ def dask_worker_config() -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def local_cluster(n_workers: int = 0, memory_limit: str = "auto", nice: int = 0) -> Iterator[Any]:
+def local_cluster(
+    n_workers: int = 0,
+    memory_limit: str = "auto",
+    nice: int = 0,
+    env: Mapping[str, str] | None = None,
+) -> Iterator[Any]:
     """A LocalCluster of single-threaded worker processes (0 = every usable core), each with
-    ``nice`` added to its niceness."""
+    ``nice`` added to its niceness and the variables of ``env`` in its environment."""
     import dask
     from distributed import Client, LocalCluster
 
-    with thread_limits(1), dask.config.set(dask_worker_config()):
+    with thread_limits(1), environment(env or {}), dask.config.set(dask_worker_config()):
         cluster = LocalCluster(
             n_workers=resolve_workers(n_workers),
             threads_per_worker=1,
@@ -166,13 +178,18 @@ def _slurm_cluster(config: JobqueueConfig) -> Any:
 
 
 @contextlib.contextmanager
-def dask_cluster(config: DaskConfig) -> Iterator[Cluster | None]:
+def dask_cluster(
+    config: DaskConfig, env: Mapping[str, str] | None = None
+) -> Iterator[Cluster | None]:
     """Start (or connect to) the run's Dask cluster for the duration of the block.
 
     Parameters
     ----------
     config
         Which cluster (see :class:`DaskConfig`).
+    env
+        Environment of a LocalCluster's workers (the flow passes the Prefect API it reports
+        to, so the workers' tasks join it instead of each starting a temporary server).
 
     Yields
     ------
@@ -195,7 +212,7 @@ def dask_cluster(config: DaskConfig) -> Iterator[Cluster | None]:
             log.info("Dask SLURM cluster %s with %d workers", cluster.scheduler_address, n_workers)
             yield Cluster(cluster.scheduler_address, n_workers, config.tasks_per_worker)
         return
-    with local_cluster(config.n_workers, config.memory_limit, config.nice) as cluster:
+    with local_cluster(config.n_workers, config.memory_limit, config.nice, env) as cluster:
         n_workers = len(cluster.workers)
         log.info("Dask cluster %s with %d workers", cluster.scheduler_address, n_workers)
         yield Cluster(cluster.scheduler_address, n_workers, config.tasks_per_worker)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from typing import Any, TypeVar
@@ -68,10 +68,10 @@ def limit_worker(memory_bytes: int) -> None:
 
 
 @contextlib.contextmanager
-def thread_limits(threads: int = 1) -> Iterator[None]:
-    """Set the thread variables for processes started inside the block, then restore them."""
-    previous = {var: os.environ.get(var) for var in THREAD_ENV}
-    limit_threads(threads)
+def environment(variables: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for processes started inside the block, then restore them."""
+    previous = {var: os.environ.get(var) for var in variables}
+    os.environ.update(variables)
     try:
         yield
     finally:
@@ -80,6 +80,11 @@ def thread_limits(threads: int = 1) -> Iterator[None]:
                 os.environ.pop(var, None)
             else:
                 os.environ[var] = value
+
+
+def thread_limits(threads: int = 1) -> contextlib.AbstractContextManager[None]:
+    """Set the thread variables for processes started inside the block, then restore them."""
+    return environment({var: str(threads) for var in THREAD_ENV})
 
 
 def serial_map(fn: Callable[[T], R], jobs: Sequence[T]) -> list[R]:

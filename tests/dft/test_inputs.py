@@ -123,3 +123,12 @@ def test_write_inputs_command_is_a_dry_run(tmp_path: Path) -> None:
     incar, kpoints, potcars = _inputs(tmp_path / "inputs")
     assert incar["ENCUT"] == 520 and tuple(kpoints.kpts[0]) == (7, 7, 7)
     assert potcars == ["Na_pv", "Cl"]
+
+
+def test_the_default_handlers_are_custodians() -> None:
+    """The settings accept the defaults without importing custodian: they must exist there."""
+    from custodian.vasp import handlers as vasp_handlers
+
+    from tasks.dft.settings import DEFAULT_HANDLERS
+
+    assert all(hasattr(vasp_handlers, name) for name in DEFAULT_HANDLERS)
