@@ -51,6 +51,7 @@ from models.symadit.sampling import generate
 from models.symadit.symmetry import symmetry_is_exact
 from tasks.core.paths import REPO_ROOT, shared_data_dir
 from tasks.core.plotting import pyplot
+from tasks.evaluate.settings import EvaluateConfig
 
 log = logging.getLogger("symadit_benchmark")
 
@@ -265,6 +266,9 @@ def render(result: dict[str, Any]) -> str:
     ]
     if ev:
         lines += [
+            f"Symmetry figures at {EvaluateConfig().tolerance} (pymatgen's defaults, as the "
+            "paper), samples and training set alike.",
+            "",
             "| method | struct % | comp % | d_SG | d_W | d_N | P1 % | U % | N % |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
             f"| SymADiT paper (MP-20, 10k samples) | {PAPER['structural_validity']} | "

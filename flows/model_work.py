@@ -61,8 +61,7 @@ def sample_model(model: ModelRun, checkpoint: str, out_dir: str, seed: int) -> s
     return str(Path(out_dir) / "samples.parquet")
 
 
-@flow(name="model-work")
-def model_work(
+def do_model_work(
     action: Action,
     model: ModelRun,
     source: str,
@@ -72,26 +71,19 @@ def model_work(
 ) -> str:
     """Train or fine-tune (``source`` = dataset) or sample (``source`` = checkpoint) one model.
 
-    The result path is also written to ``out_dir/model_work.json`` for the caller.
+    The result path is also written to ``out_dir/model_work.json`` for the caller. As the
+    flow :data:`model_work` it is what the ``model-work/gpu`` deployment runs.
     """
-    return do_model_work(action, model, source, out_dir, seed, finetune)
-
-
-def do_model_work(
-    action: Action,
-    model: ModelRun,
-    source: str,
-    out_dir: str,
-    seed: int = 0,
-    finetune: FineTune | None = None,
-) -> str:
-    """What :func:`model_work` does, as a plain function (for a process of the Dask cluster)."""
     if action in ("train", "finetune"):
         result = train_model(model, source, out_dir, finetune if action == "finetune" else None)
     else:
         result = sample_model(model, source, out_dir, seed)
     write_json_atomic(Path(out_dir) / RESULT_FILE, {"action": action, "result": result})
     return result
+
+
+#: The model work as a Prefect flow (entry point of the ``model-work/gpu`` deployment).
+model_work = flow(name="model-work")(do_model_work)
 
 
 def run_model_work(

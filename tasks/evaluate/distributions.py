@@ -219,5 +219,9 @@ def distribution_metrics(
             "atoms": {"generated": _stats(n_gen), "reference": _stats(n_ref)},
             "symprec": symprec,
             "angle_tolerance": angle_tolerance,
+            "reference_histograms": {
+                "spacegroup": dict(sg_ref),
+                "orbits": dict(Counter(r.n_orbits for r in ref)),
+            },
         }
     )

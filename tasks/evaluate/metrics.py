@@ -43,6 +43,9 @@ class DistributionMetrics(_Record):
     atoms: dict[str, dict[str, float]]
     symprec: float | None = None
     angle_tolerance: float | None = None
+    #: the reference set's space groups and orbit counts (value → crystals), at the same
+    #: tolerance, for the report's comparison plots (empty in files written before them)
+    reference_histograms: dict[str, dict[int, int]] = {}
 
     @property
     def tolerance(self) -> str:

@@ -95,6 +95,13 @@ class EvaluateConfig(StrictModel):
         default=None, description="reference caches; default data/cache"
     )
 
+    @property
+    def tolerance(self) -> str:
+        """The symmetry tolerance as records and reports state it (``0.01 Å, 5°``)."""
+        from tasks.evaluate.metrics import tolerance_label
+
+        return tolerance_label(self.symprec, self.angle_tolerance)
+
     def matcher_config(self) -> MatcherConfig:
         """The matcher settings with this run's worker count."""
         return self.matcher.model_copy(update={"workers": self.workers})

@@ -13,18 +13,17 @@ import html
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import yaml
 
 from tasks.core.atomic import atomic_write, write_json_atomic, write_text_atomic
-from tasks.core.columns import Col
 from tasks.core.config import validate_config
 from tasks.core.plotting import pyplot
-from tasks.core.records import STATUS_OK, structure_from_json
+from tasks.core.records import structure_from_json
 from tasks.evaluate.metrics import PAPER_COLUMNS, paper_cells, paper_row
 from tasks.pipeline.config import PipelineConfig
 from tasks.pipeline.summary import RoundSummary, summarize_run
@@ -262,22 +261,38 @@ def _structure_image(structure_json: str, path: Path) -> Path:
     return written
 
 
-@dataclass(frozen=True)
-class TrainingShape:
-    """The training set's space groups and orbit counts, for the comparison plots."""
+def comparison_plot(
+    ax: Any,
+    generated: Sequence[int],
+    reference: Sequence[int],
+    reference_label: str,
+    xlabel: str,
+    bins: np.ndarray,
+) -> None:
+    """Density histograms of a generated set beside its reference set (if there is one)."""
+    if reference:
+        ax.hist(reference, bins=bins, density=True, alpha=0.5, label=reference_label)
+    ax.hist(generated, bins=bins, density=True, alpha=0.5, label="generated")
+    ax.set_xlabel(xlabel)
+    ax.legend()
 
-    spacegroups: list[int]
-    orbits: list[int]
+
+def _expanded(histogram: dict[int, int]) -> list[int]:
+    """A histogram's values, each repeated by its count (what ``hist`` takes)."""
+    return [value for value, count in sorted(histogram.items()) for _ in range(count)]
 
 
 def html_report(
     summaries: Sequence[RoundSummary],
-    training: TrainingShape,
     out_dir: Path,
     standin: bool,
     loop: Sequence[str] = (),
 ) -> Path:
-    """Write ``index.html`` with the tables and plots into ``out_dir``; return its path."""
+    """Write ``index.html`` with the tables and plots into ``out_dir``; return its path.
+
+    The space-group and orbit plots put each round's samples beside the reference set it
+    was judged against, both at the evaluation's symmetry tolerance.
+    """
     out = Path(out_dir)
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>S.U.N. report</title>",
@@ -299,7 +314,6 @@ def html_report(
             parts.append("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in loop) + "</ul>")
         png = _plot("rounds.png", out, lambda ax: progress_plot(ax, summaries))
         parts.append(f"<img src='{png.name}' alt='round by round'>")
-    train_sg = np.asarray(training.spacegroups)
     for r in summaries:
         tag = f"{r.model}-round{r.round}"
         parts.append(f"<h2>{html.escape(r.model)}, round {r.round}</h2>")
@@ -313,22 +327,27 @@ def html_report(
             + "".join(f"<li>{html.escape(line)}</li>" for line in evidence_lines(r))
             + "</ul>"
         )
-        gen_sg = np.asarray(r.generated_spacegroups)
-
-        def sg_plot(ax: Any, gen_sg: np.ndarray = gen_sg) -> None:
-            bins = np.arange(0.5, 231.5)
-            ax.hist(train_sg, bins=bins, density=True, alpha=0.5, label="training")
-            ax.hist(gen_sg, bins=bins, density=True, alpha=0.5, label="generated")
-            ax.set_xlabel("space group")
-            ax.legend()
-
-        def orbit_plot(ax: Any, r: RoundSummary = r) -> None:
-            top = max([*training.orbits, *r.generated_orbits, 1])
-            bins = np.arange(0.5, top + 1.5)
-            ax.hist(training.orbits, bins=bins, density=True, alpha=0.5, label="training")
-            ax.hist(r.generated_orbits, bins=bins, density=True, alpha=0.5, label="generated")
-            ax.set_xlabel("orbits per crystal")
-            ax.legend()
+        reference = r.metrics.distribution.reference_histograms
+        label = f"training ({r.metrics.distribution.tolerance})"
+        gen_orbits = r.generated_orbits
+        train_orbits = _expanded(reference.get("orbits", {}))
+        top = max([*train_orbits, *gen_orbits, 1])
+        sg_plot = partial(
+            comparison_plot,
+            generated=r.generated_spacegroups,
+            reference=_expanded(reference.get("spacegroup", {})),
+            reference_label=label,
+            xlabel="space group",
+            bins=np.arange(0.5, 231.5),
+        )
+        orbit_plot = partial(
+            comparison_plot,
+            generated=gen_orbits,
+            reference=train_orbits,
+            reference_label=label,
+            xlabel="orbits per crystal",
+            bins=np.arange(0.5, top + 1.5),
+        )
 
         def hull_plot(ax: Any, r: RoundSummary = r) -> None:
             ax.hist(np.clip(r.e_hull, -0.5, 2.0), bins=40, color="#6a5")
@@ -381,13 +400,6 @@ def read_run_config(run_dir: Path) -> PipelineConfig:
     return validate_config(yaml.safe_load(path.read_text()), PipelineConfig, str(path))
 
 
-def training_shape(run_dir: Path) -> TrainingShape:
-    """Space groups and orbit counts of the run's ingested training set."""
-    frame = pd.read_parquet(Path(run_dir) / "dataset" / "train" / "dataset.parquet")
-    ok = frame[frame[Col.STATUS] == STATUS_OK]
-    return TrainingShape([int(g) for g in ok[Col.SPACEGROUP]], [int(k) for k in ok[Col.N_ORBITS]])
-
-
 @dataclass(frozen=True)
 class Report:
     """Where a report was written, with its markdown and the rates per model and round."""
@@ -407,7 +419,7 @@ def write_report(run_dir: str | Path) -> Report:
     loop = loop_lines(config)
     markdown = markdown_report(summaries, out, standin, loop)
     write_text_atomic(out / "report.md", markdown)
-    page = html_report(summaries, training_shape(run_dir), out, standin, loop)
+    page = html_report(summaries, out, standin, loop)
     metrics = {
         f"{s.model}/round{s.round}": {
             e.name: estimate_as_dict(e) for e in [*s.estimates, *s.progress]
