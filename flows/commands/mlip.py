@@ -11,6 +11,7 @@ import typer
 
 from flows.commands import default_of, given
 from tasks.mlip.backends import MLIPUnavailableError
+from tasks.mlip.documents import HULL_SUMMARY, RELAX_META, HullSummary, RelaxMeta
 from tasks.mlip.settings import MLIPConfig, MLIPHullConfig, RelaxConfig
 
 
@@ -100,8 +101,8 @@ def relax(
         path = run_relax(candidates, out, mlip_config, config)
     except (MLIPUnavailableError, ValueError, FileNotFoundError) as err:
         _fail(err)
-    meta = json.loads((out / "relax_meta.json").read_text())
-    typer.echo(f"{path}: {meta['status_counts']}, converged {meta['n_converged']}")
+    meta = RelaxMeta.read(out / RELAX_META)
+    typer.echo(f"{path}: {meta.status_counts}, converged {meta.n_converged}")
 
 
 def hull(
@@ -134,10 +135,10 @@ def hull(
 
     try:
         _, meta = read_relaxed(relaxed)
-        relax_config = RelaxConfig.model_validate(meta.get("relax", {}))
+        relax_config = meta.relax if meta is not None else RelaxConfig()
         if workers is not None:
             relax_config = relax_config.model_copy(update={"n_workers": workers})
-        mlip_config = MLIPConfig.model_validate(meta.get("mlip", {}))
+        mlip_config = meta.mlip if meta is not None else MLIPConfig()
         options = given(
             reference=[str(p) for p in reference] if reference else None,
             energies=energies or ("single_point" if single_point else None),
@@ -148,15 +149,15 @@ def hull(
         path = run_hull(relaxed, out, mlip_config, relax_config, config)
     except (HullError, MLIPUnavailableError, TableMismatchError, ConfigError, ValueError) as err:
         _fail(err)
-    summary = json.loads((out / "hull_summary.json").read_text())
+    summary = HullSummary.read(out / HULL_SUMMARY)
     typer.echo(
-        f"{path}: {summary['n_on_hull']}/{summary['n_candidates']} placed, "
-        f"{summary['n_stable']} stable, {summary['n_metastable']} metastable, "
-        f"{summary['n_flagged']} flagged ({summary['n_uncovered']} with uncovered systems); "
-        f"references: {summary['reference']}"
+        f"{path}: {summary.n_on_hull}/{summary.n_candidates} placed, "
+        f"{summary.n_stable} stable, {summary.n_metastable} metastable, "
+        f"{summary.n_flagged} flagged ({summary.n_uncovered} with uncovered systems); "
+        f"references: {summary.reference}"
     )
-    if "warning" in summary:
-        typer.echo(f"warning: {summary['warning']}")
+    if summary.warning:
+        typer.echo(f"warning: {summary.warning}")
 
 
 def hull_reference_build(

@@ -57,6 +57,7 @@ from tasks.core.records import STATUS_FAILED, STATUS_OK, structure_hash, structu
 from tasks.core.stability import StabilityRule
 from tasks.core.structure_io import Format, parse_payload, read_entries
 from tasks.mlip.backends import load_mlip, safe_dirname
+from tasks.mlip.documents import HULL_SUMMARY, RELAX_META, HullSummary, RelaxMeta
 from tasks.mlip.reference_table import (
     SHIPPED_TABLE,
     Method,
@@ -552,15 +553,15 @@ def _composition(row: dict) -> Composition:
     return reduced * (int(row["n_atoms"]) / reduced.num_atoms)
 
 
-def read_relaxed(path: str | Path) -> tuple[pd.DataFrame, dict]:
-    """Relaxed candidates and their run metadata from a ``run_relax`` directory or parquet."""
+def read_relaxed(path: str | Path) -> tuple[pd.DataFrame, RelaxMeta | None]:
+    """Relaxed candidates and their run's metadata (``None`` for a bare table) from a
+    ``run_relax`` directory or parquet."""
     path = Path(path)
     table = path / "relaxed.parquet" if path.is_dir() else path
     if not table.is_file():
         raise HullError(f"no relaxed candidates at {table}")
-    meta_path = table.parent / "relax_meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    return pd.read_parquet(table), meta
+    meta_path = table.parent / RELAX_META
+    return pd.read_parquet(table), RelaxMeta.read(meta_path) if meta_path.is_file() else None
 
 
 def run_hull(
@@ -575,15 +576,17 @@ def run_hull(
 ) -> Path:
     """Place relaxed candidates on the MLIP hull of the competing phases; write the results.
 
-    MLIP and relaxation settings default to those recorded in ``relax_meta.json`` next to
-    the relaxed candidates, so computed references are treated exactly like the candidates.
+    MLIP and relaxation settings default to those the relaxation recorded
+    (:class:`tasks.mlip.documents.RelaxMeta`) next to the relaxed candidates, so computed
+    references are treated exactly like the candidates.
 
     Parameters
     ----------
     relaxed
         A :func:`tasks.mlip.runner.run_relax` output directory or its ``relaxed.parquet``.
     out_dir
-        Writes ``hull.parquet`` (see :meth:`MLIPHull.evaluate`) and ``hull_summary.json``.
+        Writes ``hull.parquet`` (see :meth:`MLIPHull.evaluate`) and ``hull_summary.json``
+        (:class:`tasks.mlip.documents.HullSummary`).
     mlip, relax, config
         Overrides of the recorded MLIP / relaxation settings, and hull settings (which
         reference phases, where their energies come from).
@@ -601,9 +604,9 @@ def run_hull(
     """
     candidates, meta = read_relaxed(relaxed)
     if mlip is None:
-        mlip = MLIPConfig.model_validate(meta["mlip"]) if "mlip" in meta else MLIPConfig()
+        mlip = meta.mlip if meta is not None else MLIPConfig()
     if relax is None:
-        relax = RelaxConfig.model_validate(meta["relax"]) if "relax" in meta else RelaxConfig()
+        relax = meta.relax if meta is not None else RelaxConfig()
     config = config or MLIPHullConfig()
     start = time.perf_counter()
     rule = rule or StabilityRule()
@@ -614,34 +617,35 @@ def run_hull(
     out = Path(out_dir)
     path = atomic_write(out / "hull.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
     ok = frame["hull_status"] == STATUS_OK
-    summary = {
-        "mlip_version": hull.backend.version,
-        "reference": references.description,
-        "reference_sources": config.reference or "papers' hull (reference table)",
-        "extra_references": [str(p) for p in extra_references],
-        "n_reference_phases": len(hull.references),
-        "reference_single_point": hull.relax.single_point,
-        "candidate_single_point": bool(frame["candidate_single_point"].any()),
-        "n_candidates": len(frame),
-        "n_on_hull": int(ok.sum()),
-        "n_stable": int(frame["stable"].sum()),
-        "n_metastable": int(frame["metastable"].sum()),
-        "n_flagged": int(frame["flagged"].sum()),
-        "n_uncovered": int((frame["coverage_gaps"] != "").sum()),
-        "n_stable_flagged": int((frame["stable"] & frame["flagged"]).sum()),
-        "references": hull.stats,
-        "cache_dir": str(hull.cache_dir),
-        "relax": hull.relax.model_dump(mode="json"),
-        "config": config.model_dump(mode="json"),
-        "stability": rule.model_dump(mode="json"),
-        "wall_s": time.perf_counter() - start,
-    }
-    if hull.relax.single_point:
-        summary["warning"] = (
+    summary = HullSummary(
+        mlip_version=hull.backend.version,
+        reference=references.description,
+        reference_sources=config.reference or "papers' hull (reference table)",
+        extra_references=[str(p) for p in extra_references],
+        n_reference_phases=len(hull.references),
+        reference_single_point=hull.relax.single_point,
+        candidate_single_point=bool(frame["candidate_single_point"].any()),
+        n_candidates=len(frame),
+        n_on_hull=int(ok.sum()),
+        n_stable=int(frame["stable"].sum()),
+        n_metastable=int(frame["metastable"].sum()),
+        n_flagged=int(frame["flagged"].sum()),
+        n_uncovered=int((frame["coverage_gaps"] != "").sum()),
+        n_stable_flagged=int((frame["stable"] & frame["flagged"]).sum()),
+        references=hull.stats,
+        cache_dir=str(hull.cache_dir),
+        relax=hull.relax,
+        config=config,
+        stability=rule,
+        wall_s=time.perf_counter() - start,
+        warning=(
             "reference energies are single points (not relaxed): relaxed candidates' E_hull is "
             "biased toward stability"
-        )
-    write_json_atomic(out / "hull_summary.json", summary)
+            if hull.relax.single_point
+            else ""
+        ),
+    )
+    summary.write(out / HULL_SUMMARY)
     return path
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks.core.atomic import atomic_write, write_json_atomic
+from tasks.core.atomic import atomic_write
 from tasks.core.cluster import dask_mapper
 from tasks.core.config import content_dump
 from tasks.core.mapping import Mapper, local_mapper, serial_map
@@ -39,6 +39,7 @@ from tasks.core.records import (
 )
 from tasks.core.structure_io import read_entries
 from tasks.mlip.backends import load_mlip
+from tasks.mlip.documents import RELAX_META, RelaxMeta
 from tasks.mlip.results import (
     RESULT_COLUMNS,
     Item,
@@ -253,7 +254,7 @@ def run_relax(
     Writes ``chunks/<settings>/chunk-*.parquet`` as chunks finish, then ``relaxed.parquet``
     (one row per input entry, :class:`tasks.mlip.results.RelaxResult` columns, input order),
     ``relaxed.extxyz`` (the ``ok`` structures with ``id`` and ``energy_mlip`` in ``info``)
-    and ``relax_meta.json`` (MLIP, settings, counts).
+    and ``relax_meta.json`` (:class:`tasks.mlip.documents.RelaxMeta`: MLIP, settings, counts).
 
     Parameters
     ----------
@@ -300,24 +301,21 @@ def run_relax(
     frame = frame.sort_values("id", key=lambda s: s.map(entry_order)).reset_index(drop=True)
     path = atomic_write(out / "relaxed.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
     _write_extxyz(frame, out / "relaxed.extxyz")
-    write_json_atomic(
-        out / "relax_meta.json",
-        {
-            "mlip": mlip.model_dump(mode="json"),
-            "mlip_name": backend.name,
-            "mlip_version": backend.version,
-            "relax": config.model_dump(mode="json"),
-            "settings_key": chunk_dir.name,
-            "single_point": config.single_point,
-            "candidates": str(candidates),
-            "n_candidates": len(frame),
-            "n_relaxed_this_run": len(todo),
-            "n_lost_to_worker_failures": len(lost),
-            "status_counts": frame["status"].value_counts().to_dict(),
-            "n_converged": int(frame["converged"].astype(bool).sum()),
-            "wall_s": elapsed,
-        },
-    )
+    RelaxMeta(
+        mlip=mlip,
+        mlip_name=backend.name,
+        mlip_version=backend.version,
+        relax=config,
+        settings_key=chunk_dir.name,
+        single_point=config.single_point,
+        candidates=str(candidates),
+        n_candidates=len(frame),
+        n_relaxed_this_run=len(todo),
+        n_lost_to_worker_failures=len(lost),
+        status_counts={str(k): int(v) for k, v in frame["status"].value_counts().items()},
+        n_converged=int(frame["converged"].astype(bool).sum()),
+        wall_s=elapsed,
+    ).write(out / RELAX_META)
     return path
 
 

@@ -30,6 +30,7 @@ import pandas as pd
 
 from tasks.core.columns import Col
 from tasks.evaluate.metrics import EvaluationMetrics
+from tasks.mlip.documents import HULL_SUMMARY, HullSummary
 from tasks.pipeline.config import PipelineConfig
 from tasks.pipeline.selection import evaluation_funnel
 from tasks.pipeline.sun import FunnelStage, RateEstimate, funnel_rate, stability_estimates
@@ -159,19 +160,6 @@ def sanity_rows(metrics: EvaluationMetrics) -> list[SanityRow]:
     return rows
 
 
-@dataclass(frozen=True)
-class HullEvidence:
-    """What the MLIP hull was built from and how well it covers the candidates."""
-
-    reference: str
-    mlip_version: str
-    n_candidates: int
-    n_flagged: int
-    n_uncovered: int
-    n_stable_flagged: int
-    warning: str
-
-
 @dataclass
 class RoundSummary:
     """Everything the report shows for one model in one round, read from its files."""
@@ -187,7 +175,7 @@ class RoundSummary:
     e_hull: list[float] = field(default_factory=list)
     top_candidates: list[tuple[str, str, str]] = field(default_factory=list)  # id, JSON, flags
     sanity: list[SanityRow] = field(default_factory=list)
-    hull: HullEvidence | None = None
+    hull: HullSummary | None = None  # what the MLIP hull was built from, its coverage
     #: the round-by-round figures: V.U.N., MLIP-stable share of V.U.N., DFT hit rate
     progress: list[RateEstimate] = field(default_factory=list)
     checkpoint: dict | None = None
@@ -251,16 +239,7 @@ def summarize_round(
         (i, relaxed.loc[i, Col.STRUCTURE], flags)
         for i, flags in zip(top[Col.ID], top["flags"], strict=True)
     ]
-    hull_meta = json.loads((files.hull_dir / "hull_summary.json").read_text())
-    summary.hull = HullEvidence(
-        reference=hull_meta["reference"],
-        mlip_version=hull_meta["mlip_version"],
-        n_candidates=hull_meta["n_candidates"],
-        n_flagged=hull_meta["n_flagged"],
-        n_uncovered=hull_meta["n_uncovered"],
-        n_stable_flagged=hull_meta["n_stable_flagged"],
-        warning=hull_meta.get("warning", ""),
-    )
+    summary.hull = HullSummary.read(files.hull_dir / HULL_SUMMARY)
     summary.funnel = [*funnel, mlip_stable]
     summary.estimates = stability_estimates(funnel, mlip_stable, mlip_meta, "MLIP", True, seed)
     summary.progress.append(funnel_rate("MLIP stable / V.U.N.", [mlip_stable], seed=seed))

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.discovery import discovery_flow
+from tasks.mlip.documents import HULL_SUMMARY, HullSummary
 from tasks.pipeline.report import STANDIN_WARNING
 
 
@@ -49,12 +50,10 @@ def test_discovery_flow_two_rounds_end_to_end(micro: Path, prefect_harness) -> N
     train = filters1["reference"]["path"]
     assert train.endswith("dataset.parquet")
     assert filters2["reference"]["path"] == f"{train} + {discovered}"
-    hull2 = json.loads(
-        (run / "round-2" / "mcflow" / "mlip" / "hull" / "hull_summary.json").read_text()
-    )
+    hull2 = HullSummary.read(run / "round-2" / "mcflow" / "mlip" / "hull" / HULL_SUMMARY)
     # the hull: every MP-20 / MPTS-52 phase (the shipped table) plus round 1's discoveries
-    assert hull2["reference"].startswith("every MP-20 / MPTS-52 phase")
-    assert str(discovered) in hull2["reference"]
+    assert hull2.reference.startswith("every MP-20 / MPTS-52 phase")
+    assert str(discovered) in hull2.reference
 
     # the learning loop: round 2 sampled a checkpoint fine-tuned on data holding round 1's
     # discoveries (three copies each), not round 1's checkpoint
@@ -97,9 +96,7 @@ def test_discovery_flow_fine_tunes_the_mlip_between_rounds(micro: Path, prefect_
     run = micro.parent / "runs" / "e2e-mlip"
     dft1 = pd.read_parquet(run / "round-1" / "mcflow" / "dft" / "dft_results.parquet")
     hull1, hull2 = (
-        json.loads(
-            (run / f"round-{k}" / "mcflow" / "mlip" / "hull" / "hull_summary.json").read_text()
-        )
+        HullSummary.read(run / f"round-{k}" / "mcflow" / "mlip" / "hull" / HULL_SUMMARY)
         for k in (1, 2)
     )
     # the MLIP learned round 1's DFT results; round 2 relaxed and built its whole hull with
@@ -108,8 +105,8 @@ def test_discovery_flow_fine_tunes_the_mlip_between_rounds(micro: Path, prefect_
     assert tuned["ids"] and set(tuned["ids"]) == set(
         dft1.loc[dft1["dft_status"] == "completed", "id"]
     )
-    assert hull1["mlip_version"] == tuned["base"] != tuned["version"] == hull2["mlip_version"]
-    assert f"{tuned['version']} single point energies computed" in hull2["reference"]
+    assert hull1.mlip_version == tuned["base"] != tuned["version"] == hull2.mlip_version
+    assert f"{tuned['version']} single point energies computed" in hull2.reference
     markdown = (run / "report" / "report.md").read_text()
     assert "MLIP: fine-tuned after every round" in markdown
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 import pytest
 from ase.build import bulk
@@ -11,6 +9,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from tasks.core.records import structure_to_json
+from tasks.mlip.documents import HULL_SUMMARY, HullSummary
 from tasks.mlip.hull import (
     HullError,
     HullReferences,
@@ -131,8 +130,8 @@ def test_cli_relax_then_hull(tmp_path, mp20_train_sample, alpd_reference, cache)
                                "--single-point"])  # fmt: skip
     assert hull.exit_code == 0, hull.output
     assert "biased toward stability" in hull.output
-    summary = json.loads((tmp_path / "h" / "hull_summary.json").read_text())
-    assert summary["reference_single_point"] and summary["candidate_single_point"]
+    summary = HullSummary.read(tmp_path / "h" / HULL_SUMMARY)
+    assert summary.reference_single_point and summary.candidate_single_point
     result = pd.read_parquet(tmp_path / "h" / "hull.parquet")
     # both single points of the same input: identical energies, so on the hull
     assert result.loc[0, "e_hull"] == pytest.approx(0.0, abs=1e-6)
@@ -164,7 +163,7 @@ def test_run_hull_flags_single_point_references(tmp_path, alpd_reference, alpd, 
     row = pd.read_parquet(path).iloc[0]
     # a relaxed candidate against unrelaxed references: the bias the summary warns about
     assert row["reference_single_point"] and row["e_hull"] <= 1e-6
-    assert "warning" in json.loads((tmp_path / "h" / "hull_summary.json").read_text())
+    assert "biased toward stability" in HullSummary.read(tmp_path / "h" / HULL_SUMMARY).warning
 
 
 def test_unsupported_reference_file_is_a_clear_error(tmp_path):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 import pytest
 from ase.build import bulk
@@ -15,6 +13,7 @@ from tasks.core.records import structure_to_json
 from tasks.core.structure_io import parse_payload, read_entries
 from tasks.evaluate.known import known_matches
 from tasks.mlip.backends import load_mlip
+from tasks.mlip.documents import HULL_SUMMARY, HullSummary
 from tasks.mlip.hull import HullError, HullReferences, MLIPHull, hull_references, read_references
 from tasks.mlip.reference_table import (
     SHIPPED_TABLE,
@@ -137,8 +136,8 @@ def test_cli_hull_uses_the_shipped_table_without_a_reference(tmp_path, mp20_trai
     assert relaxed.exit_code == 0, relaxed.output
     hull = runner.invoke(app, ["hull", str(tmp_path / "r"), "--out", str(tmp_path / "h")])
     assert hull.exit_code == 0, hull.output
-    summary = json.loads((tmp_path / "h" / "hull_summary.json").read_text())
-    assert "every MP-20 / MPTS-52 phase" in summary["reference"] and summary["references"]["table"]
+    summary = HullSummary.read(tmp_path / "h" / HULL_SUMMARY)
+    assert "every MP-20 / MPTS-52 phase" in summary.reference and summary.references["table"]
     row = pd.read_parquet(tmp_path / "h" / "hull.parquet").iloc[0]
     assert row["n_reference_phases"] > 0 and "flags" in row
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,6 +12,7 @@ from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 from tasks.core.records import structure_from_json, structure_to_json
 from tasks.mlip.ase_engine import relax_structure
 from tasks.mlip.backends import load_mlip
+from tasks.mlip.documents import RELAX_META, RelaxMeta
 from tasks.mlip.results import atoms_to_structure, displacement_rmsd
 from tasks.mlip.runner import relax_items, run_relax
 from tasks.mlip.settings import RelaxConfig
@@ -147,8 +146,8 @@ def test_run_relax_writes_chunks_and_resumes(tmp_path, mp20_train_sample, serial
     chunks[0].unlink()  # as if the process died before this chunk finished
     kept_mtime = chunks[1].stat().st_mtime_ns
     rerun = pd.read_parquet(run_relax(candidates, out, config=config))
-    meta = json.loads((out / "relax_meta.json").read_text())
-    assert meta["n_relaxed_this_run"] == 1
+    meta = RelaxMeta.read(out / RELAX_META)
+    assert meta.n_relaxed_this_run == 1
     assert chunks[1].stat().st_mtime_ns == kept_mtime
     pd.testing.assert_frame_equal(
         rerun.drop(columns="wall_s"), table.drop(columns="wall_s"), check_exact=False

@@ -7,8 +7,6 @@ repulsion on, so rattled rock-salt cells take 18-40 FIRE steps to relax), saved 
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -22,6 +20,7 @@ from flows.cli import app
 from tasks.core.records import structure_to_json
 from tasks.mlip.backends import sha256_file
 from tasks.mlip.batched_engine import relax_chunk_batched
+from tasks.mlip.documents import RELAX_META, RelaxMeta
 from tasks.mlip.results import atoms_to_structure
 from tasks.mlip.runner import relax_items, run_relax
 from tasks.mlip.settings import MLIPConfig, RelaxConfig
@@ -212,16 +211,16 @@ def test_batched_chunks_are_written_and_a_rerun_skips_finished_ids(tmp_path, mac
     chunks = sorted((out / "chunks").glob("*/chunk-*.parquet"))
     assert len(chunks) == 2
     assert sorted(len(pd.read_parquet(c)) for c in chunks) == [1, 2]
-    meta = json.loads((out / "relax_meta.json").read_text())
-    assert meta["relax"]["engine"] == "batched" and meta["n_relaxed_this_run"] == 3
+    meta = RelaxMeta.read(out / RELAX_META)
+    assert meta.relax.engine == "batched" and meta.n_relaxed_this_run == 3
 
     small = next(c for c in chunks if len(pd.read_parquet(c)) == 1)
     kept = next(c for c in chunks if c != small)
     small.unlink()  # as if the process died before this chunk finished
     kept_mtime = kept.stat().st_mtime_ns
     rerun = pd.read_parquet(run_relax(candidates, out, mace, config))
-    meta = json.loads((out / "relax_meta.json").read_text())
-    assert meta["n_relaxed_this_run"] == 1
+    meta = RelaxMeta.read(out / RELAX_META)
+    assert meta.n_relaxed_this_run == 1
     assert kept.stat().st_mtime_ns == kept_mtime
     pd.testing.assert_frame_equal(
         rerun.drop(columns="wall_s"), table.drop(columns="wall_s"), check_exact=False
