@@ -53,6 +53,7 @@ from tasks.evaluate.settings import EvaluateConfig
 from tasks.ingest.config import DatasetSource, IngestConfig
 from tasks.mlip.hull import reference_sources
 from tasks.mlip.settings import MLIPConfig, MLIPHullConfig, RelaxConfig
+from tasks.pipeline.checkpoints import write_checkpoint_info
 from tasks.pipeline.config import (
     LoopConfig,
     ModelRun,
@@ -60,12 +61,7 @@ from tasks.pipeline.config import (
     check_overrides,
     check_profile_location,
 )
-from tasks.pipeline.loop import (
-    add_discoveries,
-    finetune_dataset,
-    round_discoveries,
-    write_checkpoint_info,
-)
+from tasks.pipeline.loop import add_discoveries, finetune_dataset, round_discoveries
 from tasks.pipeline.preflight import preflight
 from tasks.pipeline.report import write_report
 from tasks.pipeline.rundir import RunDir

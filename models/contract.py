@@ -6,9 +6,9 @@ finds them by name.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import Field
 
@@ -44,6 +44,25 @@ class FineTune(StrictModel):
         if self.lr is not None:
             update["lr"] = self.lr
         return trainer.model_copy(update=update)
+
+
+class TrainedOn(StrictModel):
+    """What a checkpoint was trained on; every model's trainer stores it in the checkpoint's
+    ``extra`` (:meth:`as_extra`) and the pipeline reads it back with :meth:`from_extra`."""
+
+    n_train: int = Field(ge=0, description="training crystals (the validation split excluded)")
+    init_from: str | None = Field(default=None, description="the fine-tuned checkpoint")
+
+    def as_extra(self) -> dict[str, Any]:
+        """The fields as they go into a checkpoint's ``extra``."""
+        return self.model_dump()
+
+    @classmethod
+    def from_extra(cls, extra: Mapping[str, Any]) -> TrainedOn | None:
+        """The record in a checkpoint's ``extra``; ``None`` for one written without it."""
+        if extra.get("n_train") is None:
+            return None
+        return cls.model_validate({name: extra.get(name) for name in cls.model_fields})
 
 
 class TrainRequest(StrictModel):

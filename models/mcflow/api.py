@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from pymatgen.core import Composition, Element, Structure
 
-from models.contract import FineTune, SampleRequest, TrainRequest, refuse_options
+from models.contract import FineTune, SampleRequest, TrainedOn, TrainRequest, refuse_options
 from models.mcflow.config import MCFlowConfig, resolve_config
 from models.mcflow.data import (
     NUM_ELEMENTS,
@@ -134,9 +134,11 @@ def train(
         dataset_hash=dataset_hash,
         extra={
             "priors": priors.model_dump(mode="json"),
-            "n_train": len(train_items),
+            **TrainedOn(
+                n_train=len(train_items),
+                init_from=str(finetune.init_from) if finetune else None,
+            ).as_extra(),
             "n_params": count_parameters(model),
-            "init_from": str(finetune.init_from) if finetune else None,
         },
     )
     result = trainer.fit(resume=resume)

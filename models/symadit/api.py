@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.contract import FineTune, SampleRequest, TrainRequest, refuse_options
+from models.contract import FineTune, SampleRequest, TrainedOn, TrainRequest, refuse_options
 from models.representation.wyckoff_tokens import WyckoffTokens
 from models.sample_output import SampleRecord, write_samples
 from models.symadit.autoencoder import WyckoffAutoencoder
@@ -276,7 +276,7 @@ def train(
     summary = {
         "dataset": str(dataset_path),
         "dataset_hash": data_hash,
-        "n_train": len(train_tokens),
+        **TrainedOn(n_train=len(train_tokens)).as_extra(),
         "n_val": len(val_tokens),
         "autoencoder_checkpoint": str(ae_ckpt_path),
         "autoencoder_step": int(ae_ckpt["step"]),
@@ -364,9 +364,8 @@ def finetune(
     summary = {
         "dataset": str(dataset_path),
         "dataset_hash": data_hash,
-        "n_train": len(train_tokens),
+        **TrainedOn(n_train=len(train_tokens), init_from=str(budget.init_from)).as_extra(),
         "n_val": len(val_tokens),
-        "init_from": str(budget.init_from),
         "flow_step": int(flow_ckpt["step"]),
     }
     path = model.save(out / CHECKPOINT_NAME, extra=summary)

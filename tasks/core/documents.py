@@ -11,16 +11,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Self
 
-from tasks.core.atomic import write_text_atomic
+from tasks.core.atomic import atomic_write
 from tasks.core.config import StrictModel
 
 
 class StageDocument(StrictModel):
     """A JSON document of a stage's output (unknown fields are refused when read)."""
 
-    def write(self, path: str | Path) -> Path:
-        """Write the document atomically as indented JSON; returns ``path``."""
-        return write_text_atomic(path, self.model_dump_json(indent=2))
+    def write(self, path: str | Path, keep_identical: bool = False) -> Path:
+        """Write the document atomically as indented JSON; returns ``path``.
+
+        With ``keep_identical`` a file that already holds the same document is left untouched
+        (its modification time too), so a resumed run rewrites nothing it finished.
+        """
+        text = self.model_dump_json(indent=2)
+        return atomic_write(path, lambda tmp: tmp.write_text(text), keep_identical)
 
     @classmethod
     def read(cls, path: str | Path) -> Self:

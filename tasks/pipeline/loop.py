@@ -6,16 +6,12 @@ Pure functions over round directories (:class:`tasks.pipeline.summary.RoundFiles
   provenance (round, model, evidence, E_hull);
 - :func:`finetune_dataset` puts them through the same ingestion as the training set
   (records, Wyckoff tokens, MCFlow order) and writes the training set plus them (each
-  ``discovered_weight`` times) as the next fine-tuning set, with a JSON account of it;
-- :func:`checkpoint_info` says which checkpoint a round sampled and what it was trained on.
+  ``discovered_weight`` times) as the next fine-tuning set, with a JSON account of it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -132,34 +128,3 @@ def finetune_dataset(
         },
     )
     return path
-
-
-def checkpoint_info(checkpoint: str | Path) -> dict[str, Any]:
-    """Which checkpoint a round sampled: its id (sha256, 12 hex), path and training set size.
-
-    ``n_train`` and ``init_from`` come from the checkpoint's own record (MCFlow's trainer
-    extra, SymADiT's training summary); a checkpoint given by path without one has ``None``.
-    """
-    from models.training.checkpoint import load_checkpoint
-
-    path = Path(checkpoint)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-    extra = load_checkpoint(path, map_location="cpu").get("extra") or {}
-    return {
-        "checkpoint": str(path),
-        "checkpoint_id": digest,
-        "n_train": extra.get("n_train"),
-        "init_from": extra.get("init_from"),
-    }
-
-
-def write_checkpoint_info(checkpoint: str | Path, path: Path) -> Path:
-    """Write :func:`checkpoint_info` of ``checkpoint`` as JSON at ``path`` (left untouched
-    when it already says the same, so a resumed run rewrites nothing it finished)."""
-    text = json.dumps(checkpoint_info(checkpoint), indent=2, sort_keys=True)
-    return atomic_write(path, lambda tmp: tmp.write_text(text), keep_identical=True)
-
-
-def read_checkpoint_info(path: Path) -> dict[str, Any] | None:
-    """The recorded checkpoint of a round, or ``None`` when it was not recorded."""
-    return json.loads(path.read_text()) if path.is_file() else None

@@ -124,12 +124,13 @@ def _progress_rows(summaries: Sequence[RoundSummary]) -> list[list[str]]:
         cells = [
             f"{e.paper_notation()} of {e.checked} [{e.low:.1f}–{e.high:.1f}]" for e in r.progress
         ]
-        ckpt = r.checkpoint or {}
-        trained = f"{ckpt['n_train']:,} crystals" if ckpt.get("n_train") else "—"
-        if ckpt.get("init_from"):
+        ckpt = r.checkpoint
+        trained = f"{ckpt.n_train:,} crystals" if ckpt and ckpt.n_train else "—"
+        if ckpt and ckpt.init_from:
             trained += " (fine-tuned)"
         mlip = r.hull.mlip_version if r.hull is not None else "—"
-        rows.append([r.model, str(r.round), ckpt.get("checkpoint_id", "—"), trained, mlip,
+        ckpt_id = ckpt.checkpoint_id if ckpt else "—"
+        rows.append([r.model, str(r.round), ckpt_id, trained, mlip,
                      *cells, *["—"] * (len(_PROGRESS) - len(cells))])  # fmt: skip
     return rows
 

@@ -21,7 +21,6 @@ Layout of a round directory (every file optional but the samples)::
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ import pandas as pd
 from tasks.core.columns import Col
 from tasks.evaluate.metrics import EvaluationMetrics
 from tasks.mlip.documents import HULL_SUMMARY, HullSummary
+from tasks.pipeline.checkpoints import CheckpointInfo
 from tasks.pipeline.config import PipelineConfig
 from tasks.pipeline.selection import evaluation_funnel
 from tasks.pipeline.sun import FunnelStage, RateEstimate, funnel_rate, stability_estimates
@@ -111,7 +111,7 @@ class RoundFiles:
 
     @property
     def checkpoint(self) -> Path:
-        """Which checkpoint the round sampled (:func:`tasks.pipeline.loop.checkpoint_info`)."""
+        """Which checkpoint the round sampled (a :class:`CheckpointInfo`)."""
         return self.root / "checkpoint.json"
 
 
@@ -178,7 +178,7 @@ class RoundSummary:
     hull: HullSummary | None = None  # what the MLIP hull was built from, its coverage
     #: the round-by-round figures: V.U.N., MLIP-stable share of V.U.N., DFT hit rate
     progress: list[RateEstimate] = field(default_factory=list)
-    checkpoint: dict | None = None
+    checkpoint: CheckpointInfo | None = None
     confirmed: pd.DataFrame = field(
         default_factory=lambda: pd.DataFrame(columns=[Col.ID, Col.STRUCTURE])
     )
@@ -219,7 +219,7 @@ def summarize_round(
     summary.sanity = sanity_rows(summary.metrics)
     summary.progress = [funnel_rate("V.U.N.", funnel, seed=seed)]
     if files.checkpoint.is_file():
-        summary.checkpoint = json.loads(files.checkpoint.read_text())
+        summary.checkpoint = CheckpointInfo.read(files.checkpoint)
     valid = verdicts[verdicts[Col.SPACEGROUP] > 0]
     summary.generated_spacegroups = [int(g) for g in valid[Col.SPACEGROUP]]
     summary.generated_orbits = [int(k) for k in valid[Col.N_ORBITS]]

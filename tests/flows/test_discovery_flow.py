@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 from flows.discovery import discovery_flow
 from tasks.mlip.documents import HULL_SUMMARY, HullSummary
+from tasks.pipeline.checkpoints import CheckpointInfo
 from tasks.pipeline.report import STANDIN_WARNING
 
 
@@ -58,17 +59,17 @@ def test_discovery_flow_two_rounds_end_to_end(micro: Path, prefect_harness) -> N
     # the learning loop: round 2 sampled a checkpoint fine-tuned on data holding round 1's
     # discoveries (three copies each), not round 1's checkpoint
     first, second = (
-        json.loads((run / f"round-{k}" / "mcflow" / "checkpoint.json").read_text()) for k in (1, 2)
+        CheckpointInfo.read(run / f"round-{k}" / "mcflow" / "checkpoint.json") for k in (1, 2)
     )
-    assert first["checkpoint_id"] != second["checkpoint_id"]
-    assert second["init_from"] == first["checkpoint"]
+    assert first.checkpoint_id != second.checkpoint_id
+    assert second.init_from == first.checkpoint
     account = json.loads((run / "loop" / "round-2" / "finetune.json").read_text())
     assert set(account["discovered_ids"]) == confirmed
     finetune_set = pd.read_parquet(run / "loop" / "round-2" / "finetune.parquet")
     copies = finetune_set[finetune_set["source"] == "discovered"]
     assert len(copies) == 3 * len(confirmed) and set(copies["round"]) == {1}
     # every copy is trained on (the 2 % validation split may hold one crystal more)
-    assert 0 <= first["n_train"] + len(copies) - second["n_train"] <= 1
+    assert 0 <= first.n_train + len(copies) - second.n_train <= 1
     assert "## Round by round" in markdown and (run / "report" / "rounds.png").exists()
     assert "MLIP: not fine-tuned" in markdown
     assert "MLIP stable / V.U.N." in metrics["mcflow/round2"]

@@ -23,6 +23,7 @@ import yaml
 from support.profiles import micro_profile
 
 from tasks.core.paths import SAMPLES_DIR
+from tasks.pipeline.checkpoints import CheckpointInfo
 
 RUN = """
 import sys
@@ -112,7 +113,7 @@ def test_kill_during_relaxation_and_fine_tuning_then_resume(tmp_path, mp20_train
     steps = [x["step"] for x in lines if x["split"] == "train"]
     assert steps == sorted(set(steps)) and steps[-1] == 600  # resumed, no step logged twice
     first, second = (
-        json.loads((run / f"round-{k}" / "mcflow" / "checkpoint.json").read_text()) for k in (1, 2)
+        CheckpointInfo.read(run / f"round-{k}" / "mcflow" / "checkpoint.json") for k in (1, 2)
     )
-    assert second["init_from"] == first["checkpoint"] != second["checkpoint"]
+    assert second.init_from == first.checkpoint != second.checkpoint
     assert (run / "report" / "index.html").exists()
