@@ -481,66 +481,69 @@ class MLIPHull:
         return pd.DataFrame([self._row(row) for row in candidates.to_dict(orient="records")])
 
     def _row(self, row: dict) -> dict:
-        formula = row.get("formula") or ""
+        formula = row.get(Col.FORMULA) or ""
         elements = _elements(formula) if formula else frozenset()
         out = {
-            "id": row["id"],
-            "formula": formula,
+            Col.ID: row[Col.ID],
+            Col.FORMULA: formula,
             Col.CHEMSYS: "-".join(sorted(elements)),
-            "n_elements": len(elements),
-            "energy_per_atom": row.get("energy_per_atom", math.nan),
-            "e_form_per_atom": math.nan,
-            "e_hull": math.nan,
-            "stable": False,
-            "metastable": False,
-            "decomposition": "",
-            "hull_status": STATUS_OK,
-            "hull_reason": "",
-            "mlip": self.backend.name,
-            "mlip_version": self.backend.version,
-            "candidate_single_point": bool(row.get("single_point", False)),
-            "reference_single_point": self.relax.single_point,
-            "n_reference_phases": 0,
-            "coverage_gaps": "",
-            "flags": "",
-            "flagged": False,
+            Col.N_ELEMENTS: len(elements),
+            Col.ENERGY_PER_ATOM: row.get(Col.ENERGY_PER_ATOM, math.nan),
+            Col.E_FORM_PER_ATOM: math.nan,
+            Col.E_HULL: math.nan,
+            Col.STABLE: False,
+            Col.METASTABLE: False,
+            Col.DECOMPOSITION: "",
+            Col.HULL_STATUS: STATUS_OK,
+            Col.HULL_REASON: "",
+            Col.MLIP: self.backend.name,
+            Col.MLIP_VERSION: self.backend.version,
+            Col.CANDIDATE_SINGLE_POINT: bool(row.get(Col.SINGLE_POINT, False)),
+            Col.REFERENCE_SINGLE_POINT: self.relax.single_point,
+            Col.N_REFERENCE_PHASES: 0,
+            Col.COVERAGE_GAPS: "",
+            Col.FLAGS: "",
+            Col.FLAGGED: False,
         }
         n_phases, gaps = self.coverage(elements) if elements else (0, [])
-        out["n_reference_phases"], out["coverage_gaps"] = n_phases, ", ".join(gaps)
+        out[Col.N_REFERENCE_PHASES], out[Col.COVERAGE_GAPS] = n_phases, ", ".join(gaps)
         flags = []
         if gaps:
             lacking = [g for g in gaps if "-" not in g]
             stand_in = f" (an ASE prototype stands in for {', '.join(lacking)})" if lacking else ""
             flags.append(f"no reference phase for {', '.join(gaps)}{stand_in}")
-        if not out["candidate_single_point"] and not bool(row.get("converged", True)):
+        if not out[Col.CANDIDATE_SINGLE_POINT] and not bool(row.get(Col.CONVERGED, True)):
             flags.append("relaxation did not converge")
-        out["flags"], out["flagged"] = "; ".join(flags), bool(flags)
-        if row["status"] != STATUS_OK or not np.isfinite(row.get("energy", math.nan)):
-            out["hull_status"] = STATUS_FAILED
-            out["hull_reason"] = f"relaxation {row['status']}: {row.get('reason', '')}"
+        out[Col.FLAGS], out[Col.FLAGGED] = "; ".join(flags), bool(flags)
+        if row[Col.STATUS] != STATUS_OK or not np.isfinite(row.get(Col.ENERGY, math.nan)):
+            out[Col.HULL_STATUS] = STATUS_FAILED
+            out[Col.HULL_REASON] = f"relaxation {row['status']}: {row.get('reason', '')}"
             return out
         try:
             diagram = self.phase_diagram(elements)
-            entry = PDEntry(_composition(row), float(row["energy"]), name=str(row["id"]))
+            entry = PDEntry(_composition(row), float(row[Col.ENERGY]), name=str(row[Col.ID]))
             decomposition, e_hull = diagram.get_decomp_and_e_above_hull(
                 entry, allow_negative=True, check_stable=False
             )
         except Exception as err:
-            out["hull_status"], out["hull_reason"] = STATUS_FAILED, str(err)
+            out[Col.HULL_STATUS], out[Col.HULL_REASON] = STATUS_FAILED, str(err)
             return out
         if e_hull is None or decomposition is None:
-            out["hull_status"], out["hull_reason"] = STATUS_FAILED, "no decomposition on the hull"
+            out[Col.HULL_STATUS], out[Col.HULL_REASON] = (
+                STATUS_FAILED,
+                "no decomposition on the hull",
+            )
             return out
-        out["e_hull"] = float(e_hull)
+        out[Col.E_HULL] = float(e_hull)
         if e_hull < -self.config.far_below:
             flags.append(
                 f"far below the known hull (E_hull < -{self.config.far_below} eV/atom): "
                 "check the reference and the relaxation"
             )
-            out["flags"], out["flagged"] = "; ".join(flags), True
-        out["e_form_per_atom"] = float(diagram.get_form_energy_per_atom(entry))
-        out["stable"], out["metastable"] = self.rule.classify(float(e_hull), len(elements))
-        out["decomposition"] = " + ".join(
+            out[Col.FLAGS], out[Col.FLAGGED] = "; ".join(flags), True
+        out[Col.E_FORM_PER_ATOM] = float(diagram.get_form_energy_per_atom(entry))
+        out[Col.STABLE], out[Col.METASTABLE] = self.rule.classify(float(e_hull), len(elements))
+        out[Col.DECOMPOSITION] = " + ".join(
             f"{amount:.3f} {e.composition.reduced_formula} ({getattr(e, 'name', '')})"
             for e, amount in sorted(decomposition.items(), key=lambda kv: -kv[1])
         )
@@ -616,7 +619,7 @@ def run_hull(
     frame = hull.evaluate(candidates)
     out = Path(out_dir)
     path = atomic_write(out / "hull.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
-    ok = frame["hull_status"] == STATUS_OK
+    ok = frame[Col.HULL_STATUS] == STATUS_OK
     summary = HullSummary(
         mlip_version=hull.backend.version,
         reference=references.description,
@@ -624,14 +627,14 @@ def run_hull(
         extra_references=[str(p) for p in extra_references],
         n_reference_phases=len(hull.references),
         reference_single_point=hull.relax.single_point,
-        candidate_single_point=bool(frame["candidate_single_point"].any()),
+        candidate_single_point=bool(frame[Col.CANDIDATE_SINGLE_POINT].any()),
         n_candidates=len(frame),
         n_on_hull=int(ok.sum()),
-        n_stable=int(frame["stable"].sum()),
-        n_metastable=int(frame["metastable"].sum()),
-        n_flagged=int(frame["flagged"].sum()),
-        n_uncovered=int((frame["coverage_gaps"] != "").sum()),
-        n_stable_flagged=int((frame["stable"] & frame["flagged"]).sum()),
+        n_stable=int(frame[Col.STABLE].sum()),
+        n_metastable=int(frame[Col.METASTABLE].sum()),
+        n_flagged=int(frame[Col.FLAGGED].sum()),
+        n_uncovered=int((frame[Col.COVERAGE_GAPS] != "").sum()),
+        n_stable_flagged=int((frame[Col.STABLE] & frame[Col.FLAGGED]).sum()),
         references=hull.stats,
         cache_dir=str(hull.cache_dir),
         relax=hull.relax,
@@ -673,10 +676,10 @@ def ensemble_summary(results: dict[str, pd.DataFrame], min_agree: int = 2) -> pd
     stable, metastable = [], []
     for label, frame in results.items():
         indexed = frame.set_index("id")
-        placed = indexed["hull_status"] == STATUS_OK
-        columns[f"e_hull_{label}"] = indexed["e_hull"].where(placed)
-        stable.append(indexed["stable"].astype(bool) & placed)
-        metastable.append(indexed["metastable"].astype(bool) & placed)
+        placed = indexed[Col.HULL_STATUS] == STATUS_OK
+        columns[f"e_hull_{label}"] = indexed[Col.E_HULL].where(placed)
+        stable.append(indexed[Col.STABLE].astype(bool) & placed)
+        metastable.append(indexed[Col.METASTABLE].astype(bool) & placed)
     out = pd.DataFrame(columns)
     values = out.to_numpy(dtype=float)
     out["e_hull_mean"] = np.nanmean(values, axis=1) if values.size else []
@@ -684,6 +687,6 @@ def ensemble_summary(results: dict[str, pd.DataFrame], min_agree: int = 2) -> pd
     out["n_mlips"] = np.isfinite(values).sum(axis=1)
     out["stable_votes"] = pd.concat(stable, axis=1).fillna(False).sum(axis=1)
     out["metastable_votes"] = pd.concat(metastable, axis=1).fillna(False).sum(axis=1)
-    out["stable"] = out["stable_votes"] >= min_agree
-    out["metastable"] = out["metastable_votes"] >= min_agree
+    out[Col.STABLE] = out["stable_votes"] >= min_agree
+    out[Col.METASTABLE] = out["metastable_votes"] >= min_agree
     return out.reset_index()
