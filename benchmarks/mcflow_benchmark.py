@@ -47,8 +47,8 @@ from models.mcflow.flows import (
     interpolate_coords,
     sample_coords_prior,
 )
-from models.representation.atom_order import mcflow_order
 from models.sample_output import write_samples
+from representation.atom_order import mcflow_order
 from tasks.core.atomic import write_json_atomic, write_text_atomic
 from tasks.core.mapping import pool_map
 from tasks.core.paths import REPO_ROOT, shared_data_dir

@@ -33,7 +33,7 @@ def _check(args: tuple[str, str, str]) -> dict:
     from pymatgen.core import Structure
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-    from models.representation.wyckoff_tokens import WyckoffTokens, tokens_to_structure
+    from representation.wyckoff_tokens import WyckoffTokens, tokens_to_structure
 
     record_id, cif, tokens_json = args
     with warnings.catch_warnings():

@@ -27,10 +27,10 @@ from models.mcflow.data import (
 from models.mcflow.model import MCFlowNet, count_parameters
 from models.mcflow.sampling import Guidance, SampleSpec, Task, generate, to_structure
 from models.mcflow.validation import validity_callback
-from models.representation.atom_order import electronegativity, mcflow_order
 from models.sample_output import SampleRecord, sample_id, write_samples
 from models.training.checkpoint import load_checkpoint, model_weights
 from models.training.trainer import Trainer, resolve_device
+from representation.atom_order import electronegativity, mcflow_order
 from tasks.core.atomic import write_json_atomic
 from tasks.core.records import read_records
 from tasks.core.structure_io import read_structures

@@ -22,7 +22,7 @@ import torch
 from pydantic import Field
 from pymatgen.core import Structure
 
-from models.representation.atom_order import (
+from representation.atom_order import (
     hierarchical_permutation,
     mcflow_order,
     random_translation,
@@ -73,7 +73,7 @@ def item_from_structure(
     """Build a :class:`CrystalItem` from a structure.
 
     If ``orbit_index`` / ``wyckoff_letters`` are not given the structure is first put
-    into MCFlow order with :func:`models.representation.atom_order.mcflow_order`;
+    into MCFlow order with :func:`representation.atom_order.mcflow_order`;
     otherwise its sites are taken to be in that order already (as ingested records are).
     """
     if orbit_index is None or wyckoff_letters is None:

@@ -34,7 +34,6 @@ import numpy as np
 import torch
 
 from models.contract import FineTune, SampleRequest, TrainedOn, TrainRequest, refuse_options
-from models.representation.wyckoff_tokens import WyckoffTokens
 from models.sample_output import SampleRecord, write_samples
 from models.symadit.autoencoder import WyckoffAutoencoder
 from models.symadit.config import SymADiTConfig, load_symadit_config
@@ -45,6 +44,7 @@ from models.symadit.sampling import generate
 from models.symadit.validation import autoencoder_validator, flow_validator
 from models.training.checkpoint import load_checkpoint, model_weights
 from models.training.trainer import Trainer, resolve_device
+from representation.wyckoff_tokens import WyckoffTokens
 from tasks.core.atomic import write_json_atomic
 from tasks.core.config import config_hash
 from tasks.core.paths import REPO_ROOT

@@ -8,7 +8,7 @@ Encoder (per orbit, then self-attention across orbits, no positional embeddings)
 Decoder (Transformer over the K latent tokens, also given ``g``) with per-token element,
 Wyckoff (masked to the positions of ``g``) and coordinate heads and a cell head on the
 masked mean of the tokens. The outputs are symmetrized deterministically
-(:func:`models.representation.symmetrize.symmetrize_coords` / ``tie_cell``) and the loss sees
+(:func:`models.symadit.symmetrize.symmetrize_coords` / ``tie_cell``) and the loss sees
 free parameters only.
 
 Choices the paper leaves open (documented here and in ``configs/symadit/*.yaml``):
@@ -41,10 +41,10 @@ from torch import nn
 
 from models.nn.mlp import MLP
 from models.nn.transformer import TransformerEncoder
-from models.representation.symmetrize import cell_free_mask, symmetrize_coords, tie_cell
-from models.representation.wyckoff_vocab import wyckoff_vocabulary
 from models.symadit.config import AutoencoderConfig
 from models.symadit.data import NUM_ELEMENTS, NUM_SPACEGROUPS, TokenBatch, TokenStats
+from models.symadit.symmetrize import cell_free_mask, symmetrize_coords, tie_cell
+from representation.wyckoff_vocab import wyckoff_vocabulary
 
 
 @dataclass

@@ -35,8 +35,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.representation.wyckoff_tokens import WyckoffTokens, structure_to_tokens
-from models.representation.wyckoff_vocab import CELL_FREE_MASK, crystal_system, wyckoff_vocabulary
+from representation.wyckoff_tokens import WyckoffTokens, structure_to_tokens
+from representation.wyckoff_vocab import CELL_FREE_MASK, crystal_system, wyckoff_vocabulary
 
 log = logging.getLogger(__name__)
 

@@ -26,11 +26,11 @@ import torch
 from pymatgen.core import Element, Structure
 from tqdm.auto import tqdm
 
-from models.representation.wyckoff_tokens import WyckoffTokens, expand_batch
-from models.representation.wyckoff_vocab import wyckoff_vocabulary
 from models.sample_output import SampleRecord, sample_id
 from models.symadit.autoencoder import DecoderOutput, symmetrize_output
 from models.symadit.data import TokenBatch
+from representation.wyckoff_tokens import WyckoffTokens, expand_batch
+from representation.wyckoff_vocab import wyckoff_vocabulary
 from tasks.core.checks import closest_pair
 
 log = logging.getLogger(__name__)

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING
 import torch
 from pymatgen.core import Structure
 
-from models.representation.symmetrize import symmetrize_coords
-from models.representation.wyckoff_tokens import WyckoffTokens
 from models.symadit.data import TokenStats, collate_tokens
 from models.symadit.model import SymADiT
 from models.symadit.sampling import batch_to_tokens, expand_tokens, generate
+from models.symadit.symmetrize import symmetrize_coords
+from representation.wyckoff_tokens import WyckoffTokens
 from tasks.core.checks import closest_pair
 
 if TYPE_CHECKING:

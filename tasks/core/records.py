@@ -40,7 +40,7 @@ class CrystalRecord:
     spacegroup
         International number at the ingest ``symprec``.
     wyckoff
-        JSON of the SymADiT Wyckoff tokens (:class:`models.representation.WyckoffTokens`).
+        JSON of the SymADiT Wyckoff tokens (:class:`representation.WyckoffTokens`).
     orbit_index, wyckoff_letters
         Per atom of ``structure``: its orbit (0..K-1, contiguous) and Wyckoff letter.
     """

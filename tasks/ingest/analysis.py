@@ -11,8 +11,8 @@ import json
 
 from pymatgen.core import Structure
 
-from models.representation.atom_order import AtomOrder, mcflow_order
-from models.representation.wyckoff_tokens import structure_to_tokens
+from representation.atom_order import AtomOrder, mcflow_order
+from representation.wyckoff_tokens import structure_to_tokens
 from tasks.core.checks import structure_problem
 from tasks.core.config import content_dump
 from tasks.core.records import STATUS_FAILED, STATUS_REJECTED, CrystalRecord, structure_to_json

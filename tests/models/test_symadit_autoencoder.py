@@ -6,14 +6,14 @@ import numpy as np
 import torch
 from support.symadit import sample_tokens
 
-from models.representation.symmetrize import symmetrize_coords, tie_cell
-from models.representation.wyckoff_vocab import wyckoff_vocabulary
 from models.symadit.autoencoder import WyckoffAutoencoder, group_positions
 from models.symadit.config import AutoencoderConfig
 from models.symadit.data import TokenStats, collate_tokens
+from models.symadit.symmetrize import symmetrize_coords, tie_cell
 from models.symadit.validation import reconstruction_metrics
 from models.training.config import TrainerConfig
 from models.training.trainer import Trainer
+from representation.wyckoff_vocab import wyckoff_vocabulary
 
 
 def _ae(**kw) -> tuple[WyckoffAutoencoder, TokenStats]:

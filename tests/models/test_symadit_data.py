@@ -7,8 +7,8 @@ import pytest
 import torch
 from support.symadit import sample_tokens, write_token_dataset
 
-from models.representation.wyckoff_vocab import wyckoff_vocabulary
 from models.symadit.data import TokenStats, collate_tokens, load_tokens
+from representation.wyckoff_vocab import wyckoff_vocabulary
 
 
 def test_collate_pads_and_masks() -> None:

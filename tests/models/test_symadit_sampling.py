@@ -7,7 +7,6 @@ import pytest
 import torch
 from support.symadit import sample_tokens, small_config
 
-from models.representation.wyckoff_vocab import wyckoff_vocabulary
 from models.symadit.autoencoder import DecoderOutput, group_positions
 from models.symadit.config import FlowConfig, load_symadit_config
 from models.symadit.data import TokenStats, collate_tokens
@@ -20,6 +19,7 @@ from models.symadit.sampling import (
     generate,
 )
 from models.symadit.symmetry import subgroups, supergroups, symmetry_is_exact
+from representation.wyckoff_vocab import wyckoff_vocabulary
 
 
 def _model(seed: int = 0) -> SymADiT:
@@ -147,7 +147,7 @@ def test_sampling_is_reproducible_and_batch_independent() -> None:
     key = [(r.status, r.extra["tokens"]) for r in a]
 
     def close(x, y) -> bool:
-        from models.representation.wyckoff_tokens import WyckoffTokens
+        from representation.wyckoff_tokens import WyckoffTokens
 
         tx, ty = WyckoffTokens.from_json(x[1]), WyckoffTokens.from_json(y[1])
         return (

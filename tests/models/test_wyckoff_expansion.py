@@ -8,14 +8,14 @@ import pytest
 import torch
 from pymatgen.core import Structure
 
-from models.representation.symmetrize import symmetrize_coords, tie_cell
-from models.representation.wyckoff_tokens import (
+from models.symadit.symmetrize import symmetrize_coords, tie_cell
+from representation.wyckoff_tokens import (
     WyckoffTokens,
     expand_batch,
     structure_to_tokens,
     tokens_to_structure,
 )
-from models.representation.wyckoff_vocab import wyckoff_vocabulary
+from representation.wyckoff_vocab import wyckoff_vocabulary
 
 
 def random_tokens(n: int, seed: int) -> list[WyckoffTokens]:

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 from pymatgen.core import Structure
 
-from models.representation.wyckoff_tokens import WyckoffTokens, structure_to_tokens
+from representation.wyckoff_tokens import WyckoffTokens, structure_to_tokens
 from tasks.core.paths import SAMPLES_DIR
 from tasks.core.records import CrystalRecord, write_records
 

@@ -17,7 +17,7 @@ from functools import cache
 import numpy as np
 from pymatgen.core import Element, Lattice, Structure
 
-from models.representation.wyckoff_vocab import CELL_FREE_MASK, crystal_system, wyckoff_vocabulary
+from representation.wyckoff_vocab import CELL_FREE_MASK, crystal_system, wyckoff_vocabulary
 
 
 @dataclass

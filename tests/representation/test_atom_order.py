@@ -3,7 +3,7 @@ import pandas as pd
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Structure
 
-from models.representation.atom_order import (
+from representation.atom_order import (
     electronegativity,
     hierarchical_permutation,
     mcflow_order,

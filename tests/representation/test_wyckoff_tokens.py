@@ -4,12 +4,12 @@ import pytest
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Lattice, Structure
 
-from models.representation.wyckoff_tokens import (
+from representation.wyckoff_tokens import (
     WyckoffTokens,
     structure_to_tokens,
     tokens_to_structure,
 )
-from models.representation.wyckoff_vocab import wyckoff_vocabulary
+from representation.wyckoff_vocab import wyckoff_vocabulary
 
 MATCHER = StructureMatcher(stol=0.5, ltol=0.3, angle_tol=10)
 

@@ -11,7 +11,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from models.representation.wyckoff_vocab import (
+from representation.wyckoff_vocab import (
     CELL_FREE_MASK,
     CRYSTAL_SYSTEMS,
     crystal_system,

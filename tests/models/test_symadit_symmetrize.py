@@ -8,14 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyxtal.symmetry import Group
 
-from models.representation.symmetrize import (
+from models.symadit.symmetrize import (
     cell_free_mask,
     coord_free_mask,
     symmetrize_coords,
     tie_cell,
     wyckoff_logit_mask,
 )
-from models.representation.wyckoff_vocab import wyckoff_vocabulary
+from representation.wyckoff_vocab import wyckoff_vocabulary
 
 VOCAB = wyckoff_vocabulary()
 positions = st.integers(min_value=0, max_value=VOCAB.size - 1)

@@ -2,7 +2,7 @@
 
 Built once per process from pyxtal's tables (standard settings). For each position it holds
 the representative operation ``x -> R x + t`` and a *projection* ``x -> M x + b`` onto the
-position's free subspace, which the symmetrizers in :mod:`models.representation.symmetrize`
+position's free subspace, which the symmetrizers in :mod:`models.symadit.symmetrize`
 apply in batches.
 
 The free-coordinate mask marks, for every free parameter of the position, one coordinate

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from models.representation.wyckoff_vocab import (
+from representation.wyckoff_vocab import (
     PAPER_VOCAB_SIZE,
     crystal_system,
     wyckoff_vocabulary,
