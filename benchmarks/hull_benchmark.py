@@ -2,24 +2,26 @@
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/hull_benchmark.py --n 100
+    .venv/bin/python -m benchmarks.hull_benchmark --n 100 --energies single_point
 
 Candidates: the first N bundled MP-20 test structures with CHGNet single-point energies
 (the hull stage is what is timed, not the candidates' relaxation). References: the bundled
-1,000-row MP-20 train sample plus ASE elemental prototypes, relaxed with CHGNet (fmax 0.05,
-300 steps) in a process pool over all cores. Cold = empty cache directory; warm = a new
+1,000-row MP-20 train sample plus ASE elemental prototypes, built by the product's
+:func:`tasks.mlip.hull.hull_references` from an :class:`MLIPHullConfig` with those
+``energies`` (CHGNet single points, or relaxations with fmax 0.05 and 300 steps) in a process
+pool over all cores. Cold = empty cache directory; warm = a new
 :class:`tasks.mlip.hull.MLIPHull` reading the cache the cold run wrote. Writes
-``benchmarks/results/hull_benchmark.json`` and ``.md``.
+``benchmarks/results/hull_benchmark.json`` and ``.md`` through :mod:`benchmarks.machine`.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import sys
 import tempfile
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -27,39 +29,35 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch
 
-from tasks.core.atomic import write_json_atomic, write_text_atomic
-from tasks.core.paths import REPO_ROOT
-from tasks.mlip.hull import MLIPHull, read_references
+from benchmarks.machine import machine_info, save_results
+from tasks.core.columns import Col
+from tasks.core.records import STATUS_OK
+from tasks.mlip.backends import load_mlip
+from tasks.mlip.hull import MLIPHull, hull_references
 from tasks.mlip.runner import load_candidates, relax_items
-from tasks.mlip.settings import MLIPHullConfig, RelaxConfig
+from tasks.mlip.settings import MLIPConfig, MLIPHullConfig, RelaxConfig
 
-try:
-    from benchmarks.relax_benchmark import machine
-except ModuleNotFoundError:  # run as a script: benchmarks/ itself is on sys.path
-    from relax_benchmark import machine
-
-RESULTS = REPO_ROOT / "benchmarks" / "results"
-SAMPLES = REPO_ROOT / "data" / "samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
+REFERENCES = "data/samples/mp20_train_sample1000.csv.gz"
 
 
-def run(candidates, cache: Path, relax: RelaxConfig, single_point: bool) -> dict:
-    """Time one hull evaluation with a fresh :class:`MLIPHull` on ``cache``."""
+def run(candidates, config: MLIPHullConfig, relax: RelaxConfig) -> dict:
+    """Time one hull evaluation with a fresh :class:`MLIPHull` of ``config``."""
     start = time.perf_counter()
-    hull = MLIPHull(
-        read_references(SAMPLES / "mp20_train_sample1000.csv.gz"),
-        relax=relax,
-        config=MLIPHullConfig(cache_dir=cache, single_point_references=single_point),
-    )
+    references = hull_references(config, load_mlip(MLIPConfig()).version)
+    hull = MLIPHull(references, relax=relax, config=config)
     frame = hull.evaluate(candidates)
     elapsed = time.perf_counter() - start
     print(f"hull: {elapsed:.1f} s {hull.stats}", file=sys.stderr)
     return {
         "wall_s": elapsed,
+        "reference_method": references.method,
+        "reference_description": references.description,
         "references": dict(hull.stats),
-        "placed": int((frame["hull_status"] == "ok").sum()),
-        "stable": int(frame["stable"].sum()),
-        "metastable": int(frame["metastable"].sum()),
-        "e_hull": frame["e_hull"].round(6).tolist(),
+        "placed": int((frame[Col.HULL_STATUS] == STATUS_OK).sum()),
+        "stable": int(frame[Col.STABLE].sum()),
+        "metastable": int(frame[Col.METASTABLE].sum()),
+        "e_hull": frame[Col.E_HULL].round(6).tolist(),
     }
 
 
@@ -67,39 +65,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100, help="number of candidates")
     parser.add_argument("--workers", type=int, default=0, help="0 = all cores")
-    parser.add_argument("--single-point-references", action="store_true")
+    parser.add_argument(
+        "--energies", choices=["single_point", "relaxed"], default="single_point",
+        help="how the reference energies are computed (MLIPHullConfig.energies)",
+    )  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(1)
-    items = load_candidates(SAMPLES / "mp20_test_sample200.csv.gz").items
-    items = items[: args.n]
+    items = load_candidates(SAMPLES / "mp20_test_sample200.csv.gz").items[: args.n]
     candidates = relax_items(items, config=RelaxConfig(scheduler="serial", steps=0))
     relax = RelaxConfig(n_workers=args.workers, chunk_size=8)
-    before = machine()
+    before = {**machine_info(), "torch": torch.__version__, "chgnet": version("chgnet")}
     with tempfile.TemporaryDirectory(prefix="hull-bench-") as tmp:
-        cold = run(candidates, Path(tmp), relax, args.single_point_references)
-        warm = run(candidates, Path(tmp), relax, args.single_point_references)
+        config = MLIPHullConfig(reference=[REFERENCES], energies=args.energies, cache_dir=tmp)
+        cold = run(candidates, config, relax)
+        warm = run(candidates, config, relax)
     same = cold.pop("e_hull") == warm.pop("e_hull")
     report = {
         "benchmark": "hull_benchmark",
-        "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "command": " ".join([".venv/bin/python", "benchmarks/hull_benchmark.py", *sys.argv[1:]]),
-        "machine_before": before,
-        "load_average_after": os.getloadavg(),
+        "machine": before,
+        "load_average_after": [round(v, 2) for v in os.getloadavg()],
         "candidates": f"first {len(items)} rows of data/samples/mp20_test_sample200.csv.gz, "
         "CHGNet single points",
-        "reference_set": "data/samples/mp20_train_sample1000.csv.gz + ASE elemental prototypes",
+        "reference_set": f"{REFERENCES} + ASE elemental prototypes",
         "n_candidates": len(items),
-        "single_point_references": args.single_point_references,
+        "energies": args.energies,
         "relax": relax.model_dump(mode="json"),
         "cold": cold,
         "warm": warm,
         "warm_speedup": cold["wall_s"] / warm["wall_s"],
         "identical_e_hull_cold_vs_warm": same,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(RESULTS / "hull_benchmark.json", report)
-    write_text_atomic(RESULTS / "hull_benchmark.md", markdown(report))
-    print(markdown(report))
+    print(save_results("hull_benchmark", report, markdown(report)))
 
 
 def markdown(report: dict) -> str:
@@ -109,12 +105,13 @@ def markdown(report: dict) -> str:
         [
             "# MLIP hull: cold vs warm reference cache",
             "",
-            f"{report['date_utc']}, `{report['command']}`",
-            f"{report['machine_before']['cpu']}, {report['machine_before']['cores']} cores; "
-            f"load average before {report['machine_before']['load_average']}, after "
-            f"{[round(v, 2) for v in report['load_average_after']]}.",
-            f"Candidates: {report['candidates']}. References: {report['reference_set']}, "
-            f"{'single points' if report['single_point_references'] else 'relaxed'} with CHGNet.",
+            f"{report['machine']['date_utc']} UTC, "
+            f"`python -m benchmarks.hull_benchmark {' '.join(sys.argv[1:])}`",
+            f"{report['machine']['cpu']}, {report['machine']['cores']} cores; "
+            f"load average before {report['machine']['load_average']}, after "
+            f"{report['load_average_after']}.",
+            f"Candidates: {report['candidates']}. References: {report['reference_set']}; "
+            f"{cold['reference_description']} (method: {cold['reference_method']}).",
             "",
             "| run | wall s | references computed | references from cache |",
             "| --- | --- | --- | --- |",

@@ -296,10 +296,12 @@ class MLIPHull:
     Parameters
     ----------
     references
-        The competing phases (see :func:`hull_references`), or a plain list of references
-        whose energies are all computed (relaxed).
+        The competing phases and how their energies are obtained (:func:`hull_references`
+        builds them from a :class:`MLIPHullConfig`); the one source of truth for whether
+        references are single points or relaxed.
     mlip, relax
-        MLIP and relaxation settings; they must be those the candidates were relaxed with.
+        MLIP and relaxation settings; they must be those the candidates were relaxed with
+        (single-point references use ``relax`` with no steps).
     config
         Hull settings.
     mapper
@@ -310,15 +312,13 @@ class MLIPHull:
 
     def __init__(
         self,
-        references: HullReferences | list[Reference],
+        references: HullReferences,
         mlip: MLIPConfig | None = None,
         relax: RelaxConfig | None = None,
         config: MLIPHullConfig | None = None,
         mapper: Mapper | None = None,
         rule: StabilityRule | None = None,
     ) -> None:
-        if not isinstance(references, HullReferences):
-            references = HullReferences(references, method="relaxed", description="given phases")
         self.reference_set = references
         self.references = references.references
         self.rule = rule or StabilityRule()

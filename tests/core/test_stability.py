@@ -12,7 +12,7 @@ from tasks.core.records import structure_to_json
 from tasks.core.stability import HULL_TOLERANCE, StabilityRule
 from tasks.dft.collect import DftResult, hull_results
 from tasks.dft.settings import DftHullConfig
-from tasks.mlip.hull import MLIPHull, Reference
+from tasks.mlip.hull import HullReferences, MLIPHull, Reference
 from tasks.mlip.runner import relax_items
 from tasks.mlip.settings import MLIPHullConfig, RelaxConfig
 
@@ -47,7 +47,7 @@ def test_mlip_and_dft_hulls_agree_on_a_crystal_exactly_on_the_hull(tmp_path) -> 
         )
     ]
     hull = MLIPHull(
-        references,
+        HullReferences(references, method="single_point"),
         relax=single_point,
         config=MLIPHullConfig(cache_dir=tmp_path, elemental_prototypes=False),
         rule=StabilityRule(),

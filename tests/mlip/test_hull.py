@@ -33,7 +33,9 @@ def cache(tmp_path_factory):
 @pytest.fixture(scope="module")
 def hull(alpd_reference, serial, cache) -> MLIPHull:
     return MLIPHull(
-        read_references(alpd_reference), relax=serial, config=MLIPHullConfig(cache_dir=cache)
+        HullReferences(read_references(alpd_reference), method="relaxed"),
+        relax=serial,
+        config=MLIPHullConfig(cache_dir=cache),
     )
 
 
@@ -99,7 +101,9 @@ def test_failed_relaxation_is_reported_not_placed(evaluated):
 
 def test_second_run_reuses_the_disk_cache(alpd_reference, serial, cache, hull, evaluated):
     again = MLIPHull(
-        read_references(alpd_reference), relax=serial, config=MLIPHullConfig(cache_dir=cache)
+        HullReferences(read_references(alpd_reference), method="relaxed"),
+        relax=serial,
+        config=MLIPHullConfig(cache_dir=cache),
     )
     again.prepare([ALPD])
     assert again.stats == {"table": 0, "cached": hull.stats["computed"], "computed": 0, "failed": 0}
@@ -175,7 +179,10 @@ def test_unsupported_reference_file_is_a_clear_error(tmp_path):
 
 
 def test_single_point_mode_changes_the_cache_key(alpd_reference, cache):
-    relaxed = MLIPHull(read_references(alpd_reference), config=MLIPHullConfig(cache_dir=cache))
+    relaxed = MLIPHull(
+        HullReferences(read_references(alpd_reference), method="relaxed"),
+        config=MLIPHullConfig(cache_dir=cache),
+    )
     single = MLIPHull(
         HullReferences(read_references(alpd_reference), method="single_point"),
         relax=RelaxConfig(),
