@@ -174,16 +174,18 @@ def sweep_point(
             update={"wyckoff_temperature": temperature, "element_temperature": temperature}
         )
     start = time.perf_counter()
-    records = generate(
-        model,
-        args.sweep_n,
-        seed=args.seed + 1,
-        steps=int(settings.get("steps", sampling.steps)),
-        guidance=settings.get("guidance", sampling.guidance),
-        progress=False,
-    )
+    try:
+        records = generate(
+            model,
+            args.sweep_n,
+            seed=args.seed + 1,
+            steps=int(settings.get("steps", sampling.steps)),
+            guidance=settings.get("guidance", sampling.guidance),
+            progress=False,
+        )
+    finally:  # the next sweep point starts from the checkpoint's own settings
+        model.config.sampling = sampling
     seconds = time.perf_counter() - start
-    model.config.sampling = sampling
     ev = evaluate_records(records, dataset, args.workers, args.seed, LABEL)
     d = ev["distribution"]
     row = {
