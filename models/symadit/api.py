@@ -125,13 +125,6 @@ def _stage_complete(stage_dir: Path, key: dict[str, Any]) -> bool:
     return all(data.get(k) == v for k, v in key.items())
 
 
-def _mark_complete(stage_dir: Path, key: dict[str, Any], result: Any, seconds: float) -> None:
-    write_json_atomic(
-        stage_dir / COMPLETE,
-        {**key, "step": result.step, "best": result.best_value, "seconds": round(seconds, 1)},
-    )
-
-
 def _drop_stale(stage_dir: Path, dataset_hash: str) -> None:
     """Set aside a flow checkpoint trained on other latents (the autoencoder changed)."""
     latest = stage_dir / "latest.pt"
@@ -145,6 +138,93 @@ def _drop_stale(stage_dir: Path, dataset_hash: str) -> None:
         )
         latest.replace(stage_dir / "latest.stale.pt")
         (stage_dir / COMPLETE).unlink(missing_ok=True)
+
+
+def _fit_stage(trainer: Trainer, config_key: str, resume: bool) -> dict[str, Any]:
+    """Run one training stage (autoencoder, flow or a fine-tuned flow) and return its latest
+    checkpoint.
+
+    A resumed stage whose ``complete.json`` names the same data and settings is skipped; a
+    resumed flow stage trained on another autoencoder's latents restarts
+    (:func:`_drop_stale`). A finished stage is marked complete with its step and time.
+    """
+    stage_dir = trainer.out_dir
+    key = {"dataset_hash": trainer.dataset_hash, "config_hash": config_key}
+    if resume and _stage_complete(stage_dir, key):
+        log.info("%s stage already complete in %s: skipping", stage_dir.name, stage_dir)
+    else:
+        if resume:
+            _drop_stale(stage_dir, trainer.dataset_hash)
+        start = time.perf_counter()
+        result = trainer.fit(resume=resume)
+        write_json_atomic(
+            stage_dir / COMPLETE,
+            {
+                **key,
+                "step": result.step,
+                "best": result.best_value,
+                "seconds": round(time.perf_counter() - start, 1),
+            },
+        )
+    return load_checkpoint(stage_dir / "latest.pt", map_location="cpu")
+
+
+def _flow_trainer(
+    flow: LatentFlow,
+    ae: WyckoffAutoencoder,
+    latents: tuple[list[tuple[int, np.ndarray]], list[tuple[int, np.ndarray]]],
+    stats: TokenStats,
+    cfg: SymADiTConfig,
+    out: Path,
+    dataset_hash: str,
+    run_config: dict[str, Any],
+) -> Trainer:
+    """The latent flow's trainer on ``(train, validation)`` latents of the frozen ``ae``."""
+    train_latents, val_latents = latents
+    return Trainer(
+        flow,
+        cfg.flow_trainer,
+        out / "flow",
+        train_latents,
+        _collate_latents,
+        val_data=val_latents or None,
+        validate=flow_validator(ae, stats, cfg) if cfg.validation.n_expand > 0 else None,
+        run_config={"symadit": cfg.model_dump(mode="json"), "stage": "flow", **run_config},
+        dataset_hash=dataset_hash,
+        extra={"stats": stats.to_dict()},
+    )
+
+
+def _frozen(ae: WyckoffAutoencoder, device: torch.device) -> WyckoffAutoencoder:
+    """The autoencoder in eval mode without gradients, on ``device``."""
+    for p in ae.parameters():
+        p.requires_grad_(False)
+    return ae.eval().to(device)
+
+
+def _encode_splits(
+    ae: WyckoffAutoencoder, train: Sequence[WyckoffTokens], val: Sequence[WyckoffTokens]
+) -> tuple[list[tuple[int, np.ndarray]], list[tuple[int, np.ndarray]]]:
+    return encode_dataset(ae, train), encode_dataset(ae, val) if val else []
+
+
+def _save_bundle(
+    cfg: SymADiTConfig,
+    stats: TokenStats,
+    ae_weights: dict[str, torch.Tensor],
+    flow_ckpt: dict[str, Any],
+    out: Path,
+    summary: dict[str, Any],
+) -> Path:
+    """Write the sampling checkpoint (both networks, EMA flow weights) and its summary."""
+    model = SymADiT(cfg, stats)
+    model.autoencoder.load_state_dict(ae_weights)
+    model.flow.load_state_dict(model_weights(flow_ckpt, use_ema=True))
+    summary = {**summary, "flow_step": int(flow_ckpt["step"])}
+    path = model.save(out / CHECKPOINT_NAME, extra=summary)
+    write_json_atomic(out / "training_summary.json", summary)
+    log.info("SymADiT checkpoint written to %s", path)
+    return path
 
 
 def train(
@@ -186,93 +266,56 @@ def train(
     train_tokens, val_tokens = split_tokens(tokens, cfg)
     stats = TokenStats.from_tokens(train_tokens)
     data_hash = tokens_hash(tokens)
-    run_config = {"symadit": cfg.model_dump(mode="json")}
     log.info(
         "SymADiT: %d training / %d validation crystals from %s",
         len(train_tokens),
         len(val_tokens),
         dataset_path,
     )
-    write_json_atomic(out / "config.json", {**run_config, "dataset": str(dataset_path)})
+    write_json_atomic(
+        out / "config.json", {"symadit": cfg.model_dump(mode="json"), "dataset": str(dataset_path)}
+    )
 
     # ------------------------------------------------------------------ stage 1
-    ae_dir = out / "autoencoder"
-    ae_key = {
-        "dataset_hash": data_hash,
-        "config_hash": config_hash(cfg.autoencoder) + config_hash(cfg.ae_trainer),
-    }
     ae = WyckoffAutoencoder(cfg.autoencoder, stats)
     ae_trainer = Trainer(
         ae,
         cfg.ae_trainer,
-        ae_dir,
+        out / "autoencoder",
         train_tokens,
         _collate_tokens,
         val_data=val_tokens or None,
         validate=autoencoder_validator(val_tokens, cfg.validation) if val_tokens else None,
-        run_config={**run_config, "stage": "autoencoder"},
+        run_config={"symadit": cfg.model_dump(mode="json"), "stage": "autoencoder"},
         dataset_hash=data_hash,
         extra={"stats": stats.to_dict()},
     )
-    t0 = time.perf_counter()
-    if resume and _stage_complete(ae_dir, ae_key):
-        log.info("autoencoder stage already complete in %s: skipping", ae_dir)
-    else:
-        result = ae_trainer.fit(resume=resume)
-        _mark_complete(ae_dir, ae_key, result, time.perf_counter() - t0)
-    ae_ckpt_path = ae_dir / ("best.pt" if cfg.ae_checkpoint == "best" else "latest.pt")
+    _fit_stage(ae_trainer, config_hash(cfg.autoencoder) + config_hash(cfg.ae_trainer), resume)
+    ae_ckpt_path = out / "autoencoder" / ("best.pt" if cfg.ae_checkpoint == "best" else "latest.pt")
     if not ae_ckpt_path.exists():
-        ae_ckpt_path = ae_dir / "latest.pt"
+        ae_ckpt_path = out / "autoencoder" / "latest.pt"
     ae_ckpt = load_checkpoint(ae_ckpt_path, map_location="cpu")
-    ae = ae.cpu()
-    ae.load_state_dict(model_weights(ae_ckpt, use_ema=True))
-    for p in ae.parameters():
-        p.requires_grad_(False)
-    ae.eval()
+    ae_weights = model_weights(ae_ckpt, use_ema=True)
+    ae.cpu().load_state_dict(ae_weights)
 
     # ------------------------------------------------------------------ stage 2
-    device = resolve_device(cfg.flow_trainer.device)
-    ae.to(device)
-    latents = encode_dataset(ae, train_tokens)
-    val_latents = encode_dataset(ae, val_tokens) if val_tokens else []
-    all_z = torch.as_tensor(np.concatenate([z for _, z in latents]))
+    ae = _frozen(ae, resolve_device(cfg.flow_trainer.device))
+    latents = _encode_splits(ae, train_tokens, val_tokens)
+    all_z = torch.as_tensor(np.concatenate([z for _, z in latents[0]]))
     flow = LatentFlow(cfg.flow, cfg.autoencoder.latent_dim)
     flow.set_latent_stats(all_z.mean(0), all_z.std(0))
     ae_hash = hashlib.sha256(
         b"".join(v.cpu().numpy().tobytes() for v in ae.state_dict().values())
     ).hexdigest()[:16]
-    flow_hash = f"{data_hash}-{ae_hash}"
-    flow_key = {
-        "dataset_hash": flow_hash,
-        "config_hash": config_hash(cfg.flow) + config_hash(cfg.flow_trainer),
-    }
-    flow_dir = out / "flow"
-    flow_trainer = Trainer(
-        flow,
-        cfg.flow_trainer,
-        flow_dir,
-        latents,
-        _collate_latents,
-        val_data=val_latents or None,
-        validate=flow_validator(ae, stats, cfg) if cfg.validation.n_expand > 0 else None,
-        run_config={**run_config, "stage": "flow", "autoencoder_checkpoint": str(ae_ckpt_path)},
-        dataset_hash=flow_hash,
-        extra={"stats": stats.to_dict()},
+    flow_trainer = _flow_trainer(
+        flow, ae, latents, stats, cfg, out, f"{data_hash}-{ae_hash}",
+        {"autoencoder_checkpoint": str(ae_ckpt_path)},
+    )  # fmt: skip
+    flow_ckpt = _fit_stage(
+        flow_trainer, config_hash(cfg.flow) + config_hash(cfg.flow_trainer), resume
     )
-    t0 = time.perf_counter()
-    if resume and _stage_complete(flow_dir, flow_key):
-        log.info("flow stage already complete in %s: skipping", flow_dir)
-    else:
-        if resume:
-            _drop_stale(flow_dir, flow_hash)
-        result = flow_trainer.fit(resume=resume)
-        _mark_complete(flow_dir, flow_key, result, time.perf_counter() - t0)
-    flow_ckpt = load_checkpoint(flow_dir / "latest.pt", map_location="cpu")
 
     # ------------------------------------------------------------------ bundle
-    model = SymADiT(cfg, stats)
-    model.autoencoder.load_state_dict(model_weights(ae_ckpt, use_ema=True))
-    model.flow.load_state_dict(model_weights(flow_ckpt, use_ema=True))
     summary = {
         "dataset": str(dataset_path),
         "dataset_hash": data_hash,
@@ -280,14 +323,10 @@ def train(
         "n_val": len(val_tokens),
         "autoencoder_checkpoint": str(ae_ckpt_path),
         "autoencoder_step": int(ae_ckpt["step"]),
-        "flow_step": int(flow_ckpt["step"]),
-        "n_params_autoencoder": sum(p.numel() for p in model.autoencoder.parameters()),
-        "n_params_flow": sum(p.numel() for p in model.flow.parameters()),
+        "n_params_autoencoder": sum(p.numel() for p in ae.parameters()),
+        "n_params_flow": sum(p.numel() for p in flow.parameters()),
     }
-    path = model.save(out / CHECKPOINT_NAME, extra=summary)
-    write_json_atomic(out / "training_summary.json", summary)
-    log.info("SymADiT checkpoint written to %s", path)
-    return path
+    return _save_bundle(cfg, stats, ae_weights, flow_ckpt, out, summary)
 
 
 def finetune_stats(base: TokenStats, tokens: Sequence[WyckoffTokens]) -> TokenStats:
@@ -333,44 +372,22 @@ def finetune(
     tokens = load_tokens(dataset_path, n_workers=profile.data.n_workers, cache_dir=cache_dir)
     train_tokens, val_tokens = split_tokens(tokens, cfg)
     stats = finetune_stats(base.stats, train_tokens)
-    ae = base.autoencoder.eval()
-    for p in ae.parameters():
-        p.requires_grad_(False)
-    device = resolve_device(cfg.flow_trainer.device)
-    ae.to(device)
-    latents = encode_dataset(ae, train_tokens)
-    val_latents = encode_dataset(ae, val_tokens) if val_tokens else []
-    flow = base.flow.train()
+    ae = _frozen(base.autoencoder, resolve_device(cfg.flow_trainer.device))
+    latents = _encode_splits(ae, train_tokens, val_tokens)
     origin = hashlib.sha256(str(budget.init_from).encode()).hexdigest()[:12]
     data_hash = f"{tokens_hash(tokens)}-from-{origin}"
-    run_config = {"symadit": cfg.model_dump(mode="json")}
-    trainer = Trainer(
-        flow,
-        cfg.flow_trainer,
-        out / "flow",
-        latents,
-        _collate_latents,
-        val_data=val_latents or None,
-        validate=flow_validator(ae, stats, cfg) if cfg.validation.n_expand > 0 else None,
-        run_config={**run_config, "stage": "flow", "init_from": str(budget.init_from)},
-        dataset_hash=data_hash,
-        extra={"stats": stats.to_dict()},
-    )
-    trainer.fit(resume=resume)
-    flow_ckpt = load_checkpoint(out / "flow" / "latest.pt", map_location="cpu")
-    model = SymADiT(cfg, stats)
-    model.autoencoder.load_state_dict(ae.cpu().state_dict())
-    model.flow.load_state_dict(model_weights(flow_ckpt, use_ema=True))
+    trainer = _flow_trainer(
+        base.flow.train(), ae, latents, stats, cfg, out, data_hash,
+        {"init_from": str(budget.init_from)},
+    )  # fmt: skip
+    flow_ckpt = _fit_stage(trainer, budget.model_dump_json() + config_hash(cfg.flow), resume)
     summary = {
         "dataset": str(dataset_path),
         "dataset_hash": data_hash,
         **TrainedOn(n_train=len(train_tokens), init_from=str(budget.init_from)).as_extra(),
         "n_val": len(val_tokens),
-        "flow_step": int(flow_ckpt["step"]),
     }
-    path = model.save(out / CHECKPOINT_NAME, extra=summary)
-    write_json_atomic(out / "training_summary.json", summary)
-    return path
+    return _save_bundle(cfg, stats, ae.cpu().state_dict(), flow_ckpt, out, summary)
 
 
 def sample(

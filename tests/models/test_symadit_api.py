@@ -11,9 +11,9 @@ import pytest
 import torch
 from support.symadit import sample_tokens, small_config, write_token_dataset
 
-from models.contract import SampleRequest
+from models.contract import FineTune, SampleRequest, TrainedOn
 from models.registry import get_model
-from models.symadit.api import sample, train
+from models.symadit.api import finetune, sample, train
 from models.symadit.config import load_symadit_config
 from models.symadit.model import SymADiT
 from models.symadit.symmetry import symmetry_is_exact
@@ -159,3 +159,26 @@ def test_sampling_through_the_registry(overfit_run) -> None:
         model.sample(request.model_copy(update={"task": "csp"}))
     with pytest.raises(ValueError, match="does not take compositions"):
         model.sample(request.model_copy(update={"compositions": ["NaCl"]}))
+
+
+def test_finetune_continues_the_flow_on_a_frozen_autoencoder(overfit_run, tmp_path) -> None:
+    """Fine-tuning trains the flow only, records where it started, and a resumed call with
+    the same budget skips the finished stage."""
+    _, checkpoint = overfit_run
+    data = write_token_dataset(sample_tokens(24), tmp_path / "new.parquet")
+    budget = FineTune(init_from=checkpoint, steps=4)
+    profile = small_config(1, 1, **{"flow_trainer.log_every": 1})
+    tuned = finetune(profile, data, tmp_path / "tuned", budget)
+    base, model = SymADiT.load(checkpoint), SymADiT.load(tuned)
+    for name, weight in base.autoencoder.state_dict().items():
+        assert torch.equal(weight, model.autoencoder.state_dict()[name]), name
+    assert any(
+        not torch.equal(w, model.flow.state_dict()[n]) for n, w in base.flow.state_dict().items()
+    )
+    extra = load_checkpoint(tuned)["extra"]
+    assert TrainedOn.from_extra(extra) == TrainedOn(n_train=24, init_from=str(checkpoint))
+    assert extra["flow_step"] == 4
+    log = tmp_path / "tuned" / "flow" / "metrics.jsonl"
+    assert [r["step"] for r in _metrics(log)] == [1, 2, 3, 4]
+    finetune(profile, data, tmp_path / "tuned", budget, resume=True)
+    assert [r["step"] for r in _metrics(log)] == [1, 2, 3, 4]  # complete: not trained again
