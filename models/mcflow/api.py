@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -201,15 +202,22 @@ def _order_permutation(original: Structure, ordered: Structure) -> np.ndarray:
     )
 
 
-#: One sampling request: a spec (or the reason it cannot run), metadata, ATG context.
-Request = tuple[SampleSpec | str, dict[str, Any], tuple[Structure, np.ndarray] | None]
+@dataclass(frozen=True)
+class _Job:
+    """One requested sample: what to generate, or why it cannot be; its metadata; and for
+    ATG the input structure with the permutation from MCFlow order to input order."""
+
+    spec: SampleSpec | None
+    extra: dict[str, Any]
+    reason: str = ""
+    atg_input: tuple[Structure, np.ndarray] | None = None
 
 
-def _csp_requests(
+def _csp_jobs(
     compositions: Sequence[Composition | str] | None,
     structures: StructureInput | None,
     k: int,
-) -> list[Request]:
+) -> list[_Job]:
     if compositions is not None:
         sources: list[tuple[str, Composition | str | None, str]] = [
             (str(c), c, "") for c in compositions
@@ -221,34 +229,34 @@ def _csp_requests(
         ]
     else:
         raise ValueError("CSP needs compositions or structures")
-    requests: list[Request] = []
+    jobs: list[_Job] = []
     for ident, comp, reason in sources:
-        spec: SampleSpec | str
+        spec: SampleSpec | None = None
         try:
             if comp is None:
                 raise ValueError(reason or "unreadable input")
             types = composition_types(comp)
             spec = SampleSpec(len(types), types)
         except ValueError as err:
-            spec = str(err)
-        formula = Composition(comp).formula if isinstance(spec, SampleSpec) else str(comp)
+            reason = str(err)
+        formula = Composition(comp).formula if spec is not None else str(comp)
         for j in range(k):
             extra = {"source_id": ident, "composition": formula, "k_index": j}
-            requests.append((spec, extra, None))
-    return requests
+            jobs.append(_Job(spec, extra, reason))
+    return jobs
 
 
-def _atg_requests(
+def _atg_jobs(
     structures: StructureInput | None, mask_sites: Sequence[Sequence[int]] | None, k: int
-) -> list[Request]:
+) -> list[_Job]:
     if structures is None:
         raise ValueError("ATG needs structures")
     entries = _structures(structures)
     if mask_sites is not None and len(mask_sites) != len(entries):
         raise ValueError("mask_sites needs one list of site indices per structure")
-    requests: list[Request] = []
+    jobs: list[_Job] = []
     for i, (ident, structure, reason) in enumerate(entries):
-        spec: SampleSpec | str
+        spec: SampleSpec | None = None
         ctx = None
         try:
             if structure is None:
@@ -266,13 +274,12 @@ def _atg_requests(
             spec = SampleSpec(item.n_atoms, known, item.frac, item.lengths, item.angles)
             ctx = (structure, perm)
         except (ValueError, KeyError, IndexError) as err:
-            spec = f"cannot prepare structure: {err}"
+            reason = f"cannot prepare structure: {err}"
         extra: dict[str, Any] = {"source_id": ident}
         if mask_sites is not None:
             extra["masked_sites"] = [int(x) for x in mask_sites[i]]
-        for j in range(k):
-            requests.append((spec, {**extra, "k_index": j}, ctx))
-    return requests
+        jobs += [_Job(spec, {**extra, "k_index": j}, reason, ctx) for j in range(k)]
+    return jobs
 
 
 @torch.no_grad()
@@ -349,17 +356,17 @@ def sample(
         if not n:
             raise ValueError("DNG needs n > 0")
         sizes = priors.sample_n_atoms(n, np.random.default_rng(seed))
-        requests: list[Request] = [(SampleSpec(int(size)), {}, None) for size in sizes]
+        jobs = [_Job(SampleSpec(int(size)), {}) for size in sizes]
     elif task == "csp":
-        requests = _csp_requests(compositions, structures, k)
+        jobs = _csp_jobs(compositions, structures, k)
     elif task == "atg":
-        requests = _atg_requests(structures, mask_sites, k)
+        jobs = _atg_jobs(structures, mask_sites, k)
     else:
         raise ValueError(f"unknown task {task!r}; expected dng, csp or atg")
-    runnable = [i for i, (spec, _, _) in enumerate(requests) if isinstance(spec, SampleSpec)]
+    runnable = {i: job.spec for i, job in enumerate(jobs) if job.spec is not None}
     crystals = generate(
         model,
-        [requests[i][0] for i in runnable],  # type: ignore[misc]
+        list(runnable.values()),
         task,
         steps,
         seed,
@@ -370,17 +377,17 @@ def sample(
     )
     generated = dict(zip(runnable, crystals, strict=True))
     records = []
-    for i, (spec, extra, ctx) in enumerate(requests):
+    for i, job in enumerate(jobs):
         ident = sample_id(MODEL, seed, i)
-        info = {**meta, **extra}
-        if not isinstance(spec, SampleSpec):
-            records.append(SampleRecord.failed(ident, MODEL, task, spec, extra=info))
+        info = {**meta, **job.extra}
+        if job.spec is None:
+            records.append(SampleRecord.failed(ident, MODEL, task, job.reason, extra=info))
             continue
         crystal = generated[i]
         try:
             if task == "atg":
-                assert ctx is not None  # every ATG request carries its structure
-                structure, perm = ctx
+                assert job.atg_input is not None  # every runnable ATG job carries its input
+                structure, perm = job.atg_input
                 species = [site.specie for site in structure]
                 for j, z in enumerate(crystal.types):
                     species[perm[j]] = Element.from_Z(int(z) + 1)
