@@ -10,8 +10,10 @@ Autoencoder (on held-out crystals, deterministic encode → decode → symmetriz
 * ``val/expand_ok``: share of the first ``n_expand`` decoded crystals pyxtal expands;
   ``val/clash_frac``: share of those with an interatomic distance below ``min_distance``.
 
-Flow (``n_expand`` crystals generated with the current EMA flow): ``val/sample_expand_ok``
-and ``val/sample_clash_frac``.
+Flow (``n_expand`` crystals generated with the current EMA flow): ``val/sample_expand_ok``,
+and the two figures MCFlow's validator reports too, so both models' curves compare:
+``val/dng_struct_validity`` (the share of all samples that pass the structural rule of
+:func:`tasks.core.checks.structure_problem`, the evaluation's) and ``val/dng_mean_elements``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from models.symadit.model import SymADiT
 from models.symadit.sampling import batch_to_tokens, expand_tokens, generate
 from models.symadit.symmetrize import symmetrize_coords
 from representation.wyckoff_tokens import WyckoffTokens
-from tasks.core.checks import closest_pair
+from tasks.core.checks import closest_pair, structure_problem
 
 if TYPE_CHECKING:
     from models.symadit.autoencoder import WyckoffAutoencoder
@@ -142,9 +144,14 @@ def flow_validator(
             steps=min(cfg.sampling.steps, 50),
             progress=False,
         )
-        ok = [r for r in records if r.status == "ok"]
-        clash = sum(clashes(r.to_structure(), cfg.validation.min_distance) for r in ok)
+        structures = [r.to_structure() for r in records if r.status == "ok"]
+        valid = sum(not structure_problem(s) for s in structures)
         n = max(len(records), 1)
-        return {"sample_expand_ok": len(ok) / n, "sample_clash_frac": clash / n}
+        elements = [len(s.composition.elements) for s in structures]
+        return {
+            "sample_expand_ok": len(structures) / n,
+            "dng_struct_validity": valid / n,
+            "dng_mean_elements": sum(elements) / len(elements) if elements else float("nan"),
+        }
 
     return validate

@@ -17,7 +17,7 @@ from models.symadit.api import finetune, sample, train
 from models.symadit.config import load_symadit_config
 from models.symadit.model import SymADiT
 from models.symadit.symmetry import symmetry_is_exact
-from models.symadit.validation import reconstruction_metrics
+from models.symadit.validation import flow_validator, reconstruction_metrics
 from models.training.checkpoint import load_checkpoint
 from tasks.core.config import ConfigError
 
@@ -182,3 +182,13 @@ def test_finetune_continues_the_flow_on_a_frozen_autoencoder(overfit_run, tmp_pa
     assert [r["step"] for r in _metrics(log)] == [1, 2, 3, 4]
     finetune(profile, data, tmp_path / "tuned", budget, resume=True)
     assert [r["step"] for r in _metrics(log)] == [1, 2, 3, 4]  # complete: not trained again
+
+
+def test_flow_validator_measures_validity_with_the_evaluations_rule(overfit_run) -> None:
+    """SymADiT's training-time figures are MCFlow's: the structural rule and element count."""
+    _, checkpoint = overfit_run
+    model = SymADiT.load(checkpoint)
+    metrics = flow_validator(model.autoencoder, model.stats, model.config)(model.flow, 0)
+    assert set(metrics) == {"sample_expand_ok", "dng_struct_validity", "dng_mean_elements"}
+    assert 0 < metrics["dng_struct_validity"] <= metrics["sample_expand_ok"] <= 1
+    assert 1 <= metrics["dng_mean_elements"] <= 8
