@@ -35,7 +35,7 @@ from tasks.core.records import STATUS_OK
 from tasks.mlip.backends import load_mlip
 from tasks.mlip.hull import MLIPHull, hull_references
 from tasks.mlip.runner import load_candidates, relax_items
-from tasks.mlip.settings import MLIPConfig, MLIPHullConfig, RelaxConfig
+from tasks.mlip.settings import MLIPConfig, MLIPHullConfig, RelaxConfig, ScreenSettings
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
 REFERENCES = "data/samples/mp20_train_sample1000.csv.gz"
@@ -45,7 +45,7 @@ def run(candidates, config: MLIPHullConfig, relax: RelaxConfig) -> dict:
     """Time one hull evaluation with a fresh :class:`MLIPHull` of ``config``."""
     start = time.perf_counter()
     references = hull_references(config, load_mlip(MLIPConfig()).version)
-    hull = MLIPHull(references, relax=relax, config=config)
+    hull = MLIPHull(references, ScreenSettings(relax=relax, hull=config))
     frame = hull.evaluate(candidates)
     elapsed = time.perf_counter() - start
     print(f"hull: {elapsed:.1f} s {hull.stats}", file=sys.stderr)

@@ -46,13 +46,12 @@ from tasks.core.cluster import Cluster, dask_cluster
 from tasks.core.config import ConfigError, Placement, load_config, resolve_config_path
 from tasks.core.mapping import BACKGROUND_NICE, in_own_process
 from tasks.core.paths import resolve_data_path
-from tasks.core.stability import StabilityRule
 from tasks.core.structure_io import dataset_fingerprint
 from tasks.dft.settings import DftStageConfig
 from tasks.evaluate.settings import EvaluateConfig
 from tasks.ingest.config import DatasetSource, IngestConfig
 from tasks.mlip.hull import reference_sources
-from tasks.mlip.settings import MLIPConfig, MLIPHullConfig, RelaxConfig
+from tasks.mlip.settings import MLIPConfig, RelaxConfig, ScreenSettings
 from tasks.pipeline.checkpoints import write_checkpoint_info
 from tasks.pipeline.config import (
     LoopConfig,
@@ -193,15 +192,12 @@ def hull_stage(
     relaxed: str,
     extra_references: list[str],
     out_dir: str,
-    mlip: MLIPConfig,
-    relax: RelaxConfig,
-    hull: MLIPHullConfig,
-    stability: StabilityRule,
+    screen: ScreenSettings,
     cluster: Annotated[Cluster | None, Placement],
 ) -> str:
     """E_hull of every relaxed candidate against the same MLIP's hull of the competing phases
     (every MP-20 / MPTS-52 phase by default, plus the crystals earlier rounds confirmed)."""
-    return hull_on(cluster, relaxed, extra_references, out_dir, mlip, relax, hull, stability)
+    return hull_on(cluster, relaxed, extra_references, out_dir, screen)
 
 
 @stage("dft-batch")
@@ -210,13 +206,13 @@ def dft_stage(
     extra_references: list[str],
     workdir: str,
     dft: DftStageConfig,
-    mlip: MLIPConfig,
-    relax: RelaxConfig,
-    hull: MLIPHullConfig,
-    stability: StabilityRule,
+    screen: ScreenSettings,
     cluster: Annotated[Cluster | None, Placement],
 ) -> str:
     """Run the DFT batch (local stand-in or SLURM), wait, collect E_hull.
+
+    ``screen`` is the profile's MLIP screen: the stand-in's references come from its hull,
+    and its stability rule is the DFT hull's too.
 
     With a cluster (the models' branches side by side) the stand-in's calculations run in a
     process of their own: they change the working directory, which the other branches share
@@ -225,9 +221,9 @@ def dft_stage(
     from tasks.dft.stage import mlip_reference_entries, run_dft_stage
 
     if dft.mode != "standin":
-        return str(run_dft_stage(Path(candidates), Path(workdir), dft, None, stability))
-    entries = mlip_reference_entries(Path(candidates), mlip, relax, hull, extra_references)
-    args = (Path(candidates), Path(workdir), dft, entries, stability)
+        return str(run_dft_stage(Path(candidates), Path(workdir), dft, None, screen.stability))
+    entries = mlip_reference_entries(Path(candidates), screen, extra_references)
+    args = (Path(candidates), Path(workdir), dft, entries, screen.stability)
     if cluster is None:
         return str(run_dft_stage(*args))
     return str(
@@ -265,7 +261,7 @@ def model_round(
     round_index: int,
     cluster: Cluster | None,
     discovered: list[str],
-    screen: tuple[MLIPConfig, MLIPHullConfig],
+    screen: ScreenSettings,
 ) -> RoundSummary:
     """One model's pass through the funnel: sample → filters → MLIP → DFT, then its summary.
 
@@ -274,11 +270,10 @@ def model_round(
     The novelty reference is ``reference`` (the training set) plus the ``discovered`` sets
     (one per earlier round); the hull's competing phases are ``config.hull``'s plus the same
     ``discovered`` sets.
-    ``screen`` is the MLIP and hull the round relaxes and places candidates with (the
+    ``screen`` is the MLIP screen the round relaxes and places candidates with (the
     profile's, or a fine-tuned MLIP's: :func:`tasks.mlip.finetune.finetuned_screen`); the
-    DFT stand-in's references always come from the profile's MLIP and hull.
+    DFT stand-in's references always come from the profile's (``config.screen``).
     """
-    screen_mlip, screen_hull = screen
     files = RoundFiles(run.round_dir(round_index) / model.key)
     seed = round_seed(config, model.seed, round_index)
     samples = round_samples(config, model, checkpoint, files, seed, cluster)
@@ -298,19 +293,9 @@ def model_round(
     )
     if mlip_input is not None:
         relaxed = run_stage(
-            relax_stage, str(mlip_input), str(files.relax_dir), screen_mlip, config.relax, cluster
+            relax_stage, str(mlip_input), str(files.relax_dir), screen.mlip, screen.relax, cluster
         )
-        hull = run_stage(
-            hull_stage,
-            relaxed,
-            discovered,
-            str(files.hull_dir),
-            screen_mlip,
-            config.relax,
-            screen_hull,
-            config.stability,
-            cluster,
-        )
+        hull = run_stage(hull_stage, relaxed, discovered, str(files.hull_dir), screen, cluster)
         picks = None
         if config.dft.mode != "skip":
             picks = write_dft_candidates(
@@ -323,10 +308,7 @@ def model_round(
                 discovered,
                 str(files.dft_dir),
                 config.dft,
-                config.mlip,
-                config.relax,
-                config.hull,
-                config.stability,
+                config.screen,
                 cluster,
             )
     write_screened(files)
@@ -404,7 +386,7 @@ class RoundPlan:
     checkpoints: dict[str, str | None]  # what each model sampled in the previous round
     finetune_set: str | None
     discovered: list[str]
-    screen: tuple[MLIPConfig, MLIPHullConfig]
+    screen: ScreenSettings
 
     def branch(self, model: ModelRun) -> tuple[str | None, RoundSummary]:
         """One model's round: its checkpoint (trained, fine-tuned or kept), then the funnel."""
@@ -449,7 +431,7 @@ def closed_loop(
     finetune_set: str | None = None
     earlier_dft: list[Path] = []
     discovered: list[str] = []
-    screen = (config.mlip, config.hull)
+    screen = config.screen
     for round_index in range(1, config.rounds + 1):
         round_config = config.model_copy(update={"dft": with_earlier_dft(config.dft, earlier_dft)})
         plan = RoundPlan(
@@ -490,7 +472,7 @@ def closed_loop(
             )
             from tasks.mlip.finetune import finetuned_screen
 
-            screen = finetuned_screen(config.mlip, config.hull, tuned)
+            screen = finetuned_screen(config.screen, tuned)
     report = write_report(run.path)
     return {
         "run_id": run.run_id,

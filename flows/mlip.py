@@ -17,7 +17,7 @@ from tasks.core.cluster import Cluster, DaskConfig, dask_cluster
 from tasks.core.stability import StabilityRule
 from tasks.mlip.hull import run_hull
 from tasks.mlip.runner import run_relax
-from tasks.mlip.settings import MLIPConfig, MLIPHullConfig, RelaxConfig
+from tasks.mlip.settings import MLIPConfig, MLIPHullConfig, RelaxConfig, ScreenSettings
 
 
 @flow(name="mlip-relax")
@@ -37,15 +37,12 @@ def hull_flow(
     relaxed: str,
     extra_references: list[str],
     out_dir: str,
-    mlip: MLIPConfig,
-    relax: RelaxConfig,
-    hull: MLIPHullConfig,
-    rule: StabilityRule,
+    screen: ScreenSettings,
     cluster: Cluster | None = None,
 ) -> str:
     """E_hull of relaxed candidates against the same MLIP's hull; returns ``hull.parquet``."""
     mapper = cluster_mapper(cluster, False)
-    return str(run_hull(relaxed, out_dir, mlip, relax, hull, mapper, rule, extra_references))
+    return str(run_hull(relaxed, out_dir, screen, mapper, extra_references))
 
 
 def relax_on(
@@ -60,14 +57,10 @@ def hull_on(
     relaxed: str,
     extra_references: list[str],
     out_dir: str,
-    mlip: MLIPConfig,
-    relax: RelaxConfig,
-    hull: MLIPHullConfig,
-    rule: StabilityRule,
+    screen: ScreenSettings,
 ) -> str:
     """:func:`hull_flow` with its reference computations on ``cluster``."""
-    subflow = on_cluster(hull_flow, cluster)
-    return subflow(relaxed, extra_references, out_dir, mlip, relax, hull, rule, cluster)
+    return on_cluster(hull_flow, cluster)(relaxed, extra_references, out_dir, screen, cluster)
 
 
 @flow(name="mlip-screen")
@@ -102,18 +95,12 @@ def mlip_screen_flow(
         The ``hull.parquet`` path.
     """
     out = Path(out_dir)
-    mlip, relax = mlip or MLIPConfig(), relax or RelaxConfig()
+    screen = ScreenSettings(
+        mlip=mlip or MLIPConfig(),
+        relax=relax or RelaxConfig(),
+        hull=hull or MLIPHullConfig(),
+        stability=rule or StabilityRule(),
+    )
     with dask_cluster(dask or DaskConfig(cluster="none")) as cluster:
-        relaxed = relax_on(cluster, candidates, str(out / "relax"), mlip, relax)
-        return Path(
-            hull_on(
-                cluster,
-                relaxed,
-                [],
-                str(out / "hull"),
-                mlip,
-                relax,
-                hull or MLIPHullConfig(),
-                rule or StabilityRule(),
-            )
-        )
+        relaxed = relax_on(cluster, candidates, str(out / "relax"), screen.mlip, screen.relax)
+        return Path(hull_on(cluster, relaxed, [], str(out / "hull"), screen))

@@ -130,23 +130,24 @@ def hull(
     """E_hull of relaxed candidates against the competing phases, same MLIP; rows carry
     reference coverage and flags."""
     from tasks.core.config import ConfigError, validate_config
-    from tasks.mlip.hull import HullError, read_relaxed, run_hull
+    from tasks.mlip.hull import HullError, read_relaxed, recorded_screen, run_hull
     from tasks.mlip.reference_table import TableMismatchError
 
     try:
         _, meta = read_relaxed(relaxed)
-        relax_config = meta.relax if meta is not None else RelaxConfig()
+        recorded = recorded_screen(meta)
+        relax_config = recorded.relax
         if workers is not None:
             relax_config = relax_config.model_copy(update={"n_workers": workers})
-        mlip_config = meta.mlip if meta is not None else MLIPConfig()
         options = given(
             reference=[str(p) for p in reference] if reference else None,
             energies=energies or ("single_point" if single_point else None),
             table=table,
             cache_dir=cache_dir,
         )
-        config = validate_config(options, MLIPHullConfig, "hull options")
-        path = run_hull(relaxed, out, mlip_config, relax_config, config)
+        hull_config = validate_config(options, MLIPHullConfig, "hull options")
+        screen = recorded.model_copy(update={"relax": relax_config, "hull": hull_config})
+        path = run_hull(relaxed, out, screen)
     except (HullError, MLIPUnavailableError, TableMismatchError, ConfigError, ValueError) as err:
         _fail(err)
     summary = HullSummary.read(out / HULL_SUMMARY)

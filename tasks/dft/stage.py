@@ -39,7 +39,7 @@ from tasks.dft.submit import (
 from tasks.dft.workdir import SUBMITTED, Candidate, write_state
 from tasks.mlip.backends import load_mlip
 from tasks.mlip.hull import MLIPHull, hull_references
-from tasks.mlip.settings import MLIPConfig, MLIPHullConfig, RelaxConfig
+from tasks.mlip.settings import ScreenSettings
 
 log = logging.getLogger(__name__)
 
@@ -136,11 +136,7 @@ def run_dft_stage(
 
 
 def mlip_reference_entries(
-    candidates: Path,
-    mlip: MLIPConfig,
-    relax: RelaxConfig,
-    hull_config: MLIPHullConfig,
-    extra_references: Sequence[str | Path] = (),
+    candidates: Path, screen: ScreenSettings, extra_references: Sequence[str | Path] = ()
 ) -> list[ComputedEntry]:
     """The MLIP hull's reference energies for the candidates' chemical systems, as entries.
 
@@ -152,9 +148,9 @@ def mlip_reference_entries(
         frozenset(el.symbol for el in structure_from_json(s).composition.elements)
         for s in frame["structure"]
     }
-    backend = load_mlip(mlip)
-    references = hull_references(hull_config, backend.version, extra_references)
-    hull = MLIPHull(references, mlip, relax, hull_config)
+    backend = load_mlip(screen.mlip)
+    references = hull_references(screen.hull, backend.version, extra_references)
+    hull = MLIPHull(references, screen)
     hull.prepare(systems)
     entries: dict[str, ComputedEntry] = {}
     for system in systems:

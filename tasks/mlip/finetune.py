@@ -38,7 +38,7 @@ from tasks.core.atomic import atomic_write, write_json_atomic
 from tasks.core.config import ConfigError
 from tasks.mlip.backends import load_mlip
 from tasks.mlip.reference_table import SHIPPED_TABLE, TableMeta, meta_path
-from tasks.mlip.settings import MLIPConfig, MLIPHullConfig
+from tasks.mlip.settings import MLIPConfig, ScreenSettings
 
 #: File names of a fine-tuned MLIP in its directory.
 CHECKPOINT = "chgnet.pt"
@@ -202,18 +202,17 @@ def finetune_mlip(
     return path
 
 
-def finetuned_screen(
-    mlip: MLIPConfig, hull: MLIPHullConfig, checkpoint: str | Path
-) -> tuple[MLIPConfig, MLIPHullConfig]:
-    """The MLIP and hull settings of a round screened with a fine-tuned MLIP.
+def finetuned_screen(screen: ScreenSettings, checkpoint: str | Path) -> ScreenSettings:
+    """The screen settings of a round screened with a fine-tuned MLIP.
 
     The MLIP is the checkpoint; a hull that read its energies from a reference table (built
     with the base MLIP) computes them instead, the way the table did (single points or
     relaxations), with the fine-tuned model (cached per version), so no hull mixes two MLIPs.
     """
-    tuned = mlip.model_copy(update={"model": str(checkpoint)})
+    tuned = screen.mlip.model_copy(update={"model": str(checkpoint)})
+    hull = screen.hull
     if hull.energies == "table":
         table = Path(hull.table) if hull.table else SHIPPED_TABLE
         method = TableMeta.model_validate_json(meta_path(table).read_text()).method
         hull = hull.model_copy(update={"energies": method})
-    return tuned, hull
+    return screen.model_copy(update={"mlip": tuned, "hull": hull})

@@ -54,7 +54,6 @@ from tasks.core.config import content_dump
 from tasks.core.mapping import Mapper
 from tasks.core.paths import REPO_ROOT, resolve_data_path
 from tasks.core.records import STATUS_FAILED, STATUS_OK, structure_hash, structure_to_json
-from tasks.core.stability import StabilityRule
 from tasks.core.structure_io import Format, parse_payload, read_entries
 from tasks.mlip.backends import load_mlip, safe_dirname
 from tasks.mlip.documents import HULL_SUMMARY, RELAX_META, HullSummary, RelaxMeta
@@ -68,7 +67,7 @@ from tasks.mlip.reference_table import (
 )
 from tasks.mlip.results import atoms_to_structure
 from tasks.mlip.runner import relax_items
-from tasks.mlip.settings import MLIPConfig, MLIPHullConfig, RelaxConfig
+from tasks.mlip.settings import MLIPHullConfig, ScreenSettings
 
 log = logging.getLogger(__name__)
 
@@ -299,33 +298,28 @@ class MLIPHull:
         The competing phases and how their energies are obtained (:func:`hull_references`
         builds them from a :class:`MLIPHullConfig`); the one source of truth for whether
         references are single points or relaxed.
-    mlip, relax
-        MLIP and relaxation settings; they must be those the candidates were relaxed with
-        (single-point references use ``relax`` with no steps).
-    config
-        Hull settings.
+    screen
+        The MLIP and relaxation settings (those the candidates were relaxed with;
+        single-point references use ``relax`` with no steps), the hull settings and the
+        stable / metastable rule (shared with the DFT hull).
     mapper
         Where the reference relaxations' chunks run (default: ``relax.scheduler``).
-    rule
-        The stable / metastable thresholds (shared with the DFT hull).
     """
 
     def __init__(
         self,
         references: HullReferences,
-        mlip: MLIPConfig | None = None,
-        relax: RelaxConfig | None = None,
-        config: MLIPHullConfig | None = None,
+        screen: ScreenSettings | None = None,
         mapper: Mapper | None = None,
-        rule: StabilityRule | None = None,
     ) -> None:
+        screen = screen or ScreenSettings()
         self.reference_set = references
         self.references = references.references
-        self.rule = rule or StabilityRule()
+        self.rule = screen.stability
         self.mapper = mapper
-        self.mlip = mlip or MLIPConfig()
-        self.config = config or MLIPHullConfig()
-        relax = relax or RelaxConfig()
+        self.mlip = screen.mlip
+        self.config = screen.hull
+        relax = screen.relax
         single = references.method == "single_point"
         self.relax = relax.model_copy(update={"steps": 0}) if single else relax
         self.backend = load_mlip(self.mlip)
@@ -567,21 +561,25 @@ def read_relaxed(path: str | Path) -> tuple[pd.DataFrame, RelaxMeta | None]:
     return pd.read_parquet(table), RelaxMeta.read(meta_path) if meta_path.is_file() else None
 
 
+def recorded_screen(meta: RelaxMeta | None, **updates: Any) -> ScreenSettings:
+    """The screen settings of a relaxation's document (its MLIP and relaxation; defaults for
+    a bare table), with ``updates`` (e.g. ``hull=...``)."""
+    recorded = {"mlip": meta.mlip, "relax": meta.relax} if meta is not None else {}
+    return ScreenSettings(**{**recorded, **updates})
+
+
 def run_hull(
     relaxed: str | Path,
     out_dir: str | Path,
-    mlip: MLIPConfig | None = None,
-    relax: RelaxConfig | None = None,
-    config: MLIPHullConfig | None = None,
+    screen: ScreenSettings | None = None,
     mapper: Mapper | None = None,
-    rule: StabilityRule | None = None,
     extra_references: Sequence[str | Path] = (),
 ) -> Path:
     """Place relaxed candidates on the MLIP hull of the competing phases; write the results.
 
-    MLIP and relaxation settings default to those the relaxation recorded
-    (:class:`tasks.mlip.documents.RelaxMeta`) next to the relaxed candidates, so computed
-    references are treated exactly like the candidates.
+    Without ``screen`` the MLIP and relaxation settings are those the relaxation recorded
+    (:class:`tasks.mlip.documents.RelaxMeta`, :func:`recorded_screen`) next to the relaxed
+    candidates, so computed references are treated exactly like the candidates.
 
     Parameters
     ----------
@@ -590,13 +588,11 @@ def run_hull(
     out_dir
         Writes ``hull.parquet`` (see :meth:`MLIPHull.evaluate`) and ``hull_summary.json``
         (:class:`tasks.mlip.documents.HullSummary`).
-    mlip, relax, config
-        Overrides of the recorded MLIP / relaxation settings, and hull settings (which
-        reference phases, where their energies come from).
+    screen
+        MLIP, relaxation and hull settings (which reference phases, where their energies
+        come from) and the stable / metastable rule.
     mapper
         Where the reference computations' chunks run (default: ``relax.scheduler``).
-    rule
-        The stable / metastable thresholds.
     extra_references
         More reference sets (the crystals earlier rounds confirmed).
 
@@ -606,16 +602,12 @@ def run_hull(
         The ``hull.parquet`` path.
     """
     candidates, meta = read_relaxed(relaxed)
-    if mlip is None:
-        mlip = meta.mlip if meta is not None else MLIPConfig()
-    if relax is None:
-        relax = meta.relax if meta is not None else RelaxConfig()
-    config = config or MLIPHullConfig()
+    screen = screen or recorded_screen(meta)
+    config, rule = screen.hull, screen.stability
     start = time.perf_counter()
-    rule = rule or StabilityRule()
-    backend = load_mlip(mlip)
+    backend = load_mlip(screen.mlip)
     references = hull_references(config, backend.version, extra_references)
-    hull = MLIPHull(references, mlip, relax, config, mapper, rule)
+    hull = MLIPHull(references, screen, mapper)
     frame = hull.evaluate(candidates)
     out = Path(out_dir)
     path = atomic_write(out / "hull.parquet", lambda tmp: frame.to_parquet(tmp, index=False))

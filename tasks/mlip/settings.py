@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from tasks.core.config import Placement, StrictModel
+from tasks.core.stability import StabilityRule
 
 BATCHED_SYMMETRY_ERROR = (
     "fix_symmetry is not available with engine 'batched' (torch-sim 0.3.0 has no "
@@ -165,3 +166,15 @@ class MLIPHullConfig(StrictModel):
             flag = data.pop("single_point_references")
             data.setdefault("energies", "single_point" if flag else "relaxed")
         return data
+
+
+class ScreenSettings(StrictModel):
+    """One MLIP screen's settings, travelling together from the profile to the relaxation,
+    the hull and the DFT stand-in's references: the MLIP, how candidates (and computed
+    references) relax, which phases the hull holds and how it gets their energies, and the
+    stable / metastable rule."""
+
+    mlip: MLIPConfig = Field(default_factory=MLIPConfig)
+    relax: RelaxConfig = Field(default_factory=RelaxConfig)
+    hull: MLIPHullConfig = Field(default_factory=MLIPHullConfig)
+    stability: StabilityRule = Field(default_factory=StabilityRule)

@@ -26,7 +26,7 @@ from tasks.core.stability import StabilityRule
 from tasks.dft.settings import DftStageConfig
 from tasks.evaluate.settings import EvaluateConfig
 from tasks.ingest.config import DatasetSource, IngestConfig
-from tasks.mlip.settings import MLIPConfig, MLIPHullConfig, RelaxConfig
+from tasks.mlip.settings import MLIPConfig, MLIPHullConfig, RelaxConfig, ScreenSettings
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +203,13 @@ class PipelineConfig(StrictModel):
     @classmethod
     def _renamed(cls, data: Any) -> Any:
         return migrate_renamed_keys(data) if isinstance(data, dict) else data
+
+    @property
+    def screen(self) -> ScreenSettings:
+        """The profile's MLIP screen: its MLIP, relaxation, hull and stability rule."""
+        return ScreenSettings(
+            mlip=self.mlip, relax=self.relax, hull=self.hull, stability=self.stability
+        )
 
     @model_validator(mode="after")
     def _check(self) -> PipelineConfig:

@@ -14,7 +14,7 @@ from tasks.dft.collect import DftResult, hull_results
 from tasks.dft.settings import DftHullConfig
 from tasks.mlip.hull import HullReferences, MLIPHull, Reference
 from tasks.mlip.runner import relax_items
-from tasks.mlip.settings import MLIPHullConfig, RelaxConfig
+from tasks.mlip.settings import MLIPHullConfig, RelaxConfig, ScreenSettings
 
 
 def test_strict_thresholds_and_element_count() -> None:
@@ -48,9 +48,11 @@ def test_mlip_and_dft_hulls_agree_on_a_crystal_exactly_on_the_hull(tmp_path) -> 
     ]
     hull = MLIPHull(
         HullReferences(references, method="single_point"),
-        relax=single_point,
-        config=MLIPHullConfig(cache_dir=tmp_path, elemental_prototypes=False),
-        rule=StabilityRule(),
+        ScreenSettings(
+            relax=single_point,
+            hull=MLIPHullConfig(cache_dir=tmp_path, elemental_prototypes=False),
+            stability=StabilityRule(),
+        ),
     )
     candidate = relax_items([("cand-NaCl", structure_to_json(nacl))], config=single_point)
     mlip_row = hull.evaluate(pd.DataFrame(candidate)).iloc[0]

@@ -9,7 +9,7 @@ from tasks.core.structure_io import parse_payload, write_structures
 from tasks.dft.settings import DftStageConfig
 from tasks.dft.stage import mlip_reference_entries, run_dft_stage
 from tasks.mlip.reference_table import SHIPPED_TABLE, load_table
-from tasks.mlip.settings import MLIPConfig, MLIPHullConfig, RelaxConfig
+from tasks.mlip.settings import RelaxConfig, ScreenSettings
 
 
 def test_a_reference_recomputed_by_the_standin_lands_on_its_own_hull(tmp_path, monkeypatch):
@@ -20,7 +20,7 @@ def test_a_reference_recomputed_by_the_standin_lands_on_its_own_hull(tmp_path, m
         [("cand-NaCl", parse_payload(nacl["crystal"], "compact"))], tmp_path / "c.parquet"
     )
     relax = RelaxConfig(steps=0, scheduler="serial")
-    entries = mlip_reference_entries(candidates, MLIPConfig(), relax, MLIPHullConfig())
+    entries = mlip_reference_entries(candidates, ScreenSettings(relax=relax))
     results = run_dft_stage(candidates, tmp_path / "dft", DftStageConfig(mode="standin"), entries)
     row = pd.read_parquet(results).iloc[0]
     assert row["dft_status"] == "completed"

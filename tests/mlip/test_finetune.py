@@ -22,7 +22,7 @@ from tasks.mlip.finetune import (
 from tasks.mlip.hull import hull_references
 from tasks.mlip.reference_table import TableMismatchError
 from tasks.mlip.results import atoms_to_structure
-from tasks.mlip.settings import MLIPConfig, MLIPHullConfig
+from tasks.mlip.settings import MLIPConfig, MLIPHullConfig, ScreenSettings
 
 #: How far the "DFT" energies sit above the base CHGNet's (eV/atom).
 SHIFT = 0.15
@@ -70,8 +70,8 @@ def test_finetuned_mlip_learns_the_results_and_screens_with_its_own_hull(
     assert mae["before"] == pytest.approx(SHIFT, abs=0.01)
     assert mae["after"] < 0.5 * mae["before"], mae
 
-    mlip, hull = finetuned_screen(base, MLIPHullConfig(), checkpoint)
-    tuned = load_mlip(mlip)
+    screen = finetuned_screen(ScreenSettings(mlip=base), checkpoint)
+    tuned, hull = load_mlip(screen.mlip), screen.hull
     assert tuned.version == record["version"] != load_mlip(base).version == record["base"]
     # the shipped table (base CHGNet) is refused for the new version; the round's hull
     # computes every reference with it, the way the table was computed (single points)

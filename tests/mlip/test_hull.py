@@ -20,7 +20,7 @@ from tasks.mlip.hull import (
 )
 from tasks.mlip.results import atoms_to_structure
 from tasks.mlip.runner import relax_items
-from tasks.mlip.settings import MLIPHullConfig, RelaxConfig
+from tasks.mlip.settings import MLIPHullConfig, RelaxConfig, ScreenSettings
 
 ALPD = frozenset({"Al", "Pd"})
 
@@ -34,8 +34,7 @@ def cache(tmp_path_factory):
 def hull(alpd_reference, serial, cache) -> MLIPHull:
     return MLIPHull(
         HullReferences(read_references(alpd_reference), method="relaxed"),
-        relax=serial,
-        config=MLIPHullConfig(cache_dir=cache),
+        ScreenSettings(relax=serial, hull=MLIPHullConfig(cache_dir=cache)),
     )
 
 
@@ -102,8 +101,7 @@ def test_failed_relaxation_is_reported_not_placed(evaluated):
 def test_second_run_reuses_the_disk_cache(alpd_reference, serial, cache, hull, evaluated):
     again = MLIPHull(
         HullReferences(read_references(alpd_reference), method="relaxed"),
-        relax=serial,
-        config=MLIPHullConfig(cache_dir=cache),
+        ScreenSettings(relax=serial, hull=MLIPHullConfig(cache_dir=cache)),
     )
     again.prepare([ALPD])
     assert again.stats == {"table": 0, "cached": hull.stats["computed"], "computed": 0, "failed": 0}
@@ -163,7 +161,9 @@ def test_run_hull_flags_single_point_references(tmp_path, alpd_reference, alpd, 
         reference=[alpd_reference], cache_dir=cache, single_point_references=True
     )  # the old flag, now energies: single_point
     assert config.energies == "single_point"
-    path = run_hull(tmp_path / "relaxed.parquet", tmp_path / "h", relax=serial, config=config)
+    path = run_hull(
+        tmp_path / "relaxed.parquet", tmp_path / "h", ScreenSettings(relax=serial, hull=config)
+    )
     row = pd.read_parquet(path).iloc[0]
     # a relaxed candidate against unrelaxed references: the bias the summary warns about
     assert row["reference_single_point"] and row["e_hull"] <= 1e-6
@@ -181,12 +181,11 @@ def test_unsupported_reference_file_is_a_clear_error(tmp_path):
 def test_single_point_mode_changes_the_cache_key(alpd_reference, cache):
     relaxed = MLIPHull(
         HullReferences(read_references(alpd_reference), method="relaxed"),
-        config=MLIPHullConfig(cache_dir=cache),
+        ScreenSettings(hull=MLIPHullConfig(cache_dir=cache)),
     )
     single = MLIPHull(
         HullReferences(read_references(alpd_reference), method="single_point"),
-        relax=RelaxConfig(),
-        config=MLIPHullConfig(cache_dir=cache),
+        ScreenSettings(relax=RelaxConfig(), hull=MLIPHullConfig(cache_dir=cache)),
     )
     assert relaxed.cache_dir != single.cache_dir
     assert single.relax.single_point and not relaxed.relax.single_point

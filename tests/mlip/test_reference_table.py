@@ -24,7 +24,7 @@ from tasks.mlip.reference_table import (
 )
 from tasks.mlip.results import atoms_to_structure
 from tasks.mlip.runner import relax_items
-from tasks.mlip.settings import MLIPConfig, MLIPHullConfig, RelaxConfig
+from tasks.mlip.settings import MLIPConfig, MLIPHullConfig, RelaxConfig, ScreenSettings
 
 SINGLE = RelaxConfig(steps=0, scheduler="serial")
 
@@ -81,7 +81,9 @@ def test_a_known_rocksalt_is_on_the_shipped_hull_and_known() -> None:
     nacl = table[table["formula"] == "NaCl"].sort_values("energy_per_atom").iloc[0]
     structure = parse_payload(nacl["crystal"], "compact")
     candidate = relax_items([("cand-NaCl", structure_to_json(structure))], config=SINGLE)
-    row = MLIPHull(references, relax=SINGLE, config=config).evaluate(candidate).iloc[0]
+    row = (
+        MLIPHull(references, ScreenSettings(relax=SINGLE, hull=config)).evaluate(candidate).iloc[0]
+    )
     assert row["e_hull"] == pytest.approx(0.0, abs=1e-4)
     assert row["n_reference_phases"] > 3 and row["coverage_gaps"] == "" and not row["flagged"]
     assert known_matches([("cand-NaCl", structure)], [SHIPPED_TABLE]) == {"cand-NaCl": nacl["id"]}
@@ -93,7 +95,9 @@ def test_an_uncovered_system_is_flagged_and_so_is_a_result_far_below_the_hull(tm
     # the splits hold He (and SiO2He) but no He-Pt phase, and Pt only in compounds
     helium_platinum = atoms_to_structure(bulk("HePt", "rocksalt", a=5.0))
     candidate = relax_items([("HePt", structure_to_json(helium_platinum))], config=SINGLE)
-    row = MLIPHull(references, relax=SINGLE, config=config).evaluate(candidate).iloc[0]
+    row = (
+        MLIPHull(references, ScreenSettings(relax=SINGLE, hull=config)).evaluate(candidate).iloc[0]
+    )
     assert row["flagged"] and row["coverage_gaps"] == "Pt, He-Pt"
     assert "an ASE prototype stands in for Pt)" in row["flags"]
 
@@ -107,7 +111,7 @@ def test_an_uncovered_system_is_flagged_and_so_is_a_result_far_below_the_hull(tm
     skewed = HullReferences(refs, known=high, method="single_point")
     salt = rocksalt(5.64, "Na", "Cl", primitive=True)
     candidate = relax_items([("NaCl", structure_to_json(salt))], config=SINGLE)
-    row = MLIPHull(skewed, relax=SINGLE, config=config).evaluate(candidate).iloc[0]
+    row = MLIPHull(skewed, ScreenSettings(relax=SINGLE, hull=config)).evaluate(candidate).iloc[0]
     assert row["e_hull"] < -0.2 and "far below the known hull" in row["flags"]
     assert row["flagged"]
 
