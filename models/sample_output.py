@@ -114,6 +114,22 @@ class SampleRecord:
         """A ``failed`` record with its reason."""
         return cls(id=id, model=model, task=task, status="failed", reason=reason, **kwargs)
 
+    @classmethod
+    def of(
+        cls,
+        id: str,
+        model: str,
+        task: str,
+        structure: Structure | None,
+        reason: str = "",
+        **kwargs: Any,
+    ) -> SampleRecord:
+        """The record of one requested sample: ``ok`` with its structure, or ``failed`` with
+        ``reason`` when there is none (the one path every model's sampler takes)."""
+        if structure is None:
+            return cls.failed(id, model, task, reason or "no structure", **kwargs)
+        return cls.from_structure(id, model, task, structure, **kwargs)
+
     def to_structure(self) -> Structure:
         """The generated structure (raises ``ValueError`` for failed samples)."""
         if self.structure is None:

@@ -26,7 +26,14 @@ from models.mcflow.data import (
     items_hash,
 )
 from models.mcflow.model import MCFlowNet, count_parameters
-from models.mcflow.sampling import Guidance, SampleSpec, Task, generate, to_structure
+from models.mcflow.sampling import (
+    Generated,
+    Guidance,
+    SampleSpec,
+    Task,
+    generate,
+    to_structure,
+)
 from models.mcflow.validation import validity_callback
 from models.sample_output import SampleRecord, sample_id, write_samples
 from models.training.checkpoint import load_checkpoint, model_weights
@@ -282,6 +289,18 @@ def _atg_jobs(
     return jobs
 
 
+def _built(crystal: Generated, job: _Job, task: Task) -> Structure:
+    """The structure of a generated crystal (ATG: the input with the new elements)."""
+    if task != "atg":
+        return to_structure(crystal)
+    assert job.atg_input is not None  # every runnable ATG job carries its input
+    structure, perm = job.atg_input
+    species = [site.specie for site in structure]
+    for j, z in enumerate(crystal.types):
+        species[perm[j]] = Element.from_Z(int(z) + 1)
+    return Structure(structure.lattice, species, structure.frac_coords)
+
+
 @torch.no_grad()
 def sample(
     checkpoint: str | Path,
@@ -378,26 +397,14 @@ def sample(
     generated = dict(zip(runnable, crystals, strict=True))
     records = []
     for i, job in enumerate(jobs):
-        ident = sample_id(MODEL, seed, i)
-        info = {**meta, **job.extra}
-        if job.spec is None:
-            records.append(SampleRecord.failed(ident, MODEL, task, job.reason, extra=info))
-            continue
-        crystal = generated[i]
-        try:
-            if task == "atg":
-                assert job.atg_input is not None  # every runnable ATG job carries its input
-                structure, perm = job.atg_input
-                species = [site.specie for site in structure]
-                for j, z in enumerate(crystal.types):
-                    species[perm[j]] = Element.from_Z(int(z) + 1)
-                out = Structure(structure.lattice, species, structure.frac_coords)
-            else:
-                out = to_structure(crystal)
-        except ValueError as err:
-            records.append(SampleRecord.failed(ident, MODEL, task, str(err), extra=info))
-            continue
-        records.append(SampleRecord.from_structure(ident, MODEL, task, out, extra=info))
+        out, reason = None, job.reason
+        if job.spec is not None:
+            try:
+                out = _built(generated[i], job, task)
+            except ValueError as err:
+                reason = str(err)
+        ident, info = sample_id(MODEL, seed, i), {**meta, **job.extra}
+        records.append(SampleRecord.of(ident, MODEL, task, out, reason, extra=info))
     if out_dir is not None:
         write_samples(out_dir, records)
     n_ok = sum(r.status == "ok" for r in records)

@@ -320,24 +320,10 @@ def generate(
         for i, tokens, (structure, reason) in zip(idx, batch_tokens, expanded, strict=True):
             sid = sample_id(MODEL_NAME, seed, int(i))
             meta = tokens_metadata(tokens)
-            if structure is None:
-                records[int(i)] = SampleRecord.failed(
-                    sid,
-                    MODEL_NAME,
-                    "dng",
-                    reason,
-                    spacegroup_requested=int(g_all[i]),
-                    extra=meta,
-                )
-            else:
-                records[int(i)] = SampleRecord.from_structure(
-                    sid,
-                    MODEL_NAME,
-                    "dng",
-                    structure,
-                    spacegroup_requested=int(g_all[i]),
-                    extra=meta,
-                )
+            records[int(i)] = SampleRecord.of(
+                sid, MODEL_NAME, "dng", structure, reason,
+                spacegroup_requested=int(g_all[i]), extra=meta,
+            )  # fmt: skip
         bar.update(len(idx))
     bar.close()
     ordered = [records[i] for i in range(n)]
