@@ -11,8 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Self
 
+from pydantic import ValidationError
+
 from tasks.core.atomic import atomic_write
 from tasks.core.config import StrictModel
+
+
+class DocumentError(ValueError):
+    """A stage document that cannot be read as its kind."""
 
 
 class StageDocument(StrictModel):
@@ -29,5 +35,19 @@ class StageDocument(StrictModel):
 
     @classmethod
     def read(cls, path: str | Path) -> Self:
-        """Read a document written by :meth:`write`."""
-        return cls.model_validate_json(Path(path).read_text())
+        """Read a document written by :meth:`write`.
+
+        Raises
+        ------
+        DocumentError
+            The file is not a valid document of this kind (e.g. written by another version
+            of the pipeline); the message names the file and the offending keys.
+        """
+        try:
+            return cls.model_validate_json(Path(path).read_text())
+        except ValidationError as err:
+            keys = ", ".join(".".join(str(p) for p in e["loc"]) or "<root>" for e in err.errors())
+            raise DocumentError(
+                f"{path} is not a {cls.__name__} this version of the pipeline reads "
+                f"(keys: {keys}); rerun the stage that wrote it"
+            ) from None

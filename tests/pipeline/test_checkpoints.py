@@ -7,6 +7,7 @@ import torch
 
 from models.contract import TrainedOn
 from models.training.checkpoint import save_checkpoint
+from tasks.core.documents import DocumentError
 from tasks.pipeline.checkpoints import CheckpointInfo, checkpoint_info, write_checkpoint_info
 
 
@@ -38,3 +39,10 @@ def test_the_record_is_rewritten_only_when_it_changes(tmp_path):
     assert CheckpointInfo.read(out) == checkpoint_info(path)
     _checkpoint(path, TrainedOn(n_train=6).as_extra())
     assert CheckpointInfo.read(write_checkpoint_info(path, out)).n_train == 6
+
+
+def test_a_document_of_another_version_is_a_clear_error(tmp_path):
+    old = tmp_path / "checkpoint.json"
+    old.write_text('{"checkpoint": "a.pt", "checkpoint_id": "x", "trained": 5}')
+    with pytest.raises(DocumentError, match=r"checkpoint.json is not a CheckpointInfo.*trained"):
+        CheckpointInfo.read(old)
