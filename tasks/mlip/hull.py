@@ -561,11 +561,12 @@ def read_relaxed(path: str | Path) -> tuple[pd.DataFrame, RelaxMeta | None]:
     return pd.read_parquet(table), RelaxMeta.read(meta_path) if meta_path.is_file() else None
 
 
-def recorded_screen(meta: RelaxMeta | None, **updates: Any) -> ScreenSettings:
-    """The screen settings of a relaxation's document (its MLIP and relaxation; defaults for
-    a bare table), with ``updates`` (e.g. ``hull=...``)."""
-    recorded = {"mlip": meta.mlip, "relax": meta.relax} if meta is not None else {}
-    return ScreenSettings(**{**recorded, **updates})
+def recorded_screen(meta: RelaxMeta | None) -> ScreenSettings:
+    """The screen settings of a relaxation's document: its MLIP and relaxation, default hull
+    and stability rule (all defaults for a bare table without a document)."""
+    if meta is None:
+        return ScreenSettings()
+    return ScreenSettings(mlip=meta.mlip, relax=meta.relax)
 
 
 def run_hull(
