@@ -126,14 +126,15 @@ def _stage_complete(stage_dir: Path, key: dict[str, Any]) -> bool:
 
 
 def _drop_stale(stage_dir: Path, dataset_hash: str) -> None:
-    """Set aside a flow checkpoint trained on other latents (the autoencoder changed)."""
+    """Set aside a stage checkpoint trained on other data (for the flow: the latents of
+    another autoencoder)."""
     latest = stage_dir / "latest.pt"
     if not latest.exists():
         return
     if load_checkpoint(latest)["dataset_hash"] != dataset_hash:
         log.warning(
-            "%s was trained on the latents of another autoencoder: the flow stage restarts "
-            "(old checkpoint kept as latest.stale.pt)",
+            "%s was trained on other data (for the flow: another autoencoder's latents): the "
+            "stage restarts (old checkpoint kept as latest.stale.pt)",
             latest,
         )
         latest.replace(stage_dir / "latest.stale.pt")
