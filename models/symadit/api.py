@@ -141,13 +141,14 @@ def _drop_stale(stage_dir: Path, dataset_hash: str) -> None:
         (stage_dir / COMPLETE).unlink(missing_ok=True)
 
 
-def _fit_stage(trainer: Trainer, config_key: str, resume: bool) -> dict[str, Any]:
-    """Run one training stage (autoencoder, flow or a fine-tuned flow) and return its latest
-    checkpoint.
+def _fit_stage(trainer: Trainer, config_key: str, resume: bool) -> Path:
+    """Run one training stage (autoencoder, flow or a fine-tuned flow); returns the path of
+    its latest checkpoint.
 
     A resumed stage whose ``complete.json`` names the same data and settings is skipped; a
-    resumed flow stage trained on another autoencoder's latents restarts
-    (:func:`_drop_stale`). A finished stage is marked complete with its step and time.
+    resumed stage whose checkpoint was trained on other data (for the flow: another
+    autoencoder's latents) restarts (:func:`_drop_stale`). A finished stage is marked
+    complete with its step and time.
     """
     stage_dir = trainer.out_dir
     key = {"dataset_hash": trainer.dataset_hash, "config_hash": config_key}
@@ -167,7 +168,7 @@ def _fit_stage(trainer: Trainer, config_key: str, resume: bool) -> dict[str, Any
                 "seconds": round(time.perf_counter() - start, 1),
             },
         )
-    return load_checkpoint(stage_dir / "latest.pt", map_location="cpu")
+    return stage_dir / "latest.pt"
 
 
 def _flow_trainer(
@@ -312,9 +313,8 @@ def train(
         flow, ae, latents, stats, cfg, out, f"{data_hash}-{ae_hash}",
         {"autoencoder_checkpoint": str(ae_ckpt_path)},
     )  # fmt: skip
-    flow_ckpt = _fit_stage(
-        flow_trainer, config_hash(cfg.flow) + config_hash(cfg.flow_trainer), resume
-    )
+    flow_key = config_hash(cfg.flow) + config_hash(cfg.flow_trainer)
+    flow_ckpt = load_checkpoint(_fit_stage(flow_trainer, flow_key, resume), map_location="cpu")
 
     # ------------------------------------------------------------------ bundle
     summary = {
@@ -381,7 +381,8 @@ def finetune(
         base.flow.train(), ae, latents, stats, cfg, out, data_hash,
         {"init_from": str(budget.init_from)},
     )  # fmt: skip
-    flow_ckpt = _fit_stage(trainer, budget.model_dump_json() + config_hash(cfg.flow), resume)
+    latest = _fit_stage(trainer, budget.model_dump_json() + config_hash(cfg.flow), resume)
+    flow_ckpt = load_checkpoint(latest, map_location="cpu")
     summary = {
         "dataset": str(dataset_path),
         "dataset_hash": data_hash,
