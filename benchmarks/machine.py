@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+from pydantic import BaseModel
+
 from tasks.core.atomic import write_json_atomic, write_text_atomic
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -41,3 +44,8 @@ def save_results(name: str, result: dict[str, Any], markdown: str) -> Path:
     result.setdefault("machine", machine_info())
     write_text_atomic(RESULTS_DIR / f"{name}.md", markdown)
     return write_json_atomic(RESULTS_DIR / f"{name}.json", result)
+
+
+def write_profile(config: BaseModel, path: Path) -> Path:
+    """A model config changed for a benchmark, as a YAML profile a ``TrainRequest`` names."""
+    return write_text_atomic(path, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=True))

@@ -37,11 +37,9 @@ Writes ``data/cache/mcflow_ablation/res_<name>.json``; the table of recorded run
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,41 +49,25 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import mcflow_benchmark as mb
+from benchmarks.machine import write_profile
+from models.contract import SampleRequest, TrainRequest
 from models.mcflow import api
-from models.mcflow.model import MCFlowNet
+from models.mcflow.config import resolve_config
+from models.registry import get_model
 from tasks.core.paths import REPO_ROOT, SAMPLES_DIR
-from tasks.core.records import read_records, structure_from_json
 
 OUT = REPO_ROOT / "data" / "cache" / "mcflow_ablation"
 log = logging.getLogger(__name__)
 
 
-@contextlib.contextmanager
-def coord_head_init(std: float) -> Iterator[None]:
-    """Train with a non-zero coordinate head (``std > 0``: normal; ``< 0``: torch default)."""
-    if std == 0:
-        yield
-        return
-
-    def build(*args: Any, **kwargs: Any) -> MCFlowNet:
-        net = MCFlowNet(*args, **kwargs)
-        if std > 0:
-            torch.nn.init.normal_(net.coord_head.weight, std=std)
-        else:
-            net.coord_head.reset_parameters()
-        return net
-
-    original = api.MCFlowNet
-    api.MCFlowNet = build  # type: ignore[misc,assignment]
-    try:
-        yield
-    finally:
-        api.MCFlowNet = original  # type: ignore[misc]
-
-
 def dng_sanity(checkpoint: Path, n: int, anneal_slope: float) -> dict[str, Any]:
-    """Distinct elements, atoms, validity and P1 of ``n`` DNG samples (50 steps, seed 0)."""
-    records = api.sample(checkpoint, "dng", n=n, seed=0, steps=50, anneal_slope=anneal_slope)
+    """Distinct elements, atoms, validity and P1 of ``n`` DNG samples (50 steps, seed 0).
+
+    The anti-annealing slope is an MCFlow sampling setting, so this calls the model's own
+    :func:`models.mcflow.api.sample` with the contract's request and the slope beside it.
+    """
+    request = SampleRequest(checkpoint=checkpoint, n=n, steps=50)
+    records = api.sample(request, anneal_slope=anneal_slope)
     ok = [r.to_structure() for r in records if r.status == "ok"]
     return {
         "n_ok": len(ok),
@@ -112,7 +94,6 @@ def main() -> None:
     )
     parser.add_argument("--tfree", action="store_true", help="flow.translation_free")
     parser.add_argument("--coords-only", action="store_true", help="only the coordinate loss")
-    parser.add_argument("--head-std", type=float, default=0.0, help="coordinate head init")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--n-csp", type=int, default=200)
     parser.add_argument(
@@ -135,7 +116,7 @@ def main() -> None:
     else:
         dataset = mb.prepare("train_partial", None, workers=2)
     run = OUT / f"run_{args.name}"
-    cfg = api.resolve_config(args.profile)
+    cfg = resolve_config(args.profile)
     cfg.train.max_time_s = args.minutes * 60
     cfg.train.progress = False
     cfg.network.coord_frequencies = args.freq
@@ -154,35 +135,24 @@ def main() -> None:
         cfg.flow.w_types = cfg.flow.w_lengths = cfg.flow.w_angles = 0.0
         cfg.validation.n_samples = 0
     if args.checkpoint is None:
-        with coord_head_init(args.head_std):
-            api.train(cfg, dataset, run)
+        profile = write_profile(cfg, run / "profile.yaml")
+        get_model("mcflow").train(TrainRequest(profile=str(profile), dataset=dataset, out_dir=run))
     checkpoint = args.checkpoint or run / "latest.pt"
     result: dict[str, Any] = {
         "name": args.name,
         "command": "python " + " ".join(sys.argv),
         "loss_by_s": mb.coord_loss_by_s(checkpoint, dataset),
     }
-    test = read_records(mb.prepare("test", args.n_csp, workers=2))
-    structures = [structure_from_json(s) for s in test["structure"]]
-    targets = list(zip(test["id"], structures, strict=True))
-    for key, guided in (("csp_noguide", False), ("csp_guided", True)):
-        records = api.sample(
-            checkpoint, "csp", structures=structures, seed=0, steps=50, k=1, guidance=guided
-        )
+    test = mb.prepare("test", args.n_csp, workers=2)
+    targets = mb.csp_targets(test)
+    csp = SampleRequest(checkpoint=checkpoint, task="csp", structures=test, steps=50)
+    for key, weight in (("csp_noguide", 1.0), ("csp_guided", None)):  # None: the profile's
+        records = get_model("mcflow").sample(csp.model_copy(update={"guidance": weight}))
         result[key] = mb.csp_metrics(targets, records, 1, 1)
     result["dng"] = dng_sanity(checkpoint, args.n_dng, 0.0)
     result["anneal"] = []
     for slope in args.anneal:
-        records = api.sample(
-            checkpoint,
-            "csp",
-            structures=structures,
-            seed=0,
-            steps=50,
-            k=1,
-            guidance=True,
-            anneal_slope=slope,
-        )
+        records = api.sample(csp, anneal_slope=slope)
         row = {"slope": slope, "csp_guided": mb.csp_metrics(targets, records, 1, 1)}
         row["dng"] = dng_sanity(checkpoint, args.n_dng, slope)
         log.info("anneal %s", row)

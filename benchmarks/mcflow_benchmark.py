@@ -6,9 +6,10 @@ Usage::
 
 Stages (each cached under ``data/cache/mcflow_benchmark/`` so a rerun skips finished work):
 
-1. prepare: MP-20 ``train_partial`` and ``test`` CSVs → primitive Niggli cells in MCFlow
-   order (spglib only: the Wyckoff tokens SymADiT needs are skipped) → a records parquet;
-2. train: ``configs/mcflow/cpu-small.yaml`` with ``max_time_s`` = ``--train-minutes``;
+1. prepare: MP-20 ``train_partial`` and ``test`` CSVs through the product's ingestion
+   (:func:`tasks.ingest.run.ingest_source`: its sanity rule, size limit and analysis cache);
+2. train: ``configs/mcflow/cpu-small.yaml`` with ``max_time_s`` = ``--train-minutes``,
+   through the model registry (the profile is written beside the run);
 3. evaluate: CSP match rate / RMSE on ``--n-test`` test compositions (1 sample with noisy
    guidance, 20 samples without), DNG structural / compositional validity and P1 rate on
    ``--n-dng`` samples, a step-count sweep, and sampling throughput.
@@ -27,36 +28,31 @@ import logging
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.machine import machine_info
+from benchmarks.machine import machine_info, write_profile
 from benchmarks.sample_evaluation import evaluate_records, sanity_lines
-from models.mcflow import api
-from models.mcflow.data import collate
-from models.mcflow.flows import (
-    angles_to_units,
-    coord_velocity_loss,
-    interpolate_coords,
-    sample_coords_prior,
-)
-from models.sample_output import write_samples
-from representation.atom_order import mcflow_order
+from models.contract import SampleRequest, TrainedOn, TrainRequest
+from models.mcflow.api import load_dataset_items, load_model, split_items
+from models.mcflow.config import resolve_config
+from models.mcflow.validation import coord_loss_by_time
+from models.registry import get_model
+from models.sample_output import SampleRecord, write_samples
+from models.training.checkpoint import load_checkpoint
 from tasks.core.atomic import write_json_atomic, write_text_atomic
-from tasks.core.mapping import pool_map
 from tasks.core.paths import REPO_ROOT, shared_data_dir
-from tasks.core.records import CrystalRecord, read_records, write_records
+from tasks.core.records import load_structures
 from tasks.evaluate.csp_metrics import evaluate_csp
 from tasks.evaluate.funnel import run_symmetry, run_validity
 from tasks.evaluate.settings import CSPConfig, EvaluateConfig
-from tasks.ingest.analysis import fill_from_order, reduce_structure
+from tasks.ingest.config import DatasetSource, IngestConfig
+from tasks.ingest.run import ingest_source
 
 log = logging.getLogger("mcflow_benchmark")
 #: The method name of the paper-style row of this benchmark.
@@ -74,39 +70,19 @@ PAPER = {
 
 
 # ----------------------------------------------------------------------------- prepare
-def _light_record(args: tuple[str, str, str]) -> CrystalRecord:
-    """Primitive Niggli cell in MCFlow order (no pyxtal tokens), never raising."""
-    ident, source, cif = args
-    from pymatgen.core import Structure
-
-    record = CrystalRecord(id=ident, source=source, material_id=ident.split(":")[-1])
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            order = mcflow_order(reduce_structure(Structure.from_str(cif, fmt="cif")))
-    except Exception as err:  # keep the entry with its reason
-        record.status, record.reason = "failed", f"{type(err).__name__}: {err}"
-        return record
-    return fill_from_order(record, order)
-
-
 def prepare(split: str, limit: int | None, workers: int) -> Path:
-    """Records parquet of ``mp_20/<split>`` (cached)."""
+    """Ingested ``mp_20/<split>`` (its first ``limit`` rows): ``dataset.parquet``."""
     csv = shared_data_dir() / "mp_20" / f"{split}.csv.gz"
     return prepare_csv(csv, f"mp_20/{split}", limit, workers)
 
 
 def prepare_csv(csv: Path, source: str, limit: int | None, workers: int) -> Path:
-    """Records parquet of an MP-20-style CSV (``material_id``, ``cif``), cached by ``source``."""
-    out = CACHE / f"{source.replace('/', '_')}_{limit or 'all'}.parquet"
-    if out.exists():
-        return out
-    frame = pd.read_csv(csv, nrows=limit)
-    args = [(f"{source}:{m}", source, c) for m, c in zip(frame.material_id, frame.cif, strict=True)]
-    start = time.perf_counter()
-    records = pool_map(_light_record, args, workers)
-    log.info("prepared %s: %d records in %.0f s", source, len(records), time.perf_counter() - start)
-    return write_records(records, out)
+    """An MP-20-style CSV through the product's ingestion, into the benchmark's cache."""
+    out = CACHE / f"{source.replace('/', '_')}_{limit or 'all'}"
+    if not (out / "dataset.parquet").exists():
+        config = IngestConfig(n_workers=workers, plots=False)
+        ingest_source(DatasetSource(kind="csv", path=csv, name=source, limit=limit), out, config)
+    return out / "dataset.parquet"
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -115,12 +91,16 @@ def csp_metrics(
 ) -> dict[str, Any]:
     """:func:`tasks.evaluate.csp_metrics.evaluate_csp` (structurally valid predictions only).
 
-    Match rates are reported in percent; ``rmse`` is the best-of-k RMSE over matched targets.
+    ``targets`` are the ingested crystals (:func:`csp_targets`); samples of inputs the
+    ingestion rejected have no target and are not scored. Match rates are reported in
+    percent; ``rmse`` is the best-of-k RMSE over matched targets.
     """
     predictions: dict[str, list[Any]] = {tid: [] for tid, _ in targets}
     for rec in records:
-        tid = targets[int(rec.extra["source_id"].split("-")[1])][0]
-        predictions[tid].append(rec.to_structure() if rec.status == "ok" else None)
+        if rec.extra["source_id"] in predictions:
+            predictions[rec.extra["source_id"]].append(
+                rec.to_structure() if rec.status == "ok" else None
+            )
     config = CSPConfig(k_values=(1, k) if k > 1 else (1,))
     config.matcher.workers = workers
     metrics, _ = evaluate_csp(targets, predictions, config)
@@ -135,6 +115,11 @@ def csp_metrics(
         "crmse": float(metrics["crmse"]),
         "n_failed_samples": sum(r.status != "ok" for r in records),
     }
+
+
+def csp_targets(dataset: Path) -> list[tuple[str, Any]]:
+    """``(id, structure)`` of the ingested (``ok``) crystals of a dataset."""
+    return list(zip(*load_structures(dataset), strict=True))
 
 
 def dng_metrics(records: list[Any], workers: int) -> dict[str, float]:
@@ -165,40 +150,11 @@ def dng_metrics(records: list[Any], workers: int) -> dict[str, float]:
 
 
 def coord_loss_by_s(checkpoint: Path, dataset: Path, n_val: int = 512) -> dict[str, Any]:
-    """Coordinate velocity loss of the model and of a zero prediction at fixed ``s``.
-
-    ``s`` is clipped at 0.99 (not the training 0.9), so late times are not down-weighted.
-    ``free`` removes each crystal's mean displacement (a translation) from the error.
-    """
-    model, cfg, _ = api.load_model(checkpoint, "cpu")
-    items = api.load_dataset_items(dataset, cfg.data.max_atoms)
-    _, val = api.split_items(items, cfg.data.val_fraction, cfg.train.seed)
-    val = val[:n_val]
-    result = {}
-    for s_value in S_VALUES:
-        gen = torch.Generator().manual_seed(1)
-        full, free, zero = [], [], []
-        for i in range(0, len(val), 128):
-            batch = collate(val[i : i + 128], np.random.default_rng(i), augment=True)
-            B = batch.mask.shape[0]
-            s, t = torch.full((B,), s_value), torch.ones(B)
-            f_s = interpolate_coords(
-                sample_coords_prior(batch.frac.shape, gen, "cpu"), batch.frac, s
-            )
-            with torch.no_grad():
-                out = model(
-                    batch.types, f_s, batch.lengths, angles_to_units(batch.angles), t, s, batch.mask
-                )
-            args = (f_s, batch.frac, batch.mask, s, 0.99)
-            full.append(coord_velocity_loss(out.coord_disp, *args).item())
-            free.append(coord_velocity_loss(out.coord_disp, *args, True).item())
-            zero.append(coord_velocity_loss(torch.zeros_like(out.coord_disp), *args, True).item())
-        result[str(s_value)] = {
-            "full": float(np.mean(full)),
-            "free": float(np.mean(free)),
-            "zero_free": float(np.mean(zero)),
-        }
-    return result
+    """:func:`models.mcflow.validation.coord_loss_by_time` on the run's validation split."""
+    model, cfg, _ = load_model(checkpoint, "cpu")
+    items = load_dataset_items(dataset, cfg.data.max_atoms)
+    _, val = split_items(items, cfg.data.val_fraction, cfg.train.seed)
+    return coord_loss_by_time(model, val[:n_val], S_VALUES)
 
 
 # ----------------------------------------------------------------------------- stages
@@ -211,13 +167,19 @@ def train_stage(
     ``which`` picks the evaluated checkpoint: ``latest`` (the end of the budget, EMA weights)
     or ``best`` (best validation DNG validity on a few dozen samples: noisy, and blind to CSP).
     """
-    cfg = api.resolve_config("cpu-small")
+    cfg = resolve_config("cpu-small")
     cfg.train.max_time_s = minutes * 60
     cfg.train.progress = False
     done = out / "done.json"
     if not done.exists():
         start = time.perf_counter()
-        ckpt = api.train(cfg, dataset, out, resume=(out / "latest.pt").exists())
+        request = TrainRequest(
+            profile=str(write_profile(cfg, out / "profile.yaml")),
+            dataset=dataset,
+            out_dir=out,
+            resume=(out / "latest.pt").exists(),
+        )
+        ckpt = get_model("mcflow").train(request)
         write_json_atomic(done, {"checkpoint": str(ckpt), "seconds": time.perf_counter() - start})
     info = json.loads(done.read_text())
     finished = dt.datetime.fromtimestamp(done.stat().st_mtime, dt.UTC)
@@ -228,10 +190,12 @@ def train_stage(
     lines = [json.loads(x) for x in (out / "metrics.jsonl").open()]
     train_lines = [x for x in lines if x["split"] == "train"]
     last = train_lines[-1]
+    trained_on = TrainedOn.from_extra(load_checkpoint(info["checkpoint"])["extra"])
+    assert trained_on is not None, "checkpoints of this trainer record their training set"
     info.update(
         steps=last["step"],
-        epochs=last["step"]
-        / max(1, int(read_records(dataset).shape[0] * 0.98) // cfg.train.batch_size),
+        n_train=trained_on.n_train,
+        epochs=last["step"] / max(1, trained_on.n_train // cfg.train.batch_size),
         final_train_loss=last["loss"],
         train_crystals_per_s=float(np.mean([x["items_per_s"] for x in train_lines[1:]] or [0])),
         val=[x for x in lines if x["split"] == "val"],
@@ -241,10 +205,11 @@ def train_stage(
     return Path(info["checkpoint"]), info
 
 
-def timed_sample(*args: Any, **kwargs: Any) -> tuple[list[Any], float]:
-    """``api.sample`` and its wall time."""
+def timed_sample(checkpoint: Path, **fields: Any) -> tuple[list[SampleRecord], float]:
+    """MCFlow samples of a request (through the registry) and their wall time."""
+    request = SampleRequest.model_validate({"checkpoint": checkpoint, **fields})
     start = time.perf_counter()
-    records = api.sample(*args, **kwargs)
+    records = get_model("mcflow").sample(request)
     return records, time.perf_counter() - start
 
 
@@ -288,28 +253,23 @@ def main() -> None:
     run = CACHE / f"run_cpu-small_{args.train_minutes:g}min_{args.train_limit or 'all'}"
     ckpt, results["train"] = train_stage(train_ds, args.train_minutes, run, args.checkpoint)
     results["coord_loss_by_s"] = coord_loss_by_s(ckpt, train_ds)
-    test = read_records(test_ds).head(args.n_test)
-    refs = list(test["structure"])
-    from tasks.core.records import structure_from_json
-
-    structures = [structure_from_json(s) for s in refs]
-    targets = list(zip(test["id"], structures, strict=True))
     csp: dict[str, Any] = {}
-    recs, secs = timed_sample(ckpt, "csp", structures=structures, seed=0, steps=args.steps, k=1)
+    recs, secs = timed_sample(ckpt, task="csp", structures=test_ds, steps=args.steps)
+    targets = csp_targets(test_ds)
     csp["k1_guided"] = {**csp_metrics(targets, recs, 1, args.workers), "sample_seconds": secs}
-    n_k = args.n_test_k or args.n_test
+    test_k = prepare("test", args.n_test_k or args.n_test, args.workers)
     recs, secs = timed_sample(
-        ckpt, "csp", structures=structures[:n_k], seed=0, steps=args.steps, k=args.k, guidance=False
+        ckpt, task="csp", structures=test_k, steps=args.steps, k=args.k, guidance=1.0
     )
     csp[f"k{args.k}"] = {
-        **csp_metrics(targets[:n_k], recs, args.k, args.workers),
+        **csp_metrics(csp_targets(test_k), recs, args.k, args.workers),
         "sample_seconds": secs,
     }
     csp[f"k{args.k}"]["crystals_per_s"] = len(recs) / secs
     results["csp"] = csp
     log.info("CSP: %s", csp)
     save_partial(results)
-    recs, secs = timed_sample(ckpt, "dng", n=args.n_dng, seed=0, steps=args.steps)
+    recs, secs = timed_sample(ckpt, n=args.n_dng, steps=args.steps)
     results["dng"] = {
         **dng_metrics(recs, args.workers),
         "steps": args.steps,
@@ -323,12 +283,12 @@ def main() -> None:
     log.info("DNG: %s", results["dng"])
     save_partial(results)
     sweep = []
-    sub = structures[: args.sweep_n]
+    sub = prepare("test", args.sweep_n, args.workers)
     for steps in args.sweep:
-        recs, secs = timed_sample(ckpt, "csp", structures=sub, seed=0, steps=steps, k=1)
-        row = {"steps": steps, **csp_metrics(targets[: args.sweep_n], recs, 1, args.workers)}
+        recs, secs = timed_sample(ckpt, task="csp", structures=sub, steps=steps)
+        row = {"steps": steps, **csp_metrics(csp_targets(sub), recs, 1, args.workers)}
         row["csp_seconds"] = secs
-        recs, secs = timed_sample(ckpt, "dng", n=args.sweep_n * 2, seed=0, steps=steps)
+        recs, secs = timed_sample(ckpt, n=args.sweep_n * 2, steps=steps)
         row["dng"] = dng_metrics(recs, args.workers)
         row["dng_crystals_per_s"] = len(recs) / secs
         sweep.append(row)

@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import benchmarks.mcflow_benchmark as mb
 from benchmarks.machine import machine_info, save_results
-from models.mcflow import api
-from tasks.core.records import read_records, structure_from_json
+from models.contract import SampleRequest
+from models.registry import get_model
 from tasks.evaluate.csp_metrics import evaluate_csp
 from tasks.evaluate.settings import CSPConfig
 
@@ -61,19 +61,17 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     machine = machine_info()
-    test = read_records(mb.prepare("test", args.n, workers=2))
-    targets = [structure_from_json(s) for s in test["structure"]]
-    records = api.sample(
-        args.checkpoint,
-        "csp",
-        structures=targets,
-        seed=0,
+    test = mb.prepare("test", args.n, workers=2)
+    ids, targets = (list(column) for column in zip(*mb.csp_targets(test), strict=True))
+    request = SampleRequest(
+        checkpoint=args.checkpoint,
+        task="csp",
+        structures=test,
         steps=args.steps,
-        k=1,
-        guidance=args.guided,
+        guidance=None if args.guided else 1.0,  # None: the profile's weight (k = 1)
     )
-    predicted = [r.to_structure() if r.status == "ok" else None for r in records]
-    ids = [str(i) for i in test["id"]]
+    by_id = {r.extra["source_id"]: r for r in get_model("mcflow").sample(request)}
+    predicted = [by_id[i].to_structure() if by_id[i].status == "ok" else None for i in ids]
     config = CSPConfig(k_values=(1,))
     config.matcher.workers = args.threads
     _, verdicts = evaluate_csp(

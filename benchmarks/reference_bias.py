@@ -30,7 +30,7 @@ from pymatgen.core import Composition, Element
 from benchmarks.machine import RESULTS_DIR, machine_info, save_results
 from tasks.core.paths import shared_data_dir
 from tasks.core.records import STATUS_OK
-from tasks.mlip.reference_table import default_sources, distinct_entries
+from tasks.mlip.reference_table import EnergyDrop, default_sources, distinct_entries
 from tasks.mlip.runner import relax_items
 from tasks.mlip.settings import RelaxConfig
 
@@ -57,14 +57,14 @@ def families(formula: str) -> list[str]:
 
 
 def stats(values: np.ndarray) -> dict[str, float]:
-    """Mean, median, 95th percentile and maximum, and the count."""
-    return {
-        "n": int(values.size),
-        "mean": float(values.mean()),
-        "median": float(np.median(values)),
-        "p95": float(np.percentile(values, 95)),
-        "max": float(values.max()),
-    }
+    """Mean, median, 95th percentile and maximum, and the count (a table's ``EnergyDrop``)."""
+    return EnergyDrop(
+        n=int(values.size),
+        mean=float(values.mean()),
+        median=float(np.median(values)),
+        p95=float(np.percentile(values, 95)),
+        max=float(values.max()),
+    ).model_dump()
 
 
 def main() -> None:

@@ -42,9 +42,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np
 import torch
 
-from benchmarks.machine import RESULTS_DIR, machine_info, save_results
+from benchmarks.machine import RESULTS_DIR, machine_info, save_results, write_profile
 from benchmarks.sample_evaluation import evaluate_records, sanity_lines
-from models.symadit.api import train as symadit_train
+from models.contract import SampleRequest, TrainRequest
+from models.registry import get_model
 from models.symadit.config import load_symadit_config
 from models.symadit.model import SymADiT
 from models.symadit.sampling import generate
@@ -404,7 +405,13 @@ def main() -> None:
         cfg.flow.loss_weighting = args.flow_weighting
     t0 = time.perf_counter()
     if not args.skip_train:
-        checkpoint = symadit_train(cfg, dataset, args.run_dir, resume=args.resume)
+        request = TrainRequest(
+            profile=str(write_profile(cfg, args.run_dir / "profile.yaml")),
+            dataset=dataset,
+            out_dir=args.run_dir,
+            resume=args.resume,
+        )
+        checkpoint = get_model("symadit").train(request)
     else:
         checkpoint = args.run_dir / "symadit.pt"
     train_s = time.perf_counter() - t0
@@ -414,12 +421,17 @@ def main() -> None:
     model = SymADiT.load(checkpoint)
     steps = args.steps or model.config.sampling.steps
     guidance = model.config.sampling.guidance if args.guidance is None else args.guidance
+    sampling = SampleRequest(
+        checkpoint=checkpoint,
+        n=args.n_samples,
+        seed=args.seed,
+        steps=steps,
+        guidance=guidance,
+        out_dir=args.run_dir / "samples",
+    )
     t0 = time.perf_counter()
-    records = generate(model, args.n_samples, seed=args.seed, steps=steps, guidance=guidance)
+    records = get_model("symadit").sample(sampling)
     sample_s = time.perf_counter() - t0
-    from models.sample_output import write_samples
-
-    write_samples(args.run_dir / "samples", records)
     failures: dict[str, int] = {}
     for r in records:
         if r.status != "ok":

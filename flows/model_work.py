@@ -12,7 +12,6 @@ beside the cluster's workers (:func:`run_model_work`).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -21,8 +20,8 @@ from prefect import flow
 from flows.parallel import OWN_PROCESS_PRELOAD
 from models.contract import FineTune, SampleRequest, TrainRequest
 from models.registry import get_model
-from tasks.core.atomic import write_json_atomic
 from tasks.core.cluster import Cluster
+from tasks.core.documents import StageDocument
 from tasks.core.mapping import in_own_process
 from tasks.pipeline.config import ModelRun
 
@@ -61,6 +60,14 @@ def sample_model(model: ModelRun, checkpoint: str, out_dir: str, seed: int) -> s
     return str(Path(out_dir) / "samples.parquet")
 
 
+class ModelWorkResult(StageDocument):
+    """``model_work.json``: what a model-work run made (a checkpoint or a samples table),
+    read back by the caller when the work ran in a deployment elsewhere."""
+
+    action: Action
+    result: str
+
+
 def do_model_work(
     action: Action,
     model: ModelRun,
@@ -78,7 +85,7 @@ def do_model_work(
         result = train_model(model, source, out_dir, finetune if action == "finetune" else None)
     else:
         result = sample_model(model, source, out_dir, seed)
-    write_json_atomic(Path(out_dir) / RESULT_FILE, {"action": action, "result": result})
+    ModelWorkResult(action=action, result=result).write(Path(out_dir) / RESULT_FILE)
     return result
 
 
@@ -127,4 +134,4 @@ def run_model_work(
     if run.state is None or not run.state.is_completed():
         state = run.state.name if run.state else "unknown"
         raise RuntimeError(f"{action} of {model.name} on {deployment}: run {run.name} {state}")
-    return json.loads((Path(out_dir) / RESULT_FILE).read_text())["result"]
+    return ModelWorkResult.read(Path(out_dir) / RESULT_FILE).result

@@ -101,13 +101,19 @@ class SampleRequest(StrictModel):
     steps
         Integration steps (model default when ``None``).
     guidance
-        MCFlow's noisy guidance on/off (``None``: the model's rule).
-    guidance_scale
-        SymADiT's classifier-free guidance scale ``w``.
+        Guidance weight ``w``, one meaning for every model: each step's prediction is
+        ``weak + w · (conditioned − weak)``, so ``1`` is no guidance and larger values push
+        harder. SymADiT: classifier-free guidance on the space group (weak = the
+        unconditioned prediction). MCFlow: noisy guidance for CSP / ATG (weak = the
+        prediction from noised inputs; de novo has none). ``None``: the model's default.
     spacegroups
         SymADiT: space groups to sample (cycled over the samples).
     seed
         Sampling seed (part of every sample id).
+    batch_size
+        Samples per forward pass (model default when ``None``).
+    device
+        ``auto``, ``cpu`` or ``cuda``.
     out_dir
         Where ``samples.parquet``, ``samples.extxyz`` and ``cifs/`` are written.
     """
@@ -120,10 +126,11 @@ class SampleRequest(StrictModel):
     k: int = Field(default=1, gt=0)
     mask_sites: list[list[int]] | None = None
     steps: int | None = Field(default=None, gt=0)
-    guidance: bool | None = None
-    guidance_scale: float | None = Field(default=None, ge=0)
+    guidance: float | None = Field(default=None, ge=0)
     spacegroups: list[int] | None = None
     seed: int = 0
+    batch_size: int | None = Field(default=None, gt=0)
+    device: str = "auto"
     out_dir: Path | None = None
 
 

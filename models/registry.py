@@ -1,9 +1,12 @@
 """The generative models by name: :func:`get_model` returns a :class:`GenerativeModel`.
 
 Each model's module is imported only when it is asked for, so naming a model is cheap
-(``discovery --help`` imports no torch). The CLI, the Prefect flows and the benchmarks call
-models only through this registry and the contract of :mod:`models.contract` (typed
-:class:`~models.contract.TrainRequest` / :class:`~models.contract.SampleRequest`).
+(``discovery --help`` imports no torch). The CLI, the Prefect flows and the benchmarks train
+and sample through this registry and the contract of :mod:`models.contract` (typed
+:class:`~models.contract.TrainRequest` / :class:`~models.contract.SampleRequest`); a
+benchmark that changes a model's config writes it as a profile the request names, and one
+that sweeps a setting only one model has (MCFlow's anti-annealing slope) or measures the
+network itself calls that model's own module with the same request.
 """
 
 from __future__ import annotations

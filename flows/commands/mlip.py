@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 from typing import NoReturn, cast
 
@@ -190,7 +189,12 @@ def hull_reference_build(
     from tasks.core.cluster import DaskConfig, dask_cluster, dask_mapper
     from tasks.core.config import ConfigError, load_config, validate_config
     from tasks.core.paths import shared_data_dir
-    from tasks.mlip.reference_table import Method, build_reference_table, default_sources
+    from tasks.mlip.reference_table import (
+        Method,
+        build_reference_table,
+        default_sources,
+        read_bias,
+    )
     from tasks.pipeline.config import PipelineConfig
 
     try:
@@ -209,7 +213,10 @@ def hull_reference_build(
     sources = list(source) if source else default_sources(shared_data_dir())
     if not sources:
         _fail(ValueError(f"no --source given and no MP-20 / MPTS-52 split in {shared_data_dir()}"))
-    measured = json.loads(bias.read_text())["drop_eV_per_atom"] if bias else None
+    try:
+        measured = read_bias(bias) if bias else None
+    except ValueError as err:
+        _fail(err)
     with contextlib.ExitStack() as stack:
         running = stack.enter_context(dask_cluster(dask))
         mapper = stack.enter_context(dask_mapper(running.address)) if running else None

@@ -64,11 +64,12 @@ def sample(
         None, "--mask-sites", help="ATG substitution: JSON list of site-index lists."
     ),
     steps: int | None = typer.Option(None, "--steps", help="Integration steps."),
-    guidance: bool | None = typer.Option(
-        None, "--guidance/--no-guidance", help="MCFlow noisy guidance (default: on iff k = 1)."
-    ),
-    guidance_scale: float | None = typer.Option(
-        None, "--guidance-scale", help="SymADiT: classifier-free guidance scale."
+    guidance: float | None = typer.Option(
+        None,
+        "--guidance",
+        min=0,
+        help="Guidance weight w (1 = none): SymADiT classifier-free, MCFlow noisy (CSP/ATG). "
+        "Default: the model's (SymADiT 1.5; MCFlow 2 when k = 1, else none).",
     ),
     spacegroup: list[int] | None = typer.Option(
         None, "--spacegroup", help="SymADiT: space groups to sample (repeatable, cycled)."
@@ -87,7 +88,6 @@ def sample(
         mask_sites=json.loads(mask_sites) if mask_sites else None,
         steps=steps,
         guidance=guidance,
-        guidance_scale=guidance_scale,
         spacegroups=spacegroup or None,
         seed=seed,
         out_dir=out,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -46,7 +45,6 @@ from tasks.core.structure_io import read_structures
 log = logging.getLogger(__name__)
 
 MODEL = "mcflow"
-StructureInput = Sequence[Structure] | Sequence[tuple[str, Structure]] | str | Path
 
 
 def load_dataset_items(dataset_path: str | Path, max_atoms: int) -> list[CrystalItem]:
@@ -184,20 +182,6 @@ def composition_types(composition: Composition | str) -> np.ndarray:
     return np.asarray(types, dtype=np.int64)
 
 
-def _structures(structures: StructureInput) -> list[tuple[str, Structure | None, str]]:
-    if isinstance(structures, str | Path):
-        return read_structures(structures)
-    out: list[tuple[str, Structure | None, str]] = []
-    for i, entry in enumerate(structures):
-        if isinstance(entry, Structure):
-            out.append((f"input-{i}", entry, ""))
-        else:
-            ident, structure = entry
-            assert isinstance(structure, Structure), f"entry {i}: expected (id, Structure)"
-            out.append((str(ident), structure, ""))
-    return out
-
-
 def _order_permutation(original: Structure, ordered: Structure) -> np.ndarray:
     """``perm`` with ``ordered[j] is original[perm[j]]`` (same site objects' coordinates)."""
     index = {
@@ -220,19 +204,16 @@ class _Job:
     atg_input: tuple[Structure, np.ndarray] | None = None
 
 
-def _csp_jobs(
-    compositions: Sequence[Composition | str] | None,
-    structures: StructureInput | None,
-    k: int,
-) -> list[_Job]:
-    if compositions is not None:
+def _csp_jobs(request: SampleRequest) -> list[_Job]:
+    k = request.k
+    if request.compositions is not None:
         sources: list[tuple[str, Composition | str | None, str]] = [
-            (str(c), c, "") for c in compositions
+            (c, c, "") for c in request.compositions
         ]
-    elif structures is not None:
+    elif request.structures is not None:
         sources = [
             (ident, s.composition if s is not None else None, reason)
-            for ident, s, reason in _structures(structures)
+            for ident, s, reason in read_structures(request.structures)
         ]
     else:
         raise ValueError("CSP needs compositions or structures")
@@ -253,12 +234,11 @@ def _csp_jobs(
     return jobs
 
 
-def _atg_jobs(
-    structures: StructureInput | None, mask_sites: Sequence[Sequence[int]] | None, k: int
-) -> list[_Job]:
-    if structures is None:
+def _atg_jobs(request: SampleRequest) -> list[_Job]:
+    if request.structures is None:
         raise ValueError("ATG needs structures")
-    entries = _structures(structures)
+    k, mask_sites = request.k, request.mask_sites
+    entries = read_structures(request.structures)
     if mask_sites is not None and len(mask_sites) != len(entries):
         raise ValueError("mask_sites needs one list of site indices per structure")
     jobs: list[_Job] = []
@@ -301,87 +281,67 @@ def _built(crystal: Generated, job: _Job, task: Task) -> Structure:
     return Structure(structure.lattice, species, structure.frac_coords)
 
 
+def _guidance(request: SampleRequest, cfg: MCFlowConfig) -> Guidance | None:
+    """Noisy guidance of a request: its weight ``w`` (1 = none), else the config's rule."""
+    if request.task == "dng":
+        if request.guidance not in (None, 1.0):
+            raise ValueError("MCFlow's noisy guidance applies to CSP and ATG, not de novo")
+        return None
+    if request.guidance is not None:
+        weight = request.guidance
+    elif cfg.sample.guidance == "on" or (cfg.sample.guidance == "auto" and request.k == 1):
+        weight = cfg.sample.omega
+    else:
+        weight = 1.0
+    return None if weight == 1.0 else Guidance(weight, cfg.sample.sigma)
+
+
+def _jobs(request: SampleRequest, priors: Priors) -> list[_Job]:
+    """The requested samples in request order (unbuildable ones with their reason)."""
+    if request.task == "dng":
+        if not request.n:
+            raise ValueError("DNG needs n > 0")
+        sizes = priors.sample_n_atoms(request.n, np.random.default_rng(request.seed))
+        return [_Job(SampleSpec(int(size)), {}) for size in sizes]
+    if request.task == "csp":
+        return _csp_jobs(request)
+    return _atg_jobs(request)
+
+
 @torch.no_grad()
-def sample(
-    checkpoint: str | Path,
-    task: Task,
-    n: int | None = None,
-    compositions: Sequence[Composition | str] | None = None,
-    structures: StructureInput | None = None,
-    out_dir: str | Path | None = None,
-    seed: int = 0,
-    steps: int | None = None,
-    k: int = 1,
-    mask_sites: Sequence[Sequence[int]] | None = None,
-    guidance: bool | None = None,
-    batch_size: int | None = None,
-    device: str = "auto",
-    anneal_slope: float | None = None,
-) -> list[SampleRecord]:
+def sample(request: SampleRequest, anneal_slope: float | None = None) -> list[SampleRecord]:
     """Generate crystals with a trained MCFlow checkpoint.
 
     Parameters
     ----------
-    checkpoint
-        A ``.pt`` file or a training directory.
-    task
-        ``dng`` (needs ``n``), ``csp`` (needs ``compositions``, or ``structures`` whose
-        compositions are used, e.g. a test split) or ``atg`` (needs ``structures``).
-    n
-        Number of de novo samples.
-    compositions
-        Formulas or compositions for CSP, taken literally as the cell content.
-    structures
-        Structures (or ``(id, structure)`` pairs, or a file/folder readable by
-        :func:`tasks.core.structure_io.read_structures`).
-    out_dir
-        If given, write the samples there (:func:`models.sample_output.write_samples`).
-    seed
-        Seed of the sampling run; also part of every sample id ``mcflow-<seed>-<index>``.
-    steps
-        Integration steps (default: the config's ``sample.steps``).
-    k
-        Samples per composition (CSP) or per structure (ATG).
-    mask_sites
-        ATG substitution: per structure, the site indices (input order) to regenerate;
-        the other sites keep their elements. None = all sites.
-    guidance
-        Noisy guidance for CSP/ATG; None = the config's setting (``auto``: on iff k = 1).
-    batch_size
-        Samples per forward pass (default: the config's).
-    device
-        ``auto``, ``cpu`` or ``cuda``.
+    request
+        What to sample (:class:`models.contract.SampleRequest`): ``dng`` needs ``n``; ``csp``
+        ``compositions`` (taken literally as the cell content) or ``structures`` (a file or
+        folder readable by :func:`tasks.core.structure_io.read_structures`, whose
+        compositions are used); ``atg`` ``structures`` and optionally ``mask_sites`` (per
+        structure, the site indices in input order to regenerate). ``guidance`` is the noisy
+        guidance weight (``None``: the config's rule, ``auto`` = on iff ``k`` = 1);
+        ``steps`` and ``batch_size`` default to the config's. Every sample id is
+        ``mcflow-<seed>-<index>``.
     anneal_slope
-        Coordinate anti-annealing slope (default: the config's ``sample.coord_anneal_slope``).
+        Coordinate anti-annealing slope (default: the config's ``sample.coord_anneal_slope``);
+        an MCFlow setting, for sweeps.
 
     Returns
     -------
     list[SampleRecord]
-        One record per sample (failed ones with their reason), in request order.
+        One record per sample (failed ones with their reason), in request order; written
+        to ``request.out_dir`` when given.
     """
-    model, cfg, priors = load_model(checkpoint, device)
+    model, cfg, priors = load_model(request.checkpoint, request.device)
     if anneal_slope is None:
         anneal_slope = cfg.sample.coord_anneal_slope
-    steps = steps or cfg.sample.steps
-    batch_size = batch_size or cfg.sample.batch_size
-    use_guidance = task != "dng" and (
-        guidance
-        if guidance is not None
-        else cfg.sample.guidance == "on" or (cfg.sample.guidance == "auto" and k == 1)
-    )
-    guide = Guidance(cfg.sample.omega, cfg.sample.sigma) if use_guidance else None
-    meta = {"steps": steps, "guidance": use_guidance, "k": k, "anneal_slope": anneal_slope}
-    if task == "dng":
-        if not n:
-            raise ValueError("DNG needs n > 0")
-        sizes = priors.sample_n_atoms(n, np.random.default_rng(seed))
-        jobs = [_Job(SampleSpec(int(size)), {}) for size in sizes]
-    elif task == "csp":
-        jobs = _csp_jobs(compositions, structures, k)
-    elif task == "atg":
-        jobs = _atg_jobs(structures, mask_sites, k)
-    else:
-        raise ValueError(f"unknown task {task!r}; expected dng, csp or atg")
+    task, seed = request.task, request.seed
+    steps = request.steps or cfg.sample.steps
+    guide = _guidance(request, cfg)
+    weight = guide.omega if guide is not None else 1.0
+    meta = {"steps": steps, "guidance": weight, "k": request.k, "anneal_slope": anneal_slope}
+    jobs = _jobs(request, priors)
     runnable = {i: job.spec for i, job in enumerate(jobs) if job.spec is not None}
     crystals = generate(
         model,
@@ -389,7 +349,7 @@ def sample(
         task,
         steps,
         seed,
-        batch_size=batch_size,
+        batch_size=request.batch_size or cfg.sample.batch_size,
         guidance=guide,
         anneal_slope=anneal_slope,
         progress=True,
@@ -405,8 +365,8 @@ def sample(
                 reason = str(err)
         ident, info = sample_id(MODEL, seed, i), {**meta, **job.extra}
         records.append(SampleRecord.of(ident, MODEL, task, out, reason, extra=info))
-    if out_dir is not None:
-        write_samples(out_dir, records)
+    if request.out_dir is not None:
+        write_samples(request.out_dir, records)
     n_ok = sum(r.status == "ok" for r in records)
     log.info("MCFlow %s: %d of %d samples ok", task, n_ok, len(records))
     return records
@@ -429,18 +389,6 @@ class MCFlowModel:
         )
 
     def sample(self, request: SampleRequest) -> list[SampleRecord]:
-        """Samples of any task (see :func:`sample`); SymADiT's options are refused."""
-        refuse_options(self.name, request, ("guidance_scale", "spacegroups"))
-        return sample(
-            request.checkpoint,
-            request.task,
-            n=request.n,
-            compositions=request.compositions,
-            structures=request.structures,
-            out_dir=request.out_dir,
-            seed=request.seed,
-            steps=request.steps,
-            k=request.k,
-            mask_sites=request.mask_sites,
-            guidance=request.guidance,
-        )
+        """Samples of any task (see :func:`sample`); SymADiT's space groups are refused."""
+        refuse_options(self.name, request, ("spacegroups",))
+        return sample(request)

@@ -13,8 +13,9 @@
     ``out_dir/symadit.pt``  the sampling checkpoint (both networks' EMA weights, the
     config and the training statistics); ``out_dir/training_summary.json``.
 
-``sample(checkpoint, n, out_dir, seed, steps, guidance, spacegroups=None) -> list[SampleRecord]``
-    Generates ``n`` crystals and writes them with :func:`models.sample_output.write_samples`.
+``sample(request) -> list[SampleRecord]``
+    Generates ``request.n`` crystals (a :class:`models.contract.SampleRequest`) and writes
+    them with :func:`models.sample_output.write_samples`.
 
 :class:`SymADiTModel` puts both behind :class:`models.contract.GenerativeModel`.
 """
@@ -392,56 +393,37 @@ def finetune(
     return _save_bundle(cfg, stats, ae.cpu().state_dict(), flow_ckpt, out, summary)
 
 
-def sample(
-    checkpoint: str | Path,
-    n: int,
-    out_dir: str | Path | None = None,
-    seed: int = 0,
-    steps: int | None = None,
-    guidance: float | None = None,
-    spacegroups: Sequence[int] | None = None,
-    batch_size: int | None = None,
-    device: str = "auto",
-) -> list[SampleRecord]:
-    """Generate ``n`` crystals (de novo) and write them under ``out_dir``.
+def sample(request: SampleRequest) -> list[SampleRecord]:
+    """Generate ``request.n`` crystals de novo (written to ``request.out_dir`` when given).
 
     Parameters
     ----------
-    checkpoint
-        ``symadit.pt`` or the training directory holding it.
-    n
-        Number of samples; failed expansions are kept as ``failed`` records.
-    out_dir
-        If given, write the samples there (:func:`models.sample_output.write_samples`).
-    seed
-        Same seed, same samples (also part of every id ``symadit-<seed>-<index>``).
-    steps
-        ODE steps (default: the checkpoint's sampling config).
-    guidance
-        CFG scale ``w`` (default: the sampling config; 1 = no guidance).
-    spacegroups
-        Requested space groups (cycled over the samples); None = training distribution.
-    batch_size
-        Crystals per ODE batch (default: the sampling config).
-    device
-        ``auto``, ``cpu`` or ``cuda``.
+    request
+        What to sample (:class:`models.contract.SampleRequest`, task ``dng``): ``n``
+        samples (failed expansions are kept as ``failed`` records), ``seed`` (same seed,
+        same samples; part of every id ``symadit-<seed>-<index>``), ``steps``, ``guidance``
+        (classifier-free guidance weight ``w``, 1 = none) and ``batch_size`` (defaults: the
+        checkpoint's sampling config), ``spacegroups`` (cycled over the samples; ``None``:
+        the training distribution) and ``device``.
     """
-    if n < 1:
+    if request.task != "dng":
+        raise ValueError(f"SymADiT only generates de novo (task 'dng'), not {request.task!r}")
+    if request.n is None:
         raise ValueError("SymADiT sampling needs n >= 1")
-    dev = resolve_device(device)
-    model = SymADiT.load(checkpoint, map_location="cpu").to(dev)
+    dev = resolve_device(request.device)
+    model = SymADiT.load(request.checkpoint, map_location="cpu").to(dev)
     records = generate(
         model,
-        n,
-        seed=seed,
-        steps=steps,
-        guidance=guidance,
-        spacegroups=spacegroups,
-        batch_size=batch_size,
+        request.n,
+        seed=request.seed,
+        steps=request.steps,
+        guidance=request.guidance,
+        spacegroups=request.spacegroups,
+        batch_size=request.batch_size,
     )
-    if out_dir is not None:
-        write_samples(out_dir, records)
-    log.info("%d of %d SymADiT samples ok", sum(r.status == "ok" for r in records), n)
+    if request.out_dir is not None:
+        write_samples(request.out_dir, records)
+    log.info("%d of %d SymADiT samples ok", sum(r.status == "ok" for r in records), request.n)
     return records
 
 
@@ -465,19 +447,5 @@ class SymADiTModel:
 
     def sample(self, request: SampleRequest) -> list[SampleRecord]:
         """De novo samples (see :func:`sample`); CSP / ATG options are refused."""
-        if request.task != "dng":
-            raise ValueError(f"SymADiT only generates de novo (task 'dng'), not {request.task!r}")
-        refuse_options(
-            self.name, request, ("compositions", "structures", "k", "mask_sites", "guidance")
-        )
-        if request.n is None:
-            raise ValueError("SymADiT sampling needs n >= 1")
-        return sample(
-            request.checkpoint,
-            request.n,
-            request.out_dir,
-            seed=request.seed,
-            steps=request.steps,
-            guidance=request.guidance_scale,
-            spacegroups=request.spacegroups,
-        )
+        refuse_options(self.name, request, ("compositions", "structures", "k", "mask_sites"))
+        return sample(request)

@@ -10,7 +10,6 @@ Sites with MongoDB can use jobflow-remote or FireWorks instead (same flows, a
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -27,6 +26,7 @@ from tasks.dft.workdir import (
     COMPLETED,
     FAILED,
     RUNNING,
+    DftBatch,
     calc_dir,
     open_job_store,
     read_calc,
@@ -100,8 +100,8 @@ def _vasp_output_tail(run_root: Path, n_lines: int = 3) -> str:
 def run_batch_task(batch_file: str | Path, index: int) -> bool:
     """Run the ``index``-th calculation of a batch (what each SLURM array task does)."""
     batch_file = Path(batch_file).resolve()
-    batch = json.loads(batch_file.read_text())
-    return run_calculation(batch_file.parent.parent, batch["calc_ids"][index])
+    batch = DftBatch.read(batch_file)
+    return run_calculation(batch_file.parent.parent, batch.calc_ids[index])
 
 
 def main(argv: list[str] | None = None) -> int:

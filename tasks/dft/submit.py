@@ -28,6 +28,7 @@ from tasks.dft.workdir import (
     SUBMITTED,
     CalcInput,
     Candidate,
+    DftBatch,
     calc_id_for,
     list_calcs,
     read_calc,
@@ -110,10 +111,7 @@ def _submit_batch(
 ) -> None:
     batch_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
     batch_file = workdir / "batches" / f"{batch_id}.json"
-    write_json_atomic(
-        batch_file,
-        {"batch_id": batch_id, "calc_ids": calc_ids, "settings": dft.model_dump(mode="json")},
-    )
+    DftBatch(batch_id=batch_id, calc_ids=calc_ids, settings=dft).write(batch_file)
     (workdir / "logs").mkdir(parents=True, exist_ok=True)
     script = batch_file.with_suffix(".sbatch")
     write_text_atomic(

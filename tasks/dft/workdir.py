@@ -9,7 +9,7 @@ A work directory (on a filesystem shared by the login and the compute nodes) hol
     calcs/<calc_id>/attempt-<n>/     jobflow run directories of attempt n
     store/<calc_id>-<n>.json         maggma JSONStore of attempt n (jobflow job outputs)
     store/<calc_id>-<n>.data.json    its "data" additional store (large VASP objects)
-    batches/<batch_id>.json          array order of the batch's calc ids
+    batches/<batch_id>.json          DftBatch: the array's calc ids in order, its settings
     batches/<batch_id>.sbatch        the rendered job script; .jobid: SLURM job id
     logs/<jobid>_<index>.out         job output
 
@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict
 from pymatgen.core import Structure
 
 from tasks.core.atomic import write_json_atomic
+from tasks.core.documents import StageDocument
 from tasks.core.records import structure_hash
 from tasks.dft.settings import DftSettings, settings_hash
 
@@ -157,6 +158,15 @@ def load_outputs(workdir: str | Path, calc_id: str, attempt: int) -> list[dict[s
     finally:
         store.close()
     return sorted(found, key=lambda d: str(d.get("completed_at", "")), reverse=True)
+
+
+class DftBatch(StageDocument):
+    """One SLURM array of calculations (``batches/<batch id>.json``): task ``i`` of the
+    array runs ``calc_ids[i]`` (:func:`tasks.dft.node.run_batch_task`)."""
+
+    batch_id: str
+    calc_ids: list[str]
+    settings: DftSettings
 
 
 def read_rejected(workdir: Path) -> dict[str, str]:

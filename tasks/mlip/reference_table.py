@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pymatgen.core import Composition
 
 from tasks.core.atomic import atomic_write, write_text_atomic
@@ -87,6 +87,41 @@ class SourceInfo(BaseModel):
     n_entries: int
 
 
+class EnergyDrop(BaseModel):
+    """How much relaxing lowers the MLIP's energies of reference phases (eV/atom; relaxed
+    minus single point at the DFT geometry, over ``n`` phases): ``benchmarks/reference_bias``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n: int
+    mean: float
+    median: float
+    p95: float
+    max: float
+
+
+class _BiasRecord(BaseModel):
+    """The part of a ``reference_bias`` benchmark record a table's provenance keeps."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    drop: EnergyDrop = Field(alias="drop_eV_per_atom")
+
+
+def read_bias(path: str | Path) -> EnergyDrop:
+    """The measured drop in a ``benchmarks/reference_bias`` record (JSON).
+
+    Raises
+    ------
+    ValueError
+        The file is not such a record (the message names the file).
+    """
+    try:
+        return _BiasRecord.model_validate_json(Path(path).read_text()).drop
+    except ValidationError as err:
+        raise ValueError(f"{path} is not a reference_bias record: {err}") from None
+
+
 class TableMeta(BaseModel):
     """Provenance of a reference table (stored beside it as ``<table>.json``)."""
 
@@ -103,7 +138,7 @@ class TableMeta(BaseModel):
     n_ok: int
     wall_s: float
     phases_per_s: float
-    bias: dict[str, Any] | None = None
+    bias: EnergyDrop | None = None
 
     def describe(self) -> str:
         """One line for reports: what the energies are and their known bias."""
@@ -115,8 +150,8 @@ class TableMeta(BaseModel):
         text = f"{self.mlip_version} {what} of {self.n_ok:,} MP-20 / MPTS-52 phases"
         if self.bias:
             text += (
-                f"; relaxing lowers them by {self.bias['mean']:.3f} eV/atom on average "
-                f"(95th percentile {self.bias['p95']:.3f}, {self.bias['n']} phases measured), "
+                f"; relaxing lowers them by {self.bias.mean:.3f} eV/atom on average "
+                f"(95th percentile {self.bias.p95:.3f}, {self.bias.n} phases measured), "
                 "so relaxed candidates' E_hull can be that much too low"
             )
         return text
@@ -206,7 +241,7 @@ def build_reference_table(
     method: Method = "single_point",
     relax: RelaxConfig | None = None,
     mapper: Mapper | None = None,
-    bias: dict[str, Any] | None = None,
+    bias: EnergyDrop | None = None,
 ) -> Path:
     """Compute the MLIP energy of every distinct phase of ``sources`` and write the table.
 

@@ -13,7 +13,6 @@ settings such as worker counts or the Dask cluster may differ); anything else is
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +20,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from tasks.core.atomic import atomic_write, write_json_atomic, write_text_atomic
+from tasks.core.atomic import atomic_write, write_text_atomic
 from tasks.core.config import ConfigError, config_hash
+from tasks.core.documents import DocumentError, StageDocument
 from tasks.core.records import structure_from_json
 from tasks.pipeline.config import PipelineConfig
 
@@ -39,6 +39,13 @@ def check_run_id(run_id: str) -> str:
     if not RUN_ID_PATTERN.match(run_id) or run_id in (".", ".."):
         raise ConfigError(f"run id {run_id!r}: use letters, digits, '.', '_' and '-' only")
     return run_id
+
+
+class RunMeta(StageDocument):
+    """``run.json``: the layout version of the run directory and the config's content hash."""
+
+    layout: int
+    config_hash: str
 
 
 @dataclass(frozen=True)
@@ -67,13 +74,16 @@ class RunDir:
         path = Path(run_root) / run_id
         meta_path = path / "run.json"
         if meta_path.exists():
-            meta = json.loads(meta_path.read_text())
-            if meta.get("layout") != LAYOUT_VERSION:
+            try:
+                meta = RunMeta.read(meta_path)
+            except DocumentError as err:
+                raise ConfigError(f"run {run_id}: {err}; start a new run id") from None
+            if meta.layout != LAYOUT_VERSION:
                 raise ConfigError(
-                    f"run {run_id} was made by layout {meta.get('layout')} of the pipeline, "
+                    f"run {run_id} was made by layout {meta.layout} of the pipeline, "
                     f"this is layout {LAYOUT_VERSION}; start a new run id"
                 )
-            if meta.get("config_hash") != digest:
+            if meta.config_hash != digest:
                 raise ConfigError(
                     f"run {run_id} exists with another configuration ({path / 'config.yaml'}); "
                     "choose a new run id or the same settings"
@@ -87,7 +97,7 @@ class RunDir:
         write_text_atomic(
             path / "config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=True)
         )
-        write_json_atomic(meta_path, {"layout": LAYOUT_VERSION, "config_hash": digest})
+        RunMeta(layout=LAYOUT_VERSION, config_hash=digest).write(meta_path)
         return cls(run_id=run_id, path=path)
 
     def round_dir(self, round_index: int) -> Path:

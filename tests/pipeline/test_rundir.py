@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 from pymatgen.core import Lattice, Structure
@@ -11,7 +13,7 @@ from tasks.core.records import structure_to_json
 from tasks.core.structure_io import read_structures
 from tasks.mlip.hull import read_references
 from tasks.pipeline.config import PipelineConfig
-from tasks.pipeline.rundir import RunDir
+from tasks.pipeline.rundir import LAYOUT_VERSION, RunDir
 
 
 def _json(species: list[str], a: float) -> str:
@@ -62,3 +64,16 @@ def test_a_run_of_an_earlier_layout_is_refused_with_a_clear_message(tmp_path) ->
     (old / "config.yaml").write_text("profile: quick\n")
     with pytest.raises(ConfigError, match="earlier version of the pipeline"):
         RunDir.open(tmp_path, "old-run", PipelineConfig())
+
+
+def test_a_run_json_of_another_layout_or_kind_is_refused(tmp_path) -> None:
+    """``run.json`` is read as a typed document: another layout, or a file that is not one,
+    is refused naming the run and what to do."""
+    RunDir.open(tmp_path, "r2", PipelineConfig())
+    meta = tmp_path / "r2" / "run.json"
+    meta.write_text(json.dumps({"layout": 2, "config_hash": "x"}))
+    with pytest.raises(ConfigError, match="made by layout 2"):
+        RunDir.open(tmp_path, "r2", PipelineConfig())
+    meta.write_text(json.dumps({"layout": LAYOUT_VERSION}))
+    with pytest.raises(ConfigError, match=r"r2: .*config_hash.*start a new run id"):
+        RunDir.open(tmp_path, "r2", PipelineConfig())
