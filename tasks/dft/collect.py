@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from pymatgen.entries.compatibility import MaterialsProject2020Compatibility
 from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEntry
 
 from tasks.core.atomic import atomic_write, write_json_atomic, write_text_atomic
+from tasks.core.dft_results import DftResult, read_dft_results
 from tasks.core.stability import StabilityRule
 from tasks.dft.settings import DftHullConfig
 from tasks.dft.submit import calc_statuses
@@ -44,25 +45,6 @@ MP_API_KEY_ENV = "MP_API_KEY"
 REJECTED = "rejected"
 INCOMPATIBLE = "incompatible"
 NO_HULL = "no_hull"
-
-
-@dataclass
-class DftResult:
-    """One candidate's DFT outcome (a row of ``dft_results``)."""
-
-    id: str
-    calc_id: str
-    formula: str
-    dft_status: str
-    reason: str = ""
-    n_elements: int = 0
-    energy_per_atom: float | None = None
-    corrected_energy_per_atom: float | None = None
-    e_hull_dft: float | None = None
-    decomposition: str = ""
-    stable: bool = False
-    metastable: bool = False
-    entry: dict[str, Any] | None = None
 
 
 def entry_from_task_output(output: dict[str, Any], entry_id: str) -> ComputedStructureEntry:
@@ -215,9 +197,9 @@ def reference_entries(
     if config.entries_file is not None:
         refs += _load_entries(config.entries_file.expanduser())
     for path in config.earlier_results:
-        for row in json.loads(path.expanduser().read_text()):
-            if row.get("entry") and row["calc_id"] not in exclude_ids:
-                refs.append(decode_entry(row["entry"], str(path)))
+        for result in read_dft_results(path.expanduser()):
+            if result.entry and result.calc_id not in exclude_ids:
+                refs.append(decode_entry(result.entry, str(path)))
     allowed = set(elements)
     return [
         e

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from pymatgen.entries.computed_entries import ComputedStructureEntry
 
 from tasks.core.atomic import atomic_write, write_json_atomic
 from tasks.core.config import ConfigError
+from tasks.core.dft_results import read_dft_results
 from tasks.mlip.backends import load_mlip
 from tasks.mlip.reference_table import SHIPPED_TABLE, TableMeta, meta_path
 from tasks.mlip.settings import MLIPConfig, ScreenSettings
@@ -80,14 +80,12 @@ def dft_training_points(results: Sequence[str | Path]) -> list[TrainingPoint]:
     """
     points: dict[str, TrainingPoint] = {}
     for path in results:
-        for row in json.loads(Path(path).read_text()):
-            if row.get("dft_status") != "completed" or not row.get("entry"):
+        for result in read_dft_results(path):
+            if result.dft_status != "completed" or not result.entry or result.id in points:
                 continue
-            if row["id"] in points:
-                continue
-            entry = ComputedStructureEntry.from_dict(row["entry"])
-            points[row["id"]] = TrainingPoint(
-                row["id"], entry.structure, float(entry.energy_per_atom), str(path)
+            entry = ComputedStructureEntry.from_dict(result.entry)
+            points[result.id] = TrainingPoint(
+                result.id, entry.structure, float(entry.energy_per_atom), str(path)
             )
     return list(points.values())
 

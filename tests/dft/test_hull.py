@@ -10,8 +10,8 @@ from monty.json import MontyEncoder
 from support.dft import ELEMENT_ENERGIES, reference_entry
 from support.structures import rocksalt
 
+from tasks.core.dft_results import DftResult, read_dft_results
 from tasks.dft.collect import (
-    DftResult,
     apply_mp2020,
     decode_entries,
     dft_counts,
@@ -19,6 +19,7 @@ from tasks.dft.collect import (
     hull_results,
     mp_reference_entries,
     reference_entries,
+    write_results,
 )
 from tasks.dft.settings import DftHullConfig
 
@@ -71,16 +72,15 @@ def test_candidates_never_join_their_hull(tmp_path: Path) -> None:
     entries_file = tmp_path / "refs.json"
     entries_file.write_text(json.dumps(refs, cls=MontyEncoder))
     # An earlier round found a deep NaCl phase; it is a reference now.
-    earlier = tmp_path / "earlier.json"
     deep = reference_entry("NaCl", -5.0, "old-calc")
     same = reference_entry("NaCl", -6.0, "this-calc")
-    earlier.write_text(
-        json.dumps(
-            [
-                {"calc_id": "old-calc", "entry": deep.as_dict()},
-                {"calc_id": "this-calc", "entry": same.as_dict()},
-            ]
-        )
+    earlier = write_results(
+        tmp_path / "earlier",
+        [
+            DftResult(id=i, calc_id=i, formula="NaCl", dft_status="completed", entry=e.as_dict())
+            for i, e in (("old-calc", deep), ("this-calc", same))
+        ],
+        {},
     )
     config = DftHullConfig(entries_file=entries_file, earlier_results=[earlier])
     found = reference_entries(["Na", "Cl"], config, exclude_ids={"this-calc"})
@@ -123,3 +123,22 @@ def test_entries_file_naming_another_module_is_refused(tmp_path: Path) -> None:
     nested = dict(good, data={"x": {"@module": "subprocess", "@class": "Popen"}})
     with pytest.raises(ValueError, match="subprocess"):
         decode_entries(json.dumps([nested]), "nested.json")
+
+
+def test_dft_results_are_read_back_typed_and_a_foreign_file_is_refused(tmp_path) -> None:
+    """``dft_results.json`` goes to later rounds and the MLIP fine-tuning as typed rows."""
+    entry = reference_entry("NaCl", -3.5, "nacl").as_dict()
+    results = [
+        DftResult(id="a", calc_id="c-a", formula="NaCl", dft_status="completed", entry=entry),
+        DftResult(id="b", calc_id="", formula="", dft_status="rejected", reason="bad input"),
+    ]
+    path = write_results(tmp_path, results, {})
+    back = read_dft_results(path)
+    assert [(r.id, r.dft_status, r.reason) for r in back] == [
+        ("a", "completed", ""),
+        ("b", "rejected", "bad input"),
+    ]
+    assert back[0].entry is not None and back[0].entry["energy"] == entry["energy"]
+    path.write_text(json.dumps([{"id": "a", "status": "completed"}]))
+    with pytest.raises(ValueError, match=r"row 0 .*calc_id.*status"):
+        read_dft_results(path)
