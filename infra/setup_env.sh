@@ -8,7 +8,7 @@ VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 log=$(mktemp)
-stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+stamp="$VENV/.installed-$(cat pyproject.toml infra/layers/*.txt | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ]; then
   exit 0
 fi
@@ -19,6 +19,12 @@ run "$VENV/bin/python" -m pip install --upgrade pip
 run "$VENV/bin/python" -m pip install "torch==2.13.0"
 run "$VENV/bin/python" -m pip install -e ".[dev]"
 run "$VENV/bin/python" -m pip check
+# Package layers of MLIPs whose pins conflict with the main environment (tasks/mlip/worker.py)
+for layer in infra/layers/*.txt; do
+  target="$VENV/layers/$(basename "$layer" .txt)"
+  rm -rf "$target"
+  run "$VENV/bin/python" -m pip install --no-deps --target "$target" -r "$layer"
+done
 rm -f "$VENV"/.installed-*
 touch "$stamp"
 echo "[setup] environment ready in $VENV"

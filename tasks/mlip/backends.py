@@ -15,6 +15,12 @@ Backends
     MACE-MP family via ``mace-torch``. ``model`` is a local ``.model`` file or a MACE-MP
     name (``medium``, ``medium-mpa-0``...) looked up in ``cache_dir`` (default
     ``~/.cache/mace``). Energies are raw PBE/PBE+U (MPtrj), *not* MP2020-corrected.
+``sevennet``
+    SevenNet (MIT) from the ``sevenn`` wheel's own checkpoints, offline: ``7net-0`` (the
+    default; Matbench Discovery F1 0.724) or ``7net-l3i5`` (F1 0.760, about 2.3× slower on
+    CPU), or a local checkpoint file. Trained on MPtrj: raw PBE/PBE+U energies, *not*
+    MP2020-corrected. ``sevenn`` needs ``e3nn >= 0.5`` and ``mace-torch`` pins 0.4.4, so it
+    runs in a worker interpreter with a package layer of its own (:mod:`tasks.mlip.worker`).
 ``matgl``
     M3GNet / CHGNet / TensorNet potentials via ``matgl``. ``model`` is a local model
     directory (``model.json``, ``model.pt``, ``state.pt``) or a pretrained name looked up as
@@ -37,6 +43,7 @@ import io
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
+from importlib.metadata import distributions
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -47,11 +54,25 @@ from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from tasks.mlip.settings import MLIPConfig
+from tasks.mlip.worker import WorkerCalculator, WorkerError, layer_path
 
 #: Environment variable ``mace`` sets at import time to disable torch's weights-only loading.
 _TORCH_UNSAFE_LOAD_ENV = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
 #: CHGNet checkpoints bundled with the ``chgnet`` wheel.
 CHGNET_BUNDLED = ("0.3.0", "0.2.0", "r2scan")
+#: SevenNet checkpoints shipped in the pinned ``sevenn`` wheel (``infra/layers/sevennet.txt``):
+#: path inside the layer and :func:`sha256_file` digest. They are pickles; these digests are
+#: their approval.
+SEVENNET_SHIPPED = {
+    "7net-0": (
+        "sevenn/pretrained_potentials/SevenNet_0__11Jul2024/checkpoint_sevennet_0.pth",
+        "0ee44df90d5eb82fd9eec04e1bbca2c82ce9793349c64e4084eb2dbd3ce3523d",
+    ),
+    "7net-l3i5": (
+        "sevenn/pretrained_potentials/SevenNet_l3i5/checkpoint_l3i5.pth",
+        "eecb17ff1ff3e11bfdc33a841fd4d8deb23fb25a8ba6975701dd93c37e395b65",
+    ),
+}
 _MATGL_FILES = ("model.json", "model.pt", "state.pt")
 
 
@@ -335,10 +356,76 @@ class MatGLBackend:
         return calculator_energies(calculator, structures)
 
 
+class SevenNetBackend:
+    """SevenNet from its wheel (or a local checkpoint), run in the ``sevennet`` layer's worker."""
+
+    name = "sevennet"
+
+    def __init__(self, config: MLIPConfig) -> None:
+        self.config = config
+        self.layer = layer_path("sevennet")
+        model = config.model or "7net-0"
+        if model in SEVENNET_SHIPPED:
+            relative, sha256 = SEVENNET_SHIPPED[model]
+            self.path = self.layer / relative
+            if not self.path.is_file():
+                raise MLIPUnavailableError(
+                    f"SevenNet {model!r} needs the sevennet package layer at {self.layer} "
+                    "(missing its checkpoint): run `make setup` (it installs "
+                    "infra/layers/sevennet.txt there)"
+                )
+            if sha256_file(self.path) != sha256:
+                raise MLIPUnavailableError(
+                    f"{self.path} is not the checkpoint the pinned sevenn wheel ships (sha256 "
+                    "differs): reinstall the layer with `make setup`"
+                )
+            self._model_id = model
+        else:
+            self.path = Path(model).expanduser()
+            if not self.path.is_file():
+                raise MLIPUnavailableError(
+                    f"SevenNet model {model!r} is neither a shipped checkpoint "
+                    f"({', '.join(SEVENNET_SHIPPED)}) nor an existing file"
+                )
+            require_approval(self.path, config)
+            self._model_id = f"{self.path.name}@{file_digest(self.path)}"
+        if not self.layer.is_dir():
+            raise MLIPUnavailableError(
+                f"no sevennet package layer at {self.layer}: run `make setup`"
+            )
+
+    @property
+    def version(self) -> str:
+        """``sevenn-<layer's package version>:<model>``."""
+        found = [d.version for d in distributions(path=[str(self.layer)]) if d.name == "sevenn"]
+        return f"sevenn-{found[0] if found else 'unknown'}:{self._model_id}"
+
+    def calculator(self) -> Calculator:
+        """A :class:`tasks.mlip.worker.WorkerCalculator` serving SevenNet from its layer."""
+        import torch
+
+        setup = {"checkpoint": str(self.path), "device": self.config.device}
+        try:
+            return WorkerCalculator(
+                "tasks.mlip.sevennet_worker", self.layer, setup, torch.get_num_threads()
+            )
+        except WorkerError as err:
+            raise MLIPUnavailableError(str(err)) from None
+
+    def supported_elements(self, calculator: Calculator) -> frozenset[str]:
+        """The checkpoint's ``chemical_species`` (89 elements, H to Pu, for the shipped ones)."""
+        return frozenset(cast(WorkerCalculator, calculator).info["species"])
+
+    def energies(self, calculator: Calculator, structures: Sequence[Structure]) -> list[float]:
+        """Single points through the worker."""
+        return calculator_energies(calculator, structures)
+
+
 _BACKENDS: dict[str, Callable[[MLIPConfig], MLIPBackend]] = {
     "chgnet": CHGNetBackend,
     "mace": MACEBackend,
     "matgl": MatGLBackend,
+    "sevennet": SevenNetBackend,
 }
 
 

@@ -28,10 +28,11 @@ class MLIPConfig(StrictModel):
     Attributes
     ----------
     name
-        Backend: ``chgnet`` (default, offline), ``mace`` or ``matgl``.
+        Backend: ``chgnet`` (default, offline), ``sevennet`` (offline, its own package
+        layer), ``mace`` or ``matgl``.
     model
         Model identifier or local path (see :mod:`tasks.mlip.backends`); ``None`` = the
-        backend's default (CHGNet 0.3.0; MACE and matgl need one).
+        backend's default (CHGNet 0.3.0, SevenNet ``7net-0``; MACE and matgl need one).
     model_sha256
         The sha256 of a model file you have checked and approve to be unpickled. MACE
         ``.model`` files and matgl models are pickles (loading one runs code it names), so they
@@ -43,7 +44,7 @@ class MLIPConfig(StrictModel):
         Torch device (``cpu``, ``cuda``).
     """
 
-    name: Literal["chgnet", "mace", "matgl"] = "chgnet"
+    name: Literal["chgnet", "sevennet", "mace", "matgl"] = "chgnet"
     model: str | None = None
     model_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     cache_dir: Annotated[Path | None, Placement] = None

@@ -1,0 +1,120 @@
+"""SevenNet from the wheel's own checkpoints, in its package layer's worker (offline).
+
+The layer (``.venv/layers/sevennet``, ``infra/layers/sevennet.txt``) is installed by
+``make setup``; without it these tests skip with the reason.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, distributions, version
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from packaging.requirements import Requirement
+from pymatgen.core import Structure
+
+from tasks.core.columns import Col
+from tasks.core.records import STATUS_OK, structure_to_json
+from tasks.core.structure_io import parse_payload
+from tasks.mlip.ase_engine import relax_structure
+from tasks.mlip.backends import SEVENNET_SHIPPED, MLIPUnavailableError, load_mlip
+from tasks.mlip.hull import MLIPHull, hull_references
+from tasks.mlip.reference_table import SHIPPED_TABLE, TableMismatchError, load_table
+from tasks.mlip.results import atoms_to_structure
+from tasks.mlip.runner import relax_items
+from tasks.mlip.settings import MLIPConfig, MLIPHullConfig, RelaxConfig, ScreenSettings
+from tasks.mlip.worker import layer_path
+
+SEVENNET = MLIPConfig(name="sevennet")
+LAYER = layer_path("sevennet")
+pytestmark = pytest.mark.skipif(
+    not (LAYER / "sevenn").is_dir(), reason=f"no sevennet layer at {LAYER} (run `make setup`)"
+)
+
+
+@pytest.fixture(scope="module")
+def backend_and_calculator():
+    backend = load_mlip(SEVENNET)
+    calculator = backend.calculator()
+    yield backend, calculator
+    calculator.close()
+
+
+def test_the_layer_holds_what_sevenn_needs_beside_the_main_environment() -> None:
+    """The layer's own ``pip check``: every requirement of the layer's packages is met by the
+    layer or by the main environment (which keeps e3nn 0.4.4 for mace-torch)."""
+    layer = {d.name.lower().replace("_", "-"): d for d in distributions(path=[str(LAYER)])}
+    assert {"sevenn", "e3nn"} <= set(layer)
+    assert version("e3nn") == "0.4.4" and layer["e3nn"].version == "0.6.0"
+    unmet = []
+    for dist in layer.values():
+        for text in dist.requires or []:
+            requirement = Requirement(text)
+            if requirement.marker and not requirement.marker.evaluate({"extra": ""}):
+                continue
+            name = requirement.name.lower().replace("_", "-")
+            try:
+                found = layer[name].version if name in layer else version(requirement.name)
+            except PackageNotFoundError:
+                unmet.append(f"{dist.name}: {text} (missing)")
+                continue
+            if not requirement.specifier.contains(found, prereleases=True):
+                unmet.append(f"{dist.name}: {text} (found {found})")
+    assert not unmet, unmet
+
+
+def test_sevennet_loads_offline_from_the_wheel(backend_and_calculator) -> None:
+    """7net-0 from the pinned wheel: its version, 89 elements, and Si's energy as computed
+    in a separate e3nn 0.6 environment (-10.80166 eV for the 2-atom diamond cell)."""
+    backend, calculator = backend_and_calculator
+    assert backend.version == "sevenn-0.13.0:7net-0"
+    elements = backend.supported_elements(calculator)
+    assert len(elements) == 89 and {"H", "Si", "Pu"} <= elements
+    silicon = atoms_to_structure(bulk("Si", "diamond", a=5.43))
+    (energy,) = backend.energies(calculator, [silicon])
+    assert energy == pytest.approx(-10.80166, abs=1e-4)
+
+
+def test_a_relaxation_runs_through_the_worker(backend_and_calculator, nacl: Structure) -> None:
+    """Forces and stress come back from the worker: compressed NaCl relaxes and expands."""
+    backend, calculator = backend_and_calculator
+    result = relax_structure(nacl, calculator, RelaxConfig(), "nacl", backend)
+    assert result.status == STATUS_OK and result.converged, result.reason
+    assert result.volume_ratio > 1.02 and np.isfinite(result.energy)
+
+
+def test_a_known_binary_lands_on_sevennets_hull(tmp_path) -> None:
+    """Rock-salt NaCl (mp-22862, a phase of the papers' hull) at E_hull ≈ 0 on SevenNet's own
+    hull: the Na-Cl phases of the shipped table, recomputed as SevenNet single points."""
+    table = load_table(SHIPPED_TABLE).frame
+    row = table[table["id"] == "mp-22862"].iloc[0]
+    items = [("nacl", structure_to_json(parse_payload(row["crystal"], "compact")))]
+    single = RelaxConfig(scheduler="serial", steps=0)
+    candidates = relax_items(items, SEVENNET, single)
+    screen = ScreenSettings(
+        mlip=SEVENNET,
+        relax=single,
+        hull=MLIPHullConfig(energies="single_point", cache_dir=tmp_path),
+    )
+    hull = MLIPHull(hull_references(screen.hull, load_mlip(SEVENNET).version), screen)
+    frame = hull.evaluate(candidates)
+    assert frame[Col.HULL_STATUS].tolist() == [STATUS_OK], frame[Col.HULL_REASON].tolist()
+    assert abs(float(frame[Col.E_HULL].iloc[0])) < 0.02
+
+
+def test_a_sevennet_hull_refuses_chgnets_table() -> None:
+    version = load_mlip(SEVENNET).version
+    with pytest.raises(TableMismatchError, match=r"chgnet-0.4.2:0.3.0 energies.*sevenn-0.13.0"):
+        hull_references(MLIPHullConfig(energies="table"), version)
+
+
+def test_unknown_or_tampered_checkpoints_are_refused(tmp_path, monkeypatch) -> None:
+    with pytest.raises(MLIPUnavailableError, match="neither a shipped checkpoint"):
+        load_mlip(MLIPConfig(name="sevennet", model="7net-9"))
+    fake = tmp_path / "sevennet" / SEVENNET_SHIPPED["7net-0"][0]
+    fake.parent.mkdir(parents=True)
+    fake.write_bytes(b"not the shipped checkpoint")
+    monkeypatch.setenv("DISCOVERY_MLIP_LAYERS", str(tmp_path))
+    with pytest.raises(MLIPUnavailableError, match="sha256 differs"):
+        load_mlip(SEVENNET)
