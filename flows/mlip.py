@@ -15,7 +15,7 @@ from prefect import flow
 from flows.parallel import cluster_mapper, on_cluster
 from tasks.core.cluster import Cluster, DaskConfig, dask_cluster
 from tasks.core.stability import StabilityRule
-from tasks.mlip.hull import run_hull
+from tasks.mlip.hull_stage import run_hull
 from tasks.mlip.runner import run_relax
 from tasks.mlip.settings import MLIPConfig, MLIPHullConfig, RelaxConfig, ScreenSettings
 

@@ -11,7 +11,7 @@ import typer
 from flows.commands import default_of, given
 from tasks.mlip.backends import MLIPUnavailableError
 from tasks.mlip.documents import HULL_SUMMARY, RELAX_META, HullSummary, RelaxMeta
-from tasks.mlip.settings import MLIPConfig, MLIPHullConfig, RelaxConfig
+from tasks.mlip.settings import CommitteeConfig, MLIPConfig, MLIPHullConfig, RelaxConfig
 
 
 def _fail(err: Exception) -> NoReturn:
@@ -125,11 +125,19 @@ def hull(
     ),
     cache_dir: Path | None = typer.Option(None, help="Reference energy cache directory."),
     workers: int | None = typer.Option(None, "--workers", "-j", help="Processes; 0 = all cores."),
+    committee: list[str] | None = typer.Option(
+        None,
+        "--committee",
+        help="A further MLIP (repeatable, e.g. sevennet) judging at the relaxed geometry on "
+        "its own hull (single points, cached); a crystal is (meta)stable when --min-agree agree.",
+    ),
+    min_agree: int | None = typer.Option(None, help="Committee votes needed (default: all)."),
 ) -> None:
     """E_hull of relaxed candidates against the competing phases, same MLIP; rows carry
-    reference coverage and flags."""
+    reference coverage and flags (and, with --committee, every member's verdict)."""
     from tasks.core.config import ConfigError, validate_config
-    from tasks.mlip.hull import HullError, read_relaxed, recorded_screen, run_hull
+    from tasks.mlip.hull import HullError, read_relaxed, recorded_screen
+    from tasks.mlip.hull_stage import run_hull
     from tasks.mlip.reference_table import TableMismatchError
 
     try:
@@ -145,7 +153,16 @@ def hull(
             cache_dir=cache_dir,
         )
         hull_config = validate_config(options, MLIPHullConfig, "hull options")
-        screen = recorded.model_copy(update={"relax": relax_config, "hull": hull_config})
+        members = [
+            {"mlip": {"name": name}, "hull": {"energies": "single_point", "cache_dir": cache_dir}}
+            for name in committee or []
+        ]
+        voting = validate_config(
+            given(members=members, min_agree=min_agree), CommitteeConfig, "--committee"
+        )
+        screen = recorded.model_copy(
+            update={"relax": relax_config, "hull": hull_config, "committee": voting}
+        )
         path = run_hull(relaxed, out, screen)
     except (HullError, MLIPUnavailableError, TableMismatchError, ConfigError, ValueError) as err:
         _fail(err)
@@ -156,6 +173,8 @@ def hull(
         f"{summary.n_flagged} flagged ({summary.n_uncovered} with uncovered systems); "
         f"references: {summary.reference}"
     )
+    if summary.committee is not None:
+        typer.echo(summary.committee.describe())
     if summary.warning:
         typer.echo(f"warning: {summary.warning}")
 
@@ -233,14 +252,14 @@ def hull_ensemble(
     import pandas as pd
 
     from tasks.core.atomic import atomic_write
-    from tasks.mlip.hull import ensemble_summary
+    from tasks.mlip.committee import committee_verdicts
 
     try:
         results = {}
         for directory in hulls:
             frame = pd.read_parquet(directory / "hull.parquet")
             results[str(frame["mlip_version"].iloc[0])] = frame
-        table = ensemble_summary(results, min_agree)
+        table = committee_verdicts(results, min_agree)
     except (OSError, ValueError) as err:
         _fail(err)
     path = atomic_write(out / "ensemble.parquet", lambda tmp: table.to_parquet(tmp, index=False))

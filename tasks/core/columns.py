@@ -38,6 +38,9 @@ class Col(StrEnum):
     MLIP_VERSION = "mlip_version"
     CHEMSYS = "chemsys"
     E_HULL = "e_hull"
+    #: a committee's ranking E_hull: the highest (most cautious) of its members' (NaN when
+    #: a member could not place the crystal)
+    E_HULL_COMMITTEE = "e_hull_committee"
     SINGLE_POINT = "single_point"
     E_FORM_PER_ATOM = "e_form_per_atom"
     STABLE = "stable"

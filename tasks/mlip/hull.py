@@ -32,7 +32,6 @@ import json
 import logging
 import math
 import re
-import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -48,7 +47,7 @@ from ase.data import atomic_numbers, covalent_radii, reference_states
 from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
 from pymatgen.core import Composition, Structure
 
-from tasks.core.atomic import atomic_write, write_json_atomic
+from tasks.core.atomic import write_json_atomic
 from tasks.core.columns import Col
 from tasks.core.config import content_dump
 from tasks.core.mapping import Mapper
@@ -56,7 +55,7 @@ from tasks.core.paths import REPO_ROOT, resolve_data_path
 from tasks.core.records import STATUS_FAILED, STATUS_OK, structure_hash, structure_to_json
 from tasks.core.structure_io import Format, parse_payload, read_entries
 from tasks.mlip.backends import load_mlip, safe_dirname
-from tasks.mlip.documents import HULL_SUMMARY, RELAX_META, HullSummary, RelaxMeta
+from tasks.mlip.documents import RELAX_META, RelaxMeta
 from tasks.mlip.reference_table import (
     SHIPPED_TABLE,
     Method,
@@ -567,119 +566,3 @@ def recorded_screen(meta: RelaxMeta | None) -> ScreenSettings:
     if meta is None:
         return ScreenSettings()
     return ScreenSettings(mlip=meta.mlip, relax=meta.relax)
-
-
-def run_hull(
-    relaxed: str | Path,
-    out_dir: str | Path,
-    screen: ScreenSettings | None = None,
-    mapper: Mapper | None = None,
-    extra_references: Sequence[str | Path] = (),
-) -> Path:
-    """Place relaxed candidates on the MLIP hull of the competing phases; write the results.
-
-    Without ``screen`` the MLIP and relaxation settings are those the relaxation recorded
-    (:class:`tasks.mlip.documents.RelaxMeta`, :func:`recorded_screen`) next to the relaxed
-    candidates, so computed references are treated exactly like the candidates.
-
-    Parameters
-    ----------
-    relaxed
-        A :func:`tasks.mlip.runner.run_relax` output directory or its ``relaxed.parquet``.
-    out_dir
-        Writes ``hull.parquet`` (see :meth:`MLIPHull.evaluate`) and ``hull_summary.json``
-        (:class:`tasks.mlip.documents.HullSummary`).
-    screen
-        MLIP, relaxation and hull settings (which reference phases, where their energies
-        come from) and the stable / metastable rule.
-    mapper
-        Where the reference computations' chunks run (default: ``relax.scheduler``).
-    extra_references
-        More reference sets (the crystals earlier rounds confirmed).
-
-    Returns
-    -------
-    Path
-        The ``hull.parquet`` path.
-    """
-    candidates, meta = read_relaxed(relaxed)
-    screen = screen or recorded_screen(meta)
-    config, rule = screen.hull, screen.stability
-    start = time.perf_counter()
-    backend = load_mlip(screen.mlip)
-    references = hull_references(config, backend.version, extra_references)
-    hull = MLIPHull(references, screen, mapper)
-    frame = hull.evaluate(candidates)
-    out = Path(out_dir)
-    path = atomic_write(out / "hull.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
-    ok = frame[Col.HULL_STATUS] == STATUS_OK
-    summary = HullSummary(
-        mlip_version=hull.backend.version,
-        reference=references.description,
-        reference_sources=config.reference or "papers' hull (reference table)",
-        extra_references=[str(p) for p in extra_references],
-        n_reference_phases=len(hull.references),
-        reference_single_point=hull.relax.single_point,
-        candidate_single_point=bool(frame[Col.CANDIDATE_SINGLE_POINT].any()),
-        n_candidates=len(frame),
-        n_on_hull=int(ok.sum()),
-        n_stable=int(frame[Col.STABLE].sum()),
-        n_metastable=int(frame[Col.METASTABLE].sum()),
-        n_flagged=int(frame[Col.FLAGGED].sum()),
-        n_uncovered=int((frame[Col.COVERAGE_GAPS] != "").sum()),
-        n_stable_flagged=int((frame[Col.STABLE] & frame[Col.FLAGGED]).sum()),
-        references=hull.stats,
-        cache_dir=str(hull.cache_dir),
-        relax=hull.relax,
-        config=config,
-        stability=rule,
-        wall_s=time.perf_counter() - start,
-        warning=(
-            "reference energies are single points (not relaxed): relaxed candidates' E_hull is "
-            "biased toward stability"
-            if hull.relax.single_point
-            else ""
-        ),
-    )
-    summary.write(out / HULL_SUMMARY)
-    return path
-
-
-def ensemble_summary(results: dict[str, pd.DataFrame], min_agree: int = 2) -> pd.DataFrame:
-    """Combine per-MLIP hull results (each against its own hull) into an ensemble verdict.
-
-    Parameters
-    ----------
-    results
-        MLIP label -> :meth:`MLIPHull.evaluate` output for the same candidates.
-    min_agree
-        How many MLIPs must call a candidate stable (metastable) for the ensemble flag
-        (LeMat-GenBench uses 2 of MACE, ORB and UMA).
-
-    Returns
-    -------
-    pandas.DataFrame
-        Per ``id``: ``e_hull_<label>`` per MLIP, ``e_hull_mean``, ``e_hull_std`` (over the
-        MLIPs that placed it), ``n_mlips``, ``stable_votes``, ``metastable_votes``,
-        ``stable`` and ``metastable`` (votes >= ``min_agree``).
-    """
-    if min_agree < 1 or min_agree > len(results):
-        raise ValueError(f"min_agree={min_agree} must be between 1 and {len(results)} MLIPs")
-    columns = {}
-    stable, metastable = [], []
-    for label, frame in results.items():
-        indexed = frame.set_index("id")
-        placed = indexed[Col.HULL_STATUS] == STATUS_OK
-        columns[f"e_hull_{label}"] = indexed[Col.E_HULL].where(placed)
-        stable.append(indexed[Col.STABLE].astype(bool) & placed)
-        metastable.append(indexed[Col.METASTABLE].astype(bool) & placed)
-    out = pd.DataFrame(columns)
-    values = out.to_numpy(dtype=float)
-    out["e_hull_mean"] = np.nanmean(values, axis=1) if values.size else []
-    out["e_hull_std"] = np.nanstd(values, axis=1) if values.size else []
-    out["n_mlips"] = np.isfinite(values).sum(axis=1)
-    out["stable_votes"] = pd.concat(stable, axis=1).fillna(False).sum(axis=1)
-    out["metastable_votes"] = pd.concat(metastable, axis=1).fillna(False).sum(axis=1)
-    out[Col.STABLE] = out["stable_votes"] >= min_agree
-    out[Col.METASTABLE] = out["metastable_votes"] >= min_agree
-    return out.reset_index()

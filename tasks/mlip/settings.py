@@ -169,6 +169,55 @@ class MLIPHullConfig(StrictModel):
         return data
 
 
+class CommitteeMember(StrictModel):
+    """A further MLIP of a committee: its model, its own hull, and how it meets a candidate.
+
+    Attributes
+    ----------
+    mlip
+        The member's MLIP.
+    hull
+        Its hull: which phases and how their energies come (default: single points of the
+        papers' hull computed with this MLIP, cached; ``energies: table`` needs a table built
+        for this MLIP). Energies of different members never share a hull.
+    relax_steps
+        ``0``: a single point at the geometry the first MLIP relaxed to; ``n``: up to ``n``
+        FIRE steps from it with the member's own forces.
+    """
+
+    mlip: MLIPConfig
+    hull: MLIPHullConfig = Field(default_factory=lambda: MLIPHullConfig(energies="single_point"))
+    relax_steps: int = Field(default=0, ge=0)
+
+
+class CommitteeConfig(StrictModel):
+    """MLIPs beyond the first that must agree before a crystal counts as (meta)stable.
+
+    Attributes
+    ----------
+    members
+        The further MLIPs, in order (the first MLIP, ``mlip``, relaxes the candidates).
+    min_agree
+        How many MLIPs (the first included) must call a crystal stable (metastable) for the
+        committee to; ``None``: all of them. Any disagreement is flagged with every value.
+    """
+
+    members: list[CommitteeMember] = Field(default_factory=list)
+    min_agree: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _check_min_agree(self) -> CommitteeConfig:
+        if self.min_agree is not None and self.min_agree > len(self.members) + 1:
+            raise ValueError(
+                f"min_agree={self.min_agree} but the committee has {len(self.members) + 1} MLIPs"
+            )
+        return self
+
+    def required(self) -> int:
+        """Votes a crystal needs: ``min_agree``, or every MLIP."""
+        return self.min_agree or len(self.members) + 1
+
+
 class ScreenSettings(StrictModel):
     """One MLIP screen's settings, travelling together from the profile to the relaxation,
     the hull and the DFT stand-in's references: the MLIP, how candidates (and computed
@@ -179,3 +228,4 @@ class ScreenSettings(StrictModel):
     relax: RelaxConfig = Field(default_factory=RelaxConfig)
     hull: MLIPHullConfig = Field(default_factory=MLIPHullConfig)
     stability: StabilityRule = Field(default_factory=StabilityRule)
+    committee: CommitteeConfig = Field(default_factory=CommitteeConfig)

@@ -57,7 +57,6 @@ class WorkerCalculator(Calculator):
         Torch threads of the worker.
     """
 
-
     def __init__(self, module: str, layer: Path, setup: dict[str, Any], threads: int) -> None:
         super().__init__()
         self.implemented_properties = ["energy", "free_energy", "forces", "stress"]

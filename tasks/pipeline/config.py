@@ -26,7 +26,13 @@ from tasks.core.stability import StabilityRule
 from tasks.dft.settings import DftStageConfig
 from tasks.evaluate.settings import EvaluateConfig
 from tasks.ingest.config import DatasetSource, IngestConfig
-from tasks.mlip.settings import MLIPConfig, MLIPHullConfig, RelaxConfig, ScreenSettings
+from tasks.mlip.settings import (
+    CommitteeConfig,
+    MLIPConfig,
+    MLIPHullConfig,
+    RelaxConfig,
+    ScreenSettings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +180,22 @@ class LoopConfig(StrictModel):
         return {"steps": self.steps, "max_time_s": self.max_time_s, "lr": self.lr}
 
 
+def _committee_shorthand(data: dict[str, Any]) -> dict[str, Any]:
+    """``mlip: [chgnet, sevennet]`` (names or MLIP sections, the first relaxes) as ``mlip``
+    plus ``committee.members``; a one-item list is that MLIP alone."""
+    mlips = data.get("mlip")
+    if not isinstance(mlips, list):
+        return data
+    if not mlips:
+        raise ValueError("mlip: name at least one MLIP")
+    sections = [{"name": m} if isinstance(m, str) else m for m in mlips]
+    committee = dict(data.get("committee") or {})
+    if committee.get("members"):
+        raise ValueError("mlip: give the committee either as a list here or as committee.members")
+    committee["members"] = [{"mlip": section} for section in sections[1:]]
+    return {**data, "mlip": sections[0], "committee": committee}
+
+
 class PipelineConfig(StrictModel):
     """The resolved configuration of one run (every stage's settings)."""
 
@@ -191,6 +213,7 @@ class PipelineConfig(StrictModel):
     models: list[ModelRun] = Field(default_factory=list)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     mlip: MLIPConfig = Field(default_factory=MLIPConfig)
+    committee: CommitteeConfig = Field(default_factory=CommitteeConfig)
     relax: RelaxConfig = Field(default_factory=RelaxConfig)
     hull: MLIPHullConfig = Field(default_factory=MLIPHullConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
@@ -202,13 +225,20 @@ class PipelineConfig(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _renamed(cls, data: Any) -> Any:
-        return migrate_renamed_keys(data) if isinstance(data, dict) else data
+        if not isinstance(data, dict):
+            return data
+        return _committee_shorthand(migrate_renamed_keys(data))
 
     @property
     def screen(self) -> ScreenSettings:
-        """The profile's MLIP screen: its MLIP, relaxation, hull and stability rule."""
+        """The profile's MLIP screen: its MLIP (and committee), relaxation, hull and stability
+        rule."""
         return ScreenSettings(
-            mlip=self.mlip, relax=self.relax, hull=self.hull, stability=self.stability
+            mlip=self.mlip,
+            relax=self.relax,
+            hull=self.hull,
+            stability=self.stability,
+            committee=self.committee,
         )
 
     @model_validator(mode="after")

@@ -200,6 +200,16 @@ def evidence_lines(summary: RoundSummary) -> list[str]:
         )
         if h.warning:
             lines.append(f"Note: {h.warning}.")
+        if h.committee is not None:
+            lines.append(
+                f"{h.committee.describe()}. S.U.N. (MLIP) is the committee's; each member's own "
+                "figure is in the rates table (E_hull shown elsewhere is the first MLIP's)."
+            )
+        else:
+            lines.append(
+                f"Stability judged by one MLIP ({h.mlip_version}), no committee: "
+                "`mlip: [chgnet, sevennet]` in the profile adds SevenNet on its own hull."
+            )
     return lines
 
 

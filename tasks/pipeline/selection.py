@@ -42,14 +42,16 @@ def pick_for_dft(
 ) -> list[str]:
     """Candidates for DFT among those placed on the MLIP hull.
 
-    ``ranked`` takes the lowest MLIP E_hull first (discovery); ``random`` draws uniformly
+    ``ranked`` takes the lowest MLIP E_hull first (discovery; with a committee, the lowest
+    of the members' highest E_hull, :attr:`Col.E_HULL_COMMITTEE`); ``random`` draws uniformly
     (the papers' unbiased S.U.N. estimate); ``diverse`` goes down the ranking too but takes
     at most ``max_per_system`` per chemical system (the hull's ``chemsys``, e.g. ``Mn-O``),
     so that a round explores several systems instead of collapsing onto one family.
     Candidates the hull could not place are never sent.
     """
-    placed = hull[hull[Col.E_HULL].notna()]
-    ranking = placed.sort_values([Col.E_HULL, Col.ID])
+    key = Col.E_HULL_COMMITTEE if Col.E_HULL_COMMITTEE in hull.columns else Col.E_HULL
+    placed = hull[hull[key].notna()]
+    ranking = placed.sort_values([key, Col.ID])
     if strategy == "ranked":
         return list(ranking[Col.ID].head(n))
     if strategy == "diverse":

@@ -242,6 +242,20 @@ def summarize_round(
     summary.hull = HullSummary.read(files.hull_dir / HULL_SUMMARY)
     summary.funnel = [*funnel, mlip_stable]
     summary.estimates = stability_estimates(funnel, mlip_stable, mlip_meta, "MLIP", True, seed)
+    if summary.hull.committee is not None:  # each member's own verdict beside the committee's
+        for member in summary.hull.committee.members:
+            stable = FunnelStage(
+                f"MLIP stable ({member.label})",
+                int(hull[f"stable_{member.label}"].sum()),
+                len(hull),
+            )
+            meta = FunnelStage(
+                f"MLIP metastable ({member.label})",
+                int(hull[f"metastable_{member.label}"].sum()),
+                len(hull),
+            )
+            label = f"MLIP {member.label} alone"
+            summary.estimates += stability_estimates(funnel, stable, meta, label, True, seed)
     summary.progress.append(funnel_rate("MLIP stable / V.U.N.", [mlip_stable], seed=seed))
     if not files.dft_results.is_file():
         return summary

@@ -9,15 +9,15 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from tasks.core.records import structure_to_json
+from tasks.mlip.committee import committee_verdicts
 from tasks.mlip.documents import HULL_SUMMARY, HullSummary
 from tasks.mlip.hull import (
     HullError,
     HullReferences,
     MLIPHull,
-    ensemble_summary,
     read_references,
-    run_hull,
 )
+from tasks.mlip.hull_stage import run_hull
 from tasks.mlip.results import atoms_to_structure
 from tasks.mlip.runner import relax_items
 from tasks.mlip.settings import MLIPHullConfig, RelaxConfig, ScreenSettings
@@ -191,7 +191,7 @@ def test_single_point_mode_changes_the_cache_key(alpd_reference, cache):
     assert single.relax.single_point and not relaxed.relax.single_point
 
 
-def test_ensemble_requires_min_agreement():
+def test_the_committee_rule_requires_min_agreement_and_names_disagreements():
     def frame(e_hulls):
         return pd.DataFrame(
             {
@@ -204,11 +204,17 @@ def test_ensemble_requires_min_agreement():
         )
 
     results = {"m1": frame([-0.01, 0.05]), "m2": frame([0.02, 0.06]), "m3": frame([-0.03, 0.3])}
-    out = ensemble_summary(results, min_agree=2).set_index("id")
+    out = committee_verdicts(results, min_agree=2).set_index("id")
     assert out.loc["a", "stable_votes"] == 2 and out.loc["a", "stable"]
     assert out.loc["b", "metastable_votes"] == 2 and out.loc["b", "metastable"]
     assert not out.loc["b", "stable"]
     assert out.loc["a", "e_hull_mean"] == pytest.approx((-0.01 + 0.02 - 0.03) / 3)
-    assert not ensemble_summary(results, min_agree=3).set_index("id").loc["a", "stable"]
+    assert out.loc["a", "disagreement"] == (
+        "committee disagrees: m1 E_hull -0.0100, m2 E_hull +0.0200, m3 E_hull -0.0300 eV/atom"
+    )
+    assert out.loc["b", "disagreement"].startswith("committee disagrees")  # 0.3: not metastable
+    assert not committee_verdicts(results, min_agree=3).set_index("id").loc["a", "stable"]
     with pytest.raises(ValueError, match="min_agree"):
-        ensemble_summary(results, min_agree=4)
+        committee_verdicts(results, min_agree=4)
+    agreed = committee_verdicts({"m1": frame([-0.01, 0.05])}, 1).set_index("id")
+    assert (agreed["disagreement"] == "").all()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, distributions, version
 
 import numpy as np
+import pandas as pd
 import pytest
 from ase.build import bulk
 from packaging.requirements import Requirement
@@ -19,11 +20,20 @@ from tasks.core.records import STATUS_OK, structure_to_json
 from tasks.core.structure_io import parse_payload
 from tasks.mlip.ase_engine import relax_structure
 from tasks.mlip.backends import SEVENNET_SHIPPED, MLIPUnavailableError, load_mlip
+from tasks.mlip.documents import HULL_SUMMARY, HullSummary
 from tasks.mlip.hull import MLIPHull, hull_references
+from tasks.mlip.hull_stage import run_hull
 from tasks.mlip.reference_table import SHIPPED_TABLE, TableMismatchError, load_table
 from tasks.mlip.results import atoms_to_structure
 from tasks.mlip.runner import relax_items
-from tasks.mlip.settings import MLIPConfig, MLIPHullConfig, RelaxConfig, ScreenSettings
+from tasks.mlip.settings import (
+    CommitteeConfig,
+    CommitteeMember,
+    MLIPConfig,
+    MLIPHullConfig,
+    RelaxConfig,
+    ScreenSettings,
+)
 from tasks.mlip.worker import layer_path
 
 SEVENNET = MLIPConfig(name="sevennet")
@@ -118,3 +128,44 @@ def test_unknown_or_tampered_checkpoints_are_refused(tmp_path, monkeypatch) -> N
     monkeypatch.setenv("DISCOVERY_MLIP_LAYERS", str(tmp_path))
     with pytest.raises(MLIPUnavailableError, match="sha256 differs"):
         load_mlip(SEVENNET)
+
+
+def test_a_committee_stage_votes_flags_disagreements_and_keeps_each_members_hull(
+    tmp_path, mp20_test_sample
+) -> None:
+    """CHGNet relaxes, SevenNet judges at CHGNet's geometry on its own hull; the hull stage's
+    rows carry both verdicts, the committee's is their AND, and every split is flagged."""
+    frame = pd.read_csv(mp20_test_sample).head(6)
+    items = [
+        (row.material_id, structure_to_json(Structure.from_str(row.cif, fmt="cif")))
+        for row in frame.itertuples()
+    ]
+    serial = RelaxConfig(scheduler="serial", steps=60)
+    relax_items(items, config=serial).to_parquet(tmp_path / "relaxed.parquet")
+    hull = MLIPHullConfig(energies="single_point", cache_dir=tmp_path / "cache")
+    screen = ScreenSettings(
+        relax=serial,
+        hull=hull,
+        committee=CommitteeConfig(members=[CommitteeMember(mlip=SEVENNET, hull=hull.model_copy())]),
+    )
+    rows = pd.read_parquet(run_hull(tmp_path / "relaxed.parquet", tmp_path / "hull", screen))
+    assert (
+        len(rows) == 6 and (tmp_path / "hull" / "members" / "sevennet" / "hull.parquet").is_file()
+    )
+    cautious = rows[["e_hull_chgnet", "e_hull_sevennet"]].max(axis=1)
+    assert np.allclose(rows["e_hull_committee"], cautious, equal_nan=True)
+    for kind in ("stable", "metastable"):
+        both = rows[f"{kind}_chgnet"] & rows[f"{kind}_sevennet"]
+        assert rows[kind].tolist() == both.tolist()
+    split = (rows["stable_chgnet"] != rows["stable_sevennet"]) | (
+        rows["metastable_chgnet"] != rows["metastable_sevennet"]
+    )
+    assert split.any()  # these known phases sit within meV of both hulls: the members split
+    disagreeing = rows["flags"].str.contains("committee disagrees: chgnet E_hull")
+    assert disagreeing.tolist() == split.tolist()
+    assert not rows.loc[split, "stable"].any() and rows.loc[split, "flagged"].all()
+    summary = HullSummary.read(tmp_path / "hull" / HULL_SUMMARY)
+    assert summary.committee is not None
+    assert [m.label for m in summary.committee.members] == ["chgnet", "sevennet"]
+    assert summary.committee.min_agree == 2 and summary.n_stable == int(rows["stable"].sum())
+    assert "F1 0.613, precision 0.514" in summary.committee.describe()

@@ -1,0 +1,195 @@
+"""What a second MLIP changes: CHGNet vs SevenNet verdicts on a finished run's candidates.
+
+Run from the repository root (after a S.U.N. benchmark run, e.g. the leaderboard's)::
+
+    .venv/bin/python -m benchmarks.mlip_committee --run runs/leaderboard
+
+For every model (and samples file) of the run's round 1, the committee stage
+(:func:`tasks.mlip.committee.run_committee`) takes the candidates CHGNet relaxed and placed
+on its hull and lets SevenNet judge them at CHGNet's geometry on SevenNet's own hull (single
+points of the papers' hull phases in the candidates' chemical systems, cached under
+``data/cache/mlip_committee/``). Recorded per model: the confusion matrix of the two MLIPs'
+stable and metastable verdicts, the E_hull difference (mean, mean absolute, 95th percentile
+of the absolute), SevenNet's cost per candidate, and S.U.N. / M.S.U.N. (MLIP) for CHGNet
+alone, SevenNet alone and the committee (both must agree), with counts and 95 % intervals.
+Writes ``benchmarks/results/mlip_committee.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.machine import machine_info, save_results
+from tasks.core.columns import Col
+from tasks.core.config import load_config
+from tasks.core.paths import REPO_ROOT
+from tasks.mlip.committee import run_committee
+from tasks.mlip.settings import (
+    CommitteeConfig,
+    CommitteeMember,
+    MLIPConfig,
+    MLIPHullConfig,
+    RelaxConfig,
+    ScreenSettings,
+)
+from tasks.pipeline.config import PipelineConfig
+from tasks.pipeline.selection import evaluation_funnel
+from tasks.pipeline.summary import RoundFiles
+from tasks.pipeline.sun import FunnelStage, RateEstimate, estimate_as_dict, stability_estimates
+
+CACHE = REPO_ROOT / "data" / "cache" / "mlip_committee"
+
+
+def confusion(first: pd.Series, second: pd.Series) -> dict[str, int]:
+    """Counts of (first, second) verdict pairs."""
+    return {
+        "both": int((first & second).sum()),
+        "first_only": int((first & ~second).sum()),
+        "second_only": int((~first & second).sum()),
+        "neither": int((~first & ~second).sum()),
+    }
+
+
+def rates(
+    verdicts: pd.DataFrame, rows: pd.DataFrame, label: str, column: str, seed: int
+) -> list[RateEstimate]:
+    """S.U.N. / M.S.U.N. of one verdict column (``stable`` or ``stable_<label>``)."""
+    n = len(rows)
+    meta_column = column.replace("stable", "metastable", 1)
+    stable = FunnelStage(f"stable ({label})", int(rows[column].sum()), n)
+    meta = FunnelStage(f"metastable ({label})", int(rows[meta_column].sum()), n)
+    return stability_estimates(evaluation_funnel(verdicts), stable, meta, label, True, seed)
+
+
+def judge(root: Path, screen: ScreenSettings, seed: int) -> dict[str, Any]:
+    """The committee on one model's round; its figures."""
+    files = RoundFiles(root)
+    relaxed, first = pd.read_parquet(files.relaxed), pd.read_parquet(files.hull)
+    start = time.perf_counter()
+    rows, summary = run_committee(relaxed, first, screen, CACHE / root.name)
+    wall = time.perf_counter() - start
+    both = rows[rows["e_hull_chgnet"].notna() & rows["e_hull_sevennet"].notna()]
+    diff = (both["e_hull_sevennet"] - both["e_hull_chgnet"]).to_numpy(dtype=float)
+    verdicts = pd.read_parquet(files.verdicts)
+    estimates = [
+        *rates(verdicts, rows, "MLIP chgnet", "stable_chgnet", seed),
+        *rates(verdicts, rows, "MLIP sevennet", "stable_sevennet", seed),
+        *rates(verdicts, rows, "MLIP committee", Col.STABLE, seed),
+    ]
+    return {
+        "model": root.name,
+        "n_candidates": len(rows),
+        "n_placed_by_both": len(both),
+        "stable": confusion(both["stable_chgnet"], both["stable_sevennet"]),
+        "metastable": confusion(both["metastable_chgnet"], both["metastable_sevennet"]),
+        "e_hull_difference": {
+            "mean": float(diff.mean()) if diff.size else float("nan"),
+            "mean_abs": float(np.abs(diff).mean()) if diff.size else float("nan"),
+            "p95_abs": float(np.percentile(np.abs(diff), 95)) if diff.size else float("nan"),
+        },
+        "sevennet_wall_s": wall,
+        "sevennet_s_per_candidate": wall / max(len(rows), 1),
+        "committee": summary.model_dump(mode="json"),
+        "rates": [estimate_as_dict(e) for e in estimates],
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The record as a human-readable page."""
+    machine = result["machine"]
+    lines = [
+        "# MLIP committee: CHGNet vs SevenNet on the same candidates",
+        "",
+        f"{machine['date_utc']} UTC, `{result['command']}`; {machine['cpu']}, "
+        f"{machine['cores']} cores, load {machine['load_average']} at the start, "
+        f"{result['load_average_end']} at the end; {result['wall_s']:.0f} s in all.",
+        f"Candidates: the V.U.N. crystals of `{result['run']}` round 1 that CHGNet relaxed "
+        "(a random draw per model, the run's S.U.N. protocol); SevenNet (7net-0) takes a single "
+        "point at CHGNet's geometry and judges on its own hull (SevenNet single points of the "
+        "papers' hull phases in each candidate's systems). Stable: E_hull < 0, metastable: "
+        "< 0.1 eV/atom, ≥ 2 elements; committee = both agree.",
+        "",
+        "| model | candidates | stable: both / CHGNet only / SevenNet only / neither "
+        "| metastable: both / CHGNet only / SevenNet only / neither "
+        "| ΔE_hull (SevenNet − CHGNet) mean / mean abs / p95 abs, eV/atom | SevenNet s per "
+        "candidate |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in result["models"]:
+        s, m, d = r["stable"], r["metastable"], r["e_hull_difference"]
+        lines.append(
+            f"| {r['model']} | {r['n_placed_by_both']} of {r['n_candidates']} | "
+            f"{s['both']} / {s['first_only']} / {s['second_only']} / {s['neither']} | "
+            f"{m['both']} / {m['first_only']} / {m['second_only']} / {m['neither']} | "
+            f"{d['mean']:+.3f} / {d['mean_abs']:.3f} / {d['p95_abs']:.3f} | "
+            f"{r['sevennet_s_per_candidate']:.2f} |"
+        )
+    lines += [
+        "",
+        "| model | rate | % | count / checked | 95 % interval |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in result["models"]:
+        for e in r["rates"]:
+            lines.append(
+                f"| {r['model']} | {e['name']} | {e['percent']:.2f} | {e['count']} / "
+                f"{e['checked']} | {e['low']:.2f}–{e['high']:.2f} |"
+            )
+    lines += [
+        "",
+        "Published Matbench Discovery F1 (unique prototypes): CHGNet 0.613 (precision 0.514), "
+        "SevenNet-0 0.724. MLIP verdicts, not DFT.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, default=REPO_ROOT / "runs" / "leaderboard")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    machine = machine_info()
+    config = load_config(str(args.run / "config.yaml"), PipelineConfig)
+    relax = RelaxConfig(
+        **{**config.relax.model_dump(), "scheduler": "process", "n_workers": args.workers}
+    )
+    member = CommitteeMember(
+        mlip=MLIPConfig(name="sevennet"),
+        hull=MLIPHullConfig(energies="single_point", cache_dir=CACHE / "hull"),
+    )
+    screen = ScreenSettings(
+        mlip=config.mlip,
+        relax=relax,
+        hull=config.hull,
+        stability=config.stability,
+        committee=CommitteeConfig(members=[member]),
+    )
+    start = time.perf_counter()
+    rounds = sorted(p for p in (args.run / "round-1").iterdir() if RoundFiles(p).hull.is_file())
+    models = [judge(root, screen, args.seed) for root in rounds]
+    result = {
+        "command": "python -m benchmarks.mlip_committee " + " ".join(sys.argv[1:]),
+        "machine": machine,
+        "run": str(args.run),
+        "models": models,
+        "wall_s": time.perf_counter() - start,
+        "load_average_end": [round(v, 2) for v in os.getloadavg()],
+    }
+    print(save_results("mlip_committee", result, markdown(result)))
+
+
+if __name__ == "__main__":
+    main()
