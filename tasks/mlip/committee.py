@@ -165,8 +165,8 @@ def run_committee(
     tuple
         The first MLIP's rows with the committee's ``stable`` / ``metastable``, each member's
         ``e_hull_<label>``, ``stable_<label>``, ``metastable_<label>``, the ranking
-        :attr:`Col.E_HULL_COMMITTEE`, and disagreements appended to ``flags``; and the
-        :class:`CommitteeSummary`.
+        :attr:`Col.E_HULL_COMMITTEE`, and every member's own flags (under its name) and the
+        disagreements appended to ``flags``; and the :class:`CommitteeSummary`.
     """
     first_label = member_label(screen.mlip)
     frames = {first_label: first}
@@ -207,12 +207,13 @@ def run_committee(
     out[Col.E_HULL_COMMITTEE] = member_e_hull.max(axis=1)  # NaN when a member did not place it
     for kind in (Col.STABLE, Col.METASTABLE):
         out[kind] = ids.map(verdicts[kind]).astype("boolean").fillna(False).astype(bool)
-    disagreement = ids.map(verdicts["disagreement"]).fillna("")
-    out[Col.FLAGS] = [
-        "; ".join(part for part in (flags, extra) if part)
-        for flags, extra in zip(out[Col.FLAGS], disagreement, strict=True)
-    ]
-    out[Col.FLAGGED] = out[Col.FLAGGED].astype(bool) | (disagreement != "")
+    parts = [out[Col.FLAGS].fillna("").astype(str)]
+    for label, frame in list(frames.items())[1:]:  # a member's own flags, under its name
+        own = ids.map(frame.drop_duplicates(Col.ID).set_index(Col.ID)[Col.FLAGS]).fillna("")
+        parts.append(own.map(lambda text, who=label: f"{who}: {text}" if text else ""))
+    parts.append(ids.map(verdicts["disagreement"]).fillna(""))
+    out[Col.FLAGS] = ["; ".join(part for part in row if part) for row in zip(*parts, strict=True)]
+    out[Col.FLAGGED] = out[Col.FLAGS] != ""
     labels = list(frames)
     summary = CommitteeSummary(
         members=members,
