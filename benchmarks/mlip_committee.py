@@ -9,10 +9,11 @@ For every model (and samples file) of the run's round 1, the committee stage
 on its hull and lets SevenNet judge them at CHGNet's geometry on SevenNet's own hull (single
 points of the papers' hull phases in the candidates' chemical systems, cached under
 ``data/cache/mlip_committee/``, cleared at the start so the cost is a cold one: SevenNet's
-single points of the candidates and of their reference phases). Recorded per model: the confusion matrix of the two MLIPs'
-stable and metastable verdicts, the E_hull difference (mean, mean absolute, 95th percentile
-of the absolute), SevenNet's cost per candidate, and S.U.N. / M.S.U.N. (MLIP) for CHGNet
-alone, SevenNet alone and the committee (both must agree), with counts and 95 % intervals.
+single points of the candidates and of their reference phases). Recorded per model: the
+confusion matrix of the two MLIPs' stable and metastable verdicts, the E_hull difference
+(median, median absolute, 95th percentile of the absolute, and every case above 1 eV/atom),
+SevenNet's cost per candidate, and S.U.N. / M.S.U.N. (MLIP) for CHGNet alone, SevenNet
+alone and the committee (both must agree), all and unflagged, with counts and 95 % intervals.
 Writes ``benchmarks/results/mlip_committee.{json,md}``.
 """
 
