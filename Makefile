@@ -20,9 +20,10 @@ sun-eval: setup
 stop:
 	@bash infra/local/stop.sh
 
-## The default test suite (fast; slow checks are behind the `slow` marker).
+## The default test suite (fast; slow checks are behind the `slow` marker), one pytest worker
+## per core with each file on one worker (its module fixtures are built once).
 test: setup
-	$(VENV)/bin/pytest -m "not slow" -q
+	$(VENV)/bin/pytest -m "not slow" -q -n 2 --dist loadfile
 
 test-slow: setup
 	$(VENV)/bin/pytest -m slow -q
