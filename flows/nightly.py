@@ -8,7 +8,6 @@ Prefect artifact.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +16,23 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.discovery import discovery_flow
 from tasks.core.atomic import write_text_atomic
+from tasks.pipeline.sun import RUN_RATES, RateRecord, read_run_rates
 
 
 def compare_metrics(
-    today: dict[str, Any], previous: dict[str, Any], tolerance: float = 1.0
+    today: dict[str, dict[str, RateRecord]],
+    previous: dict[str, dict[str, RateRecord]],
+    tolerance: float = 1.0,
 ) -> list[str]:
     """Rates (percent) that fell by more than ``tolerance`` points since the previous night."""
     drops = []
     for key, rates in today.items():
         for name, now in rates.items():
             before = previous.get(key, {}).get(name)
-            if before is not None and now["percent"] < before["percent"] - tolerance:
+            if before is not None and now.percent < before.percent - tolerance:
                 drops.append(
-                    f"{key} {name}: {before['paper']} → {now['paper']} "
-                    f"({now['percent'] - before['percent']:+.2f} points)"
+                    f"{key} {name}: {before.paper} → {now.paper} "
+                    f"({now.percent - before.percent:+.2f} points)"
                 )
     return drops
 
@@ -57,7 +59,8 @@ def nightly_benchmark(
         text = "No earlier night to compare with.\n"
         drops: list[str] = []
     else:
-        drops = compare_metrics(result["metrics"], json.loads(before.read_text()), tolerance)
+        today_rates = RUN_RATES.validate_python(result["metrics"])
+        drops = compare_metrics(today_rates, read_run_rates(before), tolerance)
         text = f"Compared with {before.parent.name}: " + (
             "no regression.\n" if not drops else "\n" + "\n".join(f"- {d}" for d in drops) + "\n"
         )

@@ -14,9 +14,13 @@ Monte-Carlo draws give the 95 % interval.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import TypeAdapter, ValidationError
+
+from tasks.core.config import StrictModel
 
 
 @dataclass(frozen=True)
@@ -145,8 +149,38 @@ def funnel_table(stages: list[FunnelStage]) -> str:
 
 
 def estimate_as_dict(estimate: RateEstimate) -> dict[str, Any]:
-    """JSON-ready form, with the paper notation."""
+    """JSON-ready form, with the paper notation (a :class:`RateRecord`)."""
     return {**asdict(estimate), "paper": estimate.paper_notation()}
+
+
+class RateRecord(StrictModel):
+    """A rate as a run's ``metrics.json`` holds it (:func:`estimate_as_dict`)."""
+
+    name: str
+    percent: float
+    low: float
+    high: float
+    count: int
+    checked: int
+    paper: str
+
+
+#: A run's ``metrics.json``: ``{"<model>/round<k>": {rate name: RateRecord}}``.
+RUN_RATES = TypeAdapter(dict[str, dict[str, RateRecord]])
+
+
+def read_run_rates(path: str | Path) -> dict[str, dict[str, RateRecord]]:
+    """The rates of a run's ``metrics.json``, typed.
+
+    Raises
+    ------
+    ValueError
+        The file is not a run's rates (the message names the file).
+    """
+    try:
+        return RUN_RATES.validate_json(Path(path).read_text())
+    except ValidationError as err:
+        raise ValueError(f"{path} is not a run's metrics.json: {err}") from None
 
 
 def dft_sun_summary(counts: dict[str, Any], vun_rate: float = 1.0, seed: int = 0) -> dict[str, Any]:
