@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import TypeAdapter, ValidationError
-
-from tasks.core.config import StrictModel
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 
 @dataclass(frozen=True)
@@ -153,16 +152,12 @@ def estimate_as_dict(estimate: RateEstimate) -> dict[str, Any]:
     return {**asdict(estimate), "paper": estimate.paper_notation()}
 
 
-class RateRecord(StrictModel):
-    """A rate as a run's ``metrics.json`` holds it (:func:`estimate_as_dict`)."""
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class RateRecord(RateEstimate):
+    """A rate as a run's ``metrics.json`` holds it (:func:`estimate_as_dict`): the estimate
+    and its paper notation."""
 
-    name: str
-    percent: float
-    low: float
-    high: float
-    count: int
-    checked: int
-    paper: str
+    paper: str = ""
 
 
 #: A run's ``metrics.json``: ``{"<model>/round<k>": {rate name: RateRecord}}``.
