@@ -179,8 +179,14 @@ def markdown(result: dict[str, Any]) -> str:
     if wild:
         lines += [
             "",
-            "Differences above 1 eV/atom (CHGNet's relaxation failed there; the single point at "
-            "its geometry is meaningless and the hull flags it): "
+            f"Differences above 1 eV/atom ({len(wild)}; CHGNet's own E_hull there is "
+            f"{min(w['chgnet'] for w in wild):+.1f} to {max(w['chgnet'] for w in wild):+.1f} "
+            f"eV/atom and {sum('did not converge' in w['flags'] for w in wild)} of these "
+            "relaxations did not converge: a single point at such a geometry means nothing; "
+            "none is stable for the committee, and the "
+            f"{sum(w['sevennet'] < 0 for w in wild)} SevenNet puts below its hull count in "
+            "SevenNet's all-candidates figure, each flagged 'far below the known hull', so not "
+            "in its unflagged one): "
             + "; ".join(
                 f"{w['id']} {w['formula']}: CHGNet {w['chgnet']:+.2f}, SevenNet "
                 f"{w['sevennet']:+.4g} eV/atom"
