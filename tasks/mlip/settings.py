@@ -221,8 +221,8 @@ class CommitteeConfig(StrictModel):
 class ScreenSettings(StrictModel):
     """One MLIP screen's settings, travelling together from the profile to the relaxation,
     the hull and the DFT stand-in's references: the MLIP, how candidates (and computed
-    references) relax, which phases the hull holds and how it gets their energies, and the
-    stable / metastable rule."""
+    references) relax, which phases the hull holds and how it gets their energies, the
+    stable / metastable rule, and the committee of further MLIPs (none by default)."""
 
     mlip: MLIPConfig = Field(default_factory=MLIPConfig)
     relax: RelaxConfig = Field(default_factory=RelaxConfig)
