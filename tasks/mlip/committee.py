@@ -77,7 +77,8 @@ def committee_verdicts(results: dict[str, pd.DataFrame], min_agree: int) -> pd.D
         Per ``id``: ``e_hull_<label>``, ``stable_<label>`` and ``metastable_<label>`` per MLIP,
         ``e_hull_mean`` and ``e_hull_std`` (over the MLIPs that placed it), ``n_mlips``,
         ``stable_votes``, ``metastable_votes``, ``stable`` and ``metastable`` (votes >=
-        ``min_agree``), and ``disagreement`` (the members split, with every E_hull).
+        ``min_agree``), ``stable_split`` / ``metastable_split`` (the members disagree), and
+        ``disagreement`` (the split in words, with every E_hull).
     """
     if min_agree < 1 or min_agree > len(results):
         raise ValueError(f"min_agree={min_agree} must be between 1 and {len(results)} MLIPs")
@@ -103,7 +104,9 @@ def committee_verdicts(results: dict[str, pd.DataFrame], min_agree: int) -> pd.D
         votes = out[[f"{kind}_{label}" for label in labels]].sum(axis=1).astype(int)
         out[f"{kind}_votes"] = votes
         out[kind] = votes >= min_agree
-    split = (out["stable_votes"] % len(labels) != 0) | (out["metastable_votes"] % len(labels) != 0)
+    for kind in ("stable", "metastable"):  # some members say yes, others no
+        out[f"{kind}_split"] = out[f"{kind}_votes"] % len(labels) != 0
+    split = out["stable_split"] | out["metastable_split"]
     out["disagreement"] = [
         "committee disagrees: "
         + ", ".join(
@@ -170,7 +173,11 @@ def run_committee(
     """
     first_label = member_label(screen.mlip)
     frames = {first_label: first}
-    members = [_summary(first_label, screen.mlip, first, "", 0, first_wall_s)]
+    members = [
+        _summary(
+            first_label, screen.mlip, load_mlip(screen.mlip).version, first, "", 0, first_wall_s
+        )
+    ]
     for member in screen.committee.members:
         start = time.perf_counter()
         label = member_label(member.mlip)
@@ -191,17 +198,22 @@ def run_committee(
         frames[label] = frame
         wall = time.perf_counter() - start
         members.append(
-            _summary(label, member.mlip, frame, references.description, member.relax_steps, wall)
+            _summary(
+                label,
+                member.mlip,
+                backend.version,
+                frame,
+                references.description,
+                member.relax_steps,
+                wall,
+            )
         )
     required = screen.committee.required()
     verdicts = committee_verdicts(frames, required).set_index(Col.ID)
     out = first.copy()
     ids = out[Col.ID]
-    for column in verdicts.columns:
-        if column.startswith(("e_hull_", "stable_", "metastable_")) and column not in (
-            "e_hull_mean",
-            "e_hull_std",
-        ):
+    for label in frames:
+        for column in (f"e_hull_{label}", f"stable_{label}", f"metastable_{label}"):
             out[column] = ids.map(verdicts[column])
     member_e_hull = out[[f"e_hull_{label}" for label in frames]].to_numpy(dtype=float)
     out[Col.E_HULL_COMMITTEE] = member_e_hull.max(axis=1)  # NaN when a member did not place it
@@ -214,16 +226,11 @@ def run_committee(
     parts.append(ids.map(verdicts["disagreement"]).fillna(""))
     out[Col.FLAGS] = ["; ".join(part for part in row if part) for row in zip(*parts, strict=True)]
     out[Col.FLAGGED] = out[Col.FLAGS] != ""
-    labels = list(frames)
     summary = CommitteeSummary(
         members=members,
         min_agree=required,
-        n_disagree_stable=int(
-            ids.map(verdicts["stable_votes"] % len(labels) != 0).fillna(False).sum()
-        ),
-        n_disagree_metastable=int(
-            ids.map(verdicts["metastable_votes"] % len(labels) != 0).fillna(False).sum()
-        ),
+        n_disagree_stable=int(ids.map(verdicts["stable_split"]).fillna(False).sum()),
+        n_disagree_metastable=int(ids.map(verdicts["metastable_split"]).fillna(False).sum()),
     )
     return out, summary
 
@@ -235,6 +242,7 @@ def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
 def _summary(
     label: str,
     mlip: MLIPConfig,
+    mlip_version: str,
     frame: pd.DataFrame,
     reference: str,
     relax_steps: int,
@@ -243,7 +251,7 @@ def _summary(
     placed = frame[Col.HULL_STATUS] == STATUS_OK
     return MemberSummary(
         label=label,
-        mlip_version=load_mlip(mlip).version,
+        mlip_version=mlip_version,
         reference=reference,
         relax_steps=relax_steps,
         n_on_hull=int(placed.sum()),
