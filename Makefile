@@ -11,6 +11,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 300
 
 setup:
 	@bash infra/setup_env.sh
+	@bash infra/install_cp2k.sh
 
 ## The main job on the embedded default: local Prefect server + worker, discovery/sun-eval.
 sun-eval: setup

@@ -3,21 +3,25 @@
 Run from the repository root on a quiet machine::
 
     .venv/bin/python -m benchmarks.reference_bias --n 500
+    .venv/bin/python -m benchmarks.reference_bias --n 200 --mlip sevennet
 
 Draws ``--n`` random distinct phases (seed 0) of every MP-20 and MPTS-52 split in
-``../shared/data``, computes CHGNet's energy at the DFT geometry (a single point) and after a
-relaxation with the pipeline's default settings (FIRE on a Fréchet cell filter, fmax 0.05
-eV/Å, 300 steps), and reports the drop ``E_single point − E_relaxed`` (eV/atom): mean,
-median, 95th percentile and maximum, overall and per element family (a phase counts for
-every family one of its elements belongs to). A hull of single-point references sits higher
-than one of relaxed references by about this drop, so relaxed candidates look more stable
-by about as much. Writes ``benchmarks/results/reference_bias.{json,md}``.
+``../shared/data``, computes the MLIP's (default CHGNet's) energy at the DFT geometry (a
+single point) and after a relaxation with the pipeline's default settings (FIRE on a
+Fréchet cell filter, fmax 0.05 eV/Å, 300 steps), and reports the drop
+``E_single point − E_relaxed`` (eV/atom): mean, median, 95th percentile and maximum, overall
+and per element family (a phase counts for every family one of its elements belongs to). A
+hull of single-point references sits higher than one of relaxed references by about this
+drop, so relaxed candidates look more stable by about as much. Writes
+``benchmarks/results/reference_bias.{json,md}`` for CHGNet and
+``reference_bias_<mlip>.{json,md}`` for another MLIP (its table's ``--bias``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -30,9 +34,10 @@ from pymatgen.core import Composition, Element
 from benchmarks.machine import RESULTS_DIR, machine_info, save_results
 from tasks.core.paths import shared_data_dir
 from tasks.core.records import STATUS_OK
+from tasks.mlip.backends import load_mlip
 from tasks.mlip.reference_table import EnergyDrop, default_sources, distinct_entries
 from tasks.mlip.runner import relax_items
-from tasks.mlip.settings import RelaxConfig
+from tasks.mlip.settings import MLIPConfig, RelaxConfig
 
 FAMILIES = {
     "alkali": lambda e: e.is_alkali,
@@ -73,7 +78,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--workers", type=int, default=0, help="0 = all cores")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mlip", default="chgnet", help="chgnet | sevennet | mace | matgl")
+    parser.add_argument("--model", default=None, help="The MLIP's model (default its own).")
     args = parser.parse_args()
+    mlip = MLIPConfig(name=args.mlip, model=args.model)
+    version = load_mlip(mlip).version
     before = machine_info()
     entries = distinct_entries(default_sources(shared_data_dir()))
     rng = np.random.default_rng(args.seed)
@@ -84,10 +93,10 @@ def main() -> None:
         if structure is not None:
             items.append((entry.id, structure.to_json()))
     start = time.perf_counter()
-    single = relax_items(items, config=RelaxConfig(steps=0, scheduler="serial"))
+    single = relax_items(items, mlip, RelaxConfig(steps=0, scheduler="serial"))
     t_single = time.perf_counter() - start
     start = time.perf_counter()
-    relaxed = relax_items(items, config=RelaxConfig(n_workers=args.workers, chunk_size=4))
+    relaxed = relax_items(items, mlip, RelaxConfig(n_workers=args.workers, chunk_size=4))
     t_relax = time.perf_counter() - start
     table = single[["id", "formula", "n_atoms", "energy_per_atom", "status"]].merge(
         relaxed[["id", "energy_per_atom", "status", "converged", "steps"]],
@@ -105,6 +114,7 @@ def main() -> None:
     overall = stats(ok["drop"].to_numpy())
     result = {
         "machine": before,
+        "mlip_version": version,
         "load_after": list(os.getloadavg()),
         "n_drawn": len(picked),
         "n_compared": len(ok),
@@ -118,10 +128,10 @@ def main() -> None:
         "largest": ok.nlargest(5, "drop")[["id", "formula", "drop"]].to_dict(orient="records"),
     }
     lines = [
-        "# CHGNet: relaxed vs single-point energies of reference phases",
+        f"# {version}: relaxed vs single-point energies of reference phases",
         "",
-        f"Command: `python -m benchmarks.reference_bias --n {args.n}`; machine: {before['cpu']}, "
-        f"{before['cores']} cores, load {before['load_average']} before, "
+        f"Command: `python -m benchmarks.reference_bias {' '.join(sys.argv[1:])}`; "
+        f"machine: {before['cpu']}, {before['cores']} cores, load {before['load_average']} before, "
         f"{[round(v, 2) for v in os.getloadavg()]} after; {before['date_utc']} UTC.",
         "",
         f"{len(ok)} of {len(picked)} random distinct MP-20 / MPTS-52 phases compared "
@@ -143,8 +153,9 @@ def main() -> None:
     lines += ["", "Largest drops: " + ", ".join(
         f"{r['id']} {r['formula']} {r['drop']:.3f}" for r in result["largest"]
     ), ""]  # fmt: skip
-    save_results("reference_bias", result, "\n".join(lines))
-    pd.DataFrame(ok).to_csv(RESULTS_DIR / "reference_bias_rows.csv.gz", index=False)
+    name = "reference_bias" if args.mlip == "chgnet" else f"reference_bias_{args.mlip}"
+    save_results(name, result, "\n".join(lines))
+    pd.DataFrame(ok).to_csv(RESULTS_DIR / f"{name}_rows.csv.gz", index=False)
     print("\n".join(lines))
 
 

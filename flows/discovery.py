@@ -209,17 +209,23 @@ def dft_stage(
     screen: ScreenSettings,
     cluster: Annotated[Cluster | None, Placement],
 ) -> str:
-    """Run the DFT batch (local stand-in or SLURM), wait, collect E_hull.
+    """Run the DFT batch (local stand-in, CP2K, or VASP on SLURM), wait, collect E_hull.
 
     ``screen`` is the profile's MLIP screen: the stand-in's references come from its hull,
-    and its stability rule is the DFT hull's too.
+    CP2K's competing phases are chosen on it, and its stability rule is the DFT hull's too.
 
     With a cluster (the models' branches side by side) the stand-in's calculations run in a
     process of their own: they change the working directory, which the other branches share
     in this process.
     """
+    from tasks.dft.cp2k_stage import run_cp2k_stage
     from tasks.dft.stage import mlip_reference_entries, run_dft_stage
 
+    if dft.mode == "cp2k":  # its calculations run in processes of their own
+        results = run_cp2k_stage(
+            Path(candidates), Path(workdir), dft, screen, extra_references, screen.stability
+        )
+        return str(results)
     if dft.mode != "standin":
         return str(run_dft_stage(Path(candidates), Path(workdir), dft, None, screen.stability))
     entries = mlip_reference_entries(Path(candidates), screen, extra_references)

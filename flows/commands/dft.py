@@ -10,7 +10,8 @@ import typer
 from tasks.dft.settings import DftStageConfig
 
 dft_app = typer.Typer(
-    help="DFT (atomate2 VASP MPRelaxSet) on a SLURM cluster: submit, status, collect, resubmit.",
+    help="DFT: atomate2 VASP MPRelaxSet on a SLURM cluster (submit, status, collect, "
+    "resubmit), or CP2K here or on SLURM on a hull of recomputed phases (cp2k).",
     no_args_is_help=True,
 )
 
@@ -107,6 +108,36 @@ def collect(
         f"S.U.N. {summary['sun']['paper']}  M.S.U.N. {summary['msun']['paper']} "
         f"of {summary['n_checked']} checked ({summary['n_failed']} failed)  -> {path}"
     )
+
+
+@dft_app.command("cp2k")
+def cp2k(
+    candidates: Path = typer.Argument(..., help="Records parquet, CSV with cif, CIF or CIF dir."),
+    workdir: Path = typer.Option(..., "--workdir", "-w", help="DFT work dir."),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="YAML of the DFT stage: cp2k / cp2k_run / slurm / hull."
+    ),
+    workers: int | None = typer.Option(None, help="Local CP2K processes (default: one a core)."),
+) -> None:
+    """Compute candidates with CP2K (here or on SLURM) and place them on a hull of their
+    competing phases recomputed with the same settings (CHGNet's hull chooses the phases)."""
+    import pandas as pd
+
+    from tasks.dft.cp2k_stage import run_cp2k_stage
+    from tasks.dft.settings import cp2k_problem
+    from tasks.mlip.settings import ScreenSettings
+
+    stage = _load_stage_config(config, workdir).model_copy(update={"mode": "cp2k"})
+    if workers is not None:
+        placement = stage.cp2k_run.model_copy(update={"workers": workers})
+        stage = stage.model_copy(update={"cp2k_run": placement})
+    if problem := cp2k_problem(stage.cp2k):
+        raise typer.BadParameter(problem)
+    results = pd.read_parquet(run_cp2k_stage(candidates, workdir, stage, ScreenSettings()))
+    typer.echo(stage.describe())
+    for row in results.itertuples():
+        e_hull = f"{row.e_hull_dft:+.3f}" if pd.notna(row.e_hull_dft) else "   n/a"
+        typer.echo(f"{row.id:24s} {row.formula:12s} {row.dft_status:10s} {e_hull} {row.reason}")
 
 
 @dft_app.command("resubmit")

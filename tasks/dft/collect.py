@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import warnings
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,11 @@ logger = logging.getLogger(__name__)
 
 MP_API_KEY_ENV = "MP_API_KEY"
 
+#: Why a CP2K result collected without its recomputed competing phases has no E_hull.
+CP2K_NEEDS_ITS_HULL = (
+    "CP2K energies are placed only on a hull of competing phases recomputed with the same "
+    "settings (dft.mode: cp2k), never on Materials Project's entries"
+)
 #: ``dft_status`` values beyond the calculation states of :mod:`tasks.dft.workdir`.
 REJECTED = "rejected"
 INCOMPATIBLE = "incompatible"
@@ -234,6 +240,7 @@ def hull_results(
     config: DftHullConfig,
     check_potcar: dict[str, bool],
     rule: StabilityRule | None = None,
+    competing: Mapping[str, list[ComputedEntry] | str] | None = None,
 ) -> list[DftResult]:
     """Fill E_hull and stability for completed candidates.
 
@@ -249,6 +256,12 @@ def hull_results(
         Per ``calc_id``: whether its POTCARs can be checked (False for POTCAR.spec runs).
     rule
         The stable / metastable thresholds (shared with the MLIP hull).
+    competing
+        Per candidate id, its competing phases computed with the candidate's own settings
+        (a hull of recomputed phases, :mod:`tasks.dft.recomputed_hull`), or why they could
+        not all be computed (the candidate is then ``no_hull`` with that reason). When
+        given, these replace the configured reference sources; earlier rounds' results
+        still join them.
     """
     rule = rule or StabilityRule()
     exclude = set(entries)
@@ -270,6 +283,13 @@ def hull_results(
         refs = reference_entries(elements, config, exclude)
         if config.correct_references:
             refs, _ = apply_mp2020(refs)
+        if competing is not None:
+            given = competing.get(res.id, "its competing phases were not computed")
+            if isinstance(given, str):
+                res.dft_status, res.reason = NO_HULL, given
+                out.append(res)
+                continue
+            refs = [*given, *refs]
         res.corrected_energy_per_atom = entry.energy_per_atom
         res.entry = entry.as_dict()
         try:
@@ -311,13 +331,18 @@ def results_as_rows(results: list[DftResult]) -> list[dict[str, Any]]:
 
 
 def collect_results(
-    workdir: str | Path, config: DftHullConfig, rule: StabilityRule | None = None
+    workdir: str | Path,
+    config: DftHullConfig,
+    rule: StabilityRule | None = None,
+    competing: Mapping[str, list[ComputedEntry] | str] | None = None,
 ) -> list[DftResult]:
     """Gather every calculation of a work directory into DFT results with E_hull.
 
     Completed calculations are read from their results store (the newest job output of
     the last attempt, i.e. the static when one was run); failed, still running and rejected
-    candidates are reported with their status and reason, and never block the others.
+    candidates are reported with their status and reason, and never block the others. CP2K
+    calculations are placed only with their ``competing`` phases (:func:`hull_results`);
+    without them they are ``no_hull``, never judged against the configured references.
     """
     workdir = Path(workdir).resolve()
     results: list[DftResult] = []
@@ -332,13 +357,15 @@ def collect_results(
             reason=st.reason,
             n_elements=len(Composition(st.formula).elements),
         )
-        if st.status == COMPLETED:
+        settings = read_calc(workdir, st.calc_id).settings if st.status == COMPLETED else {}
+        if settings.get("code") == "cp2k" and competing is None:
+            res.dft_status, res.reason = NO_HULL, CP2K_NEEDS_ITS_HULL
+        elif st.status == COMPLETED:
             docs = load_outputs(workdir, st.calc_id, st.attempt)
             if docs:
                 entry = entry_from_task_output(docs[0]["output"], entry_id=st.calc_id)
                 res.energy_per_atom = entry.energy_per_atom
                 entries[st.calc_id] = entry
-                settings = read_calc(workdir, st.calc_id).settings
                 check_potcar[st.calc_id] = not settings.get("potcar_spec", False)
             else:
                 res.dft_status, res.reason = FAILED, "completed but no output in the store"
@@ -347,7 +374,7 @@ def collect_results(
         results.append(
             DftResult(id=cid, calc_id="", formula="", dft_status=REJECTED, reason=reason)
         )
-    return hull_results(results, entries, config, check_potcar, rule)
+    return hull_results(results, entries, config, check_potcar, rule, competing)
 
 
 def write_results(workdir: str | Path, results: list[DftResult], summary: dict[str, Any]) -> Path:

@@ -2,7 +2,8 @@
 
 This is the job script's entry point, ``python -m tasks.dft.node BATCH_FILE INDEX``: it
 imports only the DFT wing (atomate2, jobflow), not the CLI and the other stages. The
-candidate's atomate2 flow runs through ``jobflow.run_locally`` and writes its job outputs
+candidate's atomate2 flow (VASP or CP2K, by the calculation's settings) runs through
+``jobflow.run_locally`` and writes its job outputs
 to the attempt's JSONStore; every outcome is recorded in the calculation's ``state.json``.
 Sites with MongoDB can use jobflow-remote or FireWorks instead (same flows, a
 ``MongoStore`` as the ``JobStore``).
@@ -16,12 +17,13 @@ import socket
 import sys
 from pathlib import Path
 
-from jobflow import run_locally
+from jobflow import Flow, run_locally
 from monty.io import zopen
 
 from tasks.core.records import structure_from_json
+from tasks.dft.cp2k import make_cp2k_flow
 from tasks.dft.makers import make_relax_flow
-from tasks.dft.settings import DftSettings
+from tasks.dft.settings import CalcSettings, Cp2kSettings, calc_settings
 from tasks.dft.workdir import (
     COMPLETED,
     FAILED,
@@ -57,8 +59,8 @@ def run_calculation(workdir: str | Path, calc_id: str) -> bool:
         os.environ[k] for k in ("SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID") if k in os.environ
     )
     write_state(workdir, calc_id, RUNNING, host=socket.gethostname(), slurm_id=slurm_id)
-    settings = DftSettings.model_validate(calc.settings)
-    flow = make_relax_flow(structure_from_json(calc.structure), settings, calc.candidate_id)
+    settings = calc_settings(calc.settings)
+    flow = make_flow(calc.structure, settings, calc.candidate_id)
     flow.update_metadata(
         {"calc_id": calc_id, "candidate_id": calc.candidate_id, "attempt": attempt}
     )
@@ -76,7 +78,7 @@ def run_calculation(workdir: str | Path, calc_id: str) -> bool:
             raise_immediately=True,
         )
     except Exception as err:  # recorded, never propagated: the other candidates go on
-        reason = f"{type(err).__name__}: {err}{_vasp_output_tail(run_root)}"
+        reason = f"{type(err).__name__}: {err}{_output_tail(run_root)}"
         logger.error("calculation %s failed: %s", calc_id, reason)
         write_state(workdir, calc_id, FAILED, reason=reason)
         return False
@@ -87,14 +89,31 @@ def run_calculation(workdir: str | Path, calc_id: str) -> bool:
     return True
 
 
-def _vasp_output_tail(run_root: Path, n_lines: int = 3) -> str:
-    """The last lines of the newest job's VASP stdout, to explain a failure."""
-    outs = sorted(run_root.glob("job_*/vasp.out*"), key=lambda p: p.stat().st_mtime)
+def make_flow(structure: str, settings: CalcSettings, name: str) -> Flow:
+    """The calculation's atomate2 flow: CP2K's for CP2K settings, the MP VASP one otherwise.
+
+    A CP2K calculation runs with ``settings.threads`` OpenMP threads and finds its basis
+    and potential files through ``CP2K_DATA_DIR``.
+    """
+    crystal = structure_from_json(structure)
+    if isinstance(settings, Cp2kSettings):
+        os.environ["OMP_NUM_THREADS"] = str(settings.threads)
+        os.environ.setdefault("CP2K_DATA_DIR", str(settings.data_dir))
+        return make_cp2k_flow(crystal, settings, name)
+    return make_relax_flow(crystal, settings, name)
+
+
+def _output_tail(run_root: Path, n_lines: int = 3) -> str:
+    """The last lines of the newest job's VASP or CP2K output, to explain a failure."""
+    outs = sorted(
+        [*run_root.glob("job_*/vasp.out*"), *run_root.glob("job_*/cp2k.out*")],
+        key=lambda p: p.stat().st_mtime,
+    )
     if not outs:
         return ""
     with zopen(outs[-1], "rt") as handle:
         lines = [line.strip() for line in handle if line.strip()]
-    return "; vasp.out: " + " | ".join(lines[-n_lines:]) if lines else ""
+    return f"; {outs[-1].name}: " + " | ".join(lines[-n_lines:]) if lines else ""
 
 
 def run_batch_task(batch_file: str | Path, index: int) -> bool:

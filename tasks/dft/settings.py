@@ -12,6 +12,7 @@ environment names are shell identifiers (values are quoted when rendered).
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -104,7 +105,105 @@ class DftSettings(StrictModel):
         return names
 
 
-def settings_hash(settings: DftSettings) -> str:
+#: Where Debian's ``cp2k-data`` package puts CP2K's basis sets and pseudopotentials.
+DEBIAN_CP2K_DATA = Path("/usr/share/cp2k")
+
+
+class Cp2kSettings(StrictModel):
+    """How each candidate is computed with CP2K (PBE, GTH pseudopotentials, no +U).
+
+    Defaults come from ``benchmarks/cp2k_settings.py`` (energy convergence against time on
+    MP-20 crystals: ``benchmarks/results/cp2k_settings.md``).
+
+    Attributes
+    ----------
+    code
+        Always ``"cp2k"``: tells a calculation's recorded settings from VASP's.
+    calculation
+        ``static``: one SCF at the given (MLIP-relaxed) geometry; ``relax``: cell and
+        positions relaxed (CP2K ``CELL_OPT``).
+    cutoff_ry, rel_cutoff_ry
+        Plane-wave cutoff of the finest grid and the relative cutoff (Ry).
+    kpoints_density
+        k-points per reciprocal atom (as ``MPRelaxSet``'s 64); the mesh is reduced by
+        symmetry in Python and given to CP2K as an explicit list (CP2K's own k-point symmetry
+        crashes Debian's build).
+    electronic_temperature_k
+        Fermi-Dirac smearing (K).
+    max_scf, eps_scf
+        SCF iterations (diagonalization with Broyden mixing) and their convergence
+        threshold.
+    basis, basis_file, potential, potential_file
+        Basis set and pseudopotential names and the CP2K data files that hold them.
+    spin
+        ``auto``: spin-polarized, with Materials Project's initial moments, when the crystal
+        holds an element MP starts with a moment of 1 μB or more (V, Cr, Mn, Fe, Ni, Mo, W,
+        Ce, Eu), closed shell otherwise; ``on`` / ``off``: always / never.
+    cp2k_cmd
+        Command that runs CP2K (``-i cp2k.inp`` is appended by custodian).
+    data_dir
+        CP2K's data folder (basis and potential files), exported as ``CP2K_DATA_DIR``.
+    cores, threads
+        MPI ranks and OpenMP threads per calculation.
+    max_errors, poll_s
+        Custodian's corrections limit and polling interval.
+    """
+
+    code: Literal["cp2k"] = "cp2k"
+    calculation: Literal["static", "relax"] = "static"
+    cutoff_ry: float = Field(default=400.0, gt=0)
+    rel_cutoff_ry: float = Field(default=50.0, gt=0)
+    kpoints_density: int = Field(default=64, gt=0)
+    electronic_temperature_k: float = Field(default=300.0, gt=0)
+    max_scf: int = Field(default=100, gt=0)
+    eps_scf: float = Field(default=1e-6, gt=0)
+    basis: str = "DZVP-MOLOPT-SR-GTH"
+    basis_file: str = "BASIS_MOLOPT"
+    potential: str = "GTH-PBE"
+    potential_file: str = "GTH_POTENTIALS"
+    spin: Literal["auto", "on", "off"] = "auto"
+    cp2k_cmd: Annotated[str, Placement] = "cp2k.psmp"
+    data_dir: Annotated[Path, Placement] = DEBIAN_CP2K_DATA
+    cores: Annotated[int, Placement] = Field(default=1, gt=0)
+    threads: Annotated[int, Placement] = Field(default=1, gt=0)
+    max_errors: Annotated[int, Placement] = Field(default=3, ge=0)
+    poll_s: Annotated[float, Placement] = Field(default=2.0, gt=0)
+
+    def label(self) -> str:
+        """What the energies are, for every output and report that shows them."""
+        basis = self.basis.removesuffix("-GTH")
+        return (
+            f"CP2K PBE (GTH, {basis}), no +U, {self.calculation}; "
+            "hull of recomputed competing phases"
+        )
+
+
+def cp2k_problem(settings: Cp2kSettings) -> str:
+    """Why CP2K cannot run here ("" when its command and data files are present)."""
+    command = settings.cp2k_cmd.split()[0]
+    if shutil.which(command) is None:
+        return (
+            f"CP2K command {command!r} not found: install Debian's cp2k and cp2k-data "
+            "(`make setup` does as root; otherwise `apt-get install cp2k cp2k-data`)"
+        )
+    for name in (settings.basis_file, settings.potential_file):
+        if not (settings.data_dir / name).is_file():
+            return f"CP2K data file {settings.data_dir / name} not found (install cp2k-data)"
+    return ""
+
+
+#: What one calculation computes: VASP (atomate2 MP makers) or CP2K.
+CalcSettings = DftSettings | Cp2kSettings
+
+
+def calc_settings(data: dict[str, Any]) -> CalcSettings:
+    """A calculation's recorded settings as their model (``code: cp2k`` marks CP2K's)."""
+    if data.get("code") == "cp2k":
+        return Cp2kSettings.model_validate(data)
+    return DftSettings.model_validate(data)
+
+
+def settings_hash(settings: CalcSettings) -> str:
     """Hash of what a calculation computes (placement-only fields excluded)."""
     return config_hash(settings)
 
@@ -206,15 +305,51 @@ class DftHullConfig(StrictModel):
     correct_candidates: bool = True
 
 
+class Cp2kStageConfig(StrictModel):
+    """Where CP2K calculations run and where their competing phases are cached.
+
+    Attributes
+    ----------
+    run_on
+        ``local``: ``workers`` CP2K processes on this machine (one per core by default);
+        ``slurm``: the same array batches as the VASP path (``slurm`` settings).
+    workers
+        Local processes at once (default: the machine's cores divided by ``threads``).
+    references
+        A DFT work directory shared by every run: the recomputed competing phases, each
+        computed once per settings (calculation ids are structure and settings hashes).
+    """
+
+    run_on: Literal["local", "slurm"] = "local"
+    workers: Annotated[int | None, Placement] = Field(default=None, gt=0)
+    references: Annotated[Path, Placement] = REPO_ROOT / "data" / "cache" / "cp2k-references"
+
+
 class DftStageConfig(StrictModel):
     """The DFT stage: how calculations run and how results are judged."""
 
-    mode: Literal["standin", "slurm", "skip"] = Field(
+    mode: Literal["standin", "slurm", "cp2k", "skip"] = Field(
         default="standin",
-        description="standin: local MLIP-driven VASP double (not DFT); slurm: real cluster",
+        description=(
+            "standin: local MLIP-driven VASP double (not DFT); slurm: VASP on a cluster; "
+            "cp2k: CP2K PBE here or on the cluster, on a hull of recomputed competing phases"
+        ),
     )
     dft: DftSettings = Field(default_factory=DftSettings)
+    cp2k: Cp2kSettings = Field(default_factory=Cp2kSettings)
+    cp2k_run: Annotated[Cp2kStageConfig, Placement] = Field(default_factory=Cp2kStageConfig)
     slurm: Annotated[SlurmSettings, Placement] = Field(default_factory=SlurmSettings)
     hull: DftHullConfig = Field(default_factory=DftHullConfig)
     poll_s: Annotated[float, Placement] = Field(default=5.0, gt=0)
     timeout_s: Annotated[float | None, Placement] = Field(default=None, gt=0)
+
+    def describe(self) -> str:
+        """What the stage's energies and hull are, for reports."""
+        if self.mode == "cp2k":
+            return self.cp2k.label()
+        if self.mode == "standin":
+            return "the local stand-in: CHGNet driving a VASP test double, not DFT"
+        return (
+            "VASP PBE(+U) with atomate2's MPRelaxSet, MP2020 corrections; hull of "
+            "Materials Project entries"
+        )

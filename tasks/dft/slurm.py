@@ -16,7 +16,7 @@ from pathlib import Path
 from string import Template
 
 from tasks.core.paths import REPO_ROOT
-from tasks.dft.settings import DftSettings, SlurmSettings
+from tasks.dft.settings import CalcSettings, SlurmSettings
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class SbatchNotFoundError(RuntimeError):
 
 
 def render_sbatch(
-    batch_file: Path, n_tasks: int, dft: DftSettings, slurm: SlurmSettings, job_name: str
+    batch_file: Path, n_tasks: int, dft: CalcSettings, slurm: SlurmSettings, job_name: str
 ) -> str:
     """Render the sbatch array script of a batch from the template."""
     directives = [

@@ -20,7 +20,7 @@ from tasks.core.atomic import write_json_atomic, write_text_atomic
 from tasks.core.checks import structure_problem
 from tasks.core.records import structure_to_json
 from tasks.core.structure_io import read_structures
-from tasks.dft.settings import DftSettings, SlurmSettings, settings_hash
+from tasks.dft.settings import CalcSettings, SlurmSettings, calc_settings, settings_hash
 from tasks.dft.slurm import SLURM_ACTIVE, render_sbatch, sbatch, scheduler_states
 from tasks.dft.workdir import (
     ACTIVE,
@@ -101,26 +101,36 @@ def read_candidates(path: str | Path, limit: int | None = None) -> list[Candidat
     return out
 
 
-def _submit_batch(
-    workdir: Path,
-    calc_ids: list[str],
-    attempts: dict[str, int],
-    dft: DftSettings,
-    slurm: SlurmSettings,
-    report: SubmitReport,
-) -> None:
+def write_batch(
+    workdir: Path, calc_ids: list[str], attempts: dict[str, int], dft: CalcSettings
+) -> Path:
+    """Write a batch file (task ``i`` runs ``calc_ids[i]``) and mark its calculations
+    submitted; return the file (``batches/<batch id>.json``, logs go to ``logs/``)."""
     batch_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
     batch_file = workdir / "batches" / f"{batch_id}.json"
     DftBatch(batch_id=batch_id, calc_ids=calc_ids, settings=dft).write(batch_file)
     (workdir / "logs").mkdir(parents=True, exist_ok=True)
-    script = batch_file.with_suffix(".sbatch")
-    write_text_atomic(
-        script, render_sbatch(batch_file, len(calc_ids), dft, slurm, f"dft-{batch_id}")
-    )
     for index, cid in enumerate(calc_ids):
         write_state(
             workdir, cid, SUBMITTED, reason="", attempt=attempts[cid], batch=batch_id, index=index
         )
+    return batch_file
+
+
+def _submit_batch(
+    workdir: Path,
+    calc_ids: list[str],
+    attempts: dict[str, int],
+    dft: CalcSettings,
+    slurm: SlurmSettings,
+    report: SubmitReport,
+) -> None:
+    batch_file = write_batch(workdir, calc_ids, attempts, dft)
+    batch_id = batch_file.stem
+    script = batch_file.with_suffix(".sbatch")
+    write_text_atomic(
+        script, render_sbatch(batch_file, len(calc_ids), dft, slurm, f"dft-{batch_id}")
+    )
     try:
         job_id = sbatch(script)
     except (RuntimeError, OSError) as err:
@@ -135,7 +145,7 @@ def _submit_batch(
 
 
 def register_calculations(
-    candidates: list[Candidate], workdir: Path, dft: DftSettings, report: SubmitReport
+    candidates: list[Candidate], workdir: Path, dft: CalcSettings, report: SubmitReport
 ) -> list[str]:
     """Create the calculation folders of the candidates not computed yet; return their ids.
 
@@ -178,7 +188,7 @@ def register_calculations(
 
 
 def submit_candidates(
-    candidates: list[Candidate], workdir: str | Path, dft: DftSettings, slurm: SlurmSettings
+    candidates: list[Candidate], workdir: str | Path, dft: CalcSettings, slurm: SlurmSettings
 ) -> SubmitReport:
     """Submit candidates as one SLURM array batch, skipping those already computed.
 
@@ -216,7 +226,7 @@ def resubmit_failed(workdir: str | Path, slurm: SlurmSettings) -> SubmitReport:
         key = read_calc(workdir, status.calc_id).settings_hash
         by_settings.setdefault(key, []).append(status)
     for group in by_settings.values():
-        dft = DftSettings.model_validate(read_calc(workdir, group[0].calc_id).settings)
+        dft = calc_settings(read_calc(workdir, group[0].calc_id).settings)
         ids = [s.calc_id for s in group]
         sub = SubmitReport()
         _submit_batch(workdir, ids, {s.calc_id: s.attempt + 1 for s in group}, dft, slurm, sub)

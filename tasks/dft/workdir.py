@@ -34,7 +34,7 @@ from pymatgen.core import Structure
 from tasks.core.atomic import write_json_atomic
 from tasks.core.documents import StageDocument
 from tasks.core.records import structure_hash
-from tasks.dft.settings import DftSettings, settings_hash
+from tasks.dft.settings import CalcSettings, settings_hash
 
 SUBMITTED: Final = "submitted"
 RUNNING: Final = "running"
@@ -139,7 +139,7 @@ def list_calcs(workdir: Path) -> list[str]:
     return sorted(p.parent.name for p in root.glob("*/calc.json")) if root.exists() else []
 
 
-def calc_id_for(candidate: Candidate, settings: DftSettings) -> str:
+def calc_id_for(candidate: Candidate, settings: CalcSettings) -> str:
     """``<structure hash>-<settings hash>``: the idempotency key of a calculation."""
     if candidate.structure is None:
         raise ValueError(f"candidate {candidate.id} has no structure: {candidate.reason}")
@@ -166,7 +166,7 @@ class DftBatch(StageDocument):
 
     batch_id: str
     calc_ids: list[str]
-    settings: DftSettings
+    settings: CalcSettings
 
 
 def read_rejected(workdir: Path) -> dict[str, str]:

@@ -417,8 +417,9 @@ class SevenNetBackend:
         return frozenset(cast(WorkerCalculator, calculator).info["species"])
 
     def energies(self, calculator: Calculator, structures: Sequence[Structure]) -> list[float]:
-        """Single points through the worker."""
-        return calculator_energies(calculator, structures)
+        """Single points through the worker, energies only (no force head, no autograd)."""
+        worker = cast(WorkerCalculator, calculator)
+        return worker.energies([AseAtomsAdaptor.get_atoms(s) for s in structures])
 
 
 _BACKENDS: dict[str, Callable[[MLIPConfig], MLIPBackend]] = {

@@ -63,6 +63,7 @@ from tasks.mlip.reference_table import (
     check_table,
     load_table,
     reference_key,
+    shipped_table,
 )
 from tasks.mlip.results import atoms_to_structure
 from tasks.mlip.runner import relax_items
@@ -216,9 +217,13 @@ def hull_references(
     tasks.mlip.reference_table.TableMismatchError
         ``energies: table`` with a table of another MLIP.
     """
-    table_path = Path(config.table) if config.table else SHIPPED_TABLE
+    shipped = shipped_table(mlip_version)
+    energies = config.energies
+    if energies == "auto":
+        energies = "table" if config.table or shipped else "single_point"
+    table_path = Path(config.table) if config.table else (shipped or SHIPPED_TABLE)
     table = None
-    if config.energies == "table" or config.reference is None:
+    if energies == "table" or config.reference is None:
         try:
             table = load_table(table_path)
         except FileNotFoundError as err:
@@ -233,17 +238,17 @@ def hull_references(
     for path in extra:
         refs += read_references(path)
     known: dict[str, dict[str, Any]] = {}
-    method: Method = "relaxed" if config.energies == "relaxed" else "single_point"
-    if config.energies == "table":
+    method: Method = "relaxed" if energies == "relaxed" else "single_point"
+    if energies == "table":
         assert table is not None
         check_table(table.meta, mlip_version, table.path)
         known = table_energies(table)
         method = table.meta.method
-        energies = table.meta.describe()
+        how = table.meta.describe()
     else:
-        energies = f"{mlip_version} {method.replace('_', ' ')} energies computed for this hull"
+        how = f"{mlip_version} {method.replace('_', ' ')} energies computed for this hull"
     extra_text = f" plus {', '.join(str(p) for p in extra)}" if extra else ""
-    return HullReferences(refs, known, method, f"{source}{extra_text}; {energies}")
+    return HullReferences(refs, known, method, f"{source}{extra_text}; {how}")
 
 
 def elemental_prototypes(symbol: str) -> list[Structure]:
@@ -414,6 +419,11 @@ class MLIPHull:
                 write_json_atomic(self._cache_path(str(key)), entry)
         for ref in unreadable:
             self.energies[ref.key] = {"id": ref.id, "status": STATUS_FAILED, "reason": "unreadable"}
+
+    def phases(self, elements: frozenset[str]) -> dict[str, Reference]:
+        """The reference phases of a chemical system and its sub-systems, by id (elemental
+        prototypes included where they stand in)."""
+        return {ref.id: ref for ref in self._needed([elements])}
 
     def entries(self, elements: frozenset[str]) -> list[PDEntry]:
         """Phase-diagram entries of the references within ``elements`` (after :meth:`prepare`)."""

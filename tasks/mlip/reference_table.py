@@ -6,8 +6,9 @@ for every distinct phase of those splits, the MLIP energy per atom with its id, 
 content key and compact structure, plus the provenance of the whole table (MLIP name and
 version, how the energies were computed, the sources and their fingerprints, the date, the
 measured bias of single points). One is shipped for CHGNet
-(:data:`SHIPPED_TABLE`), so a fresh clone without ``../shared`` has the papers' hull; a
-MACE or matgl hull builds its own with ``discovery hull-reference build``.
+(:data:`SHIPPED_TABLE`), so a fresh clone without ``../shared`` has the papers' hull, and one
+for SevenNet (:data:`SEVENNET_TABLE`, a committee member's hull); a MACE or matgl hull builds
+its own with ``discovery hull-reference build``.
 
 A table's energies are only used by a hull of the same MLIP version (:func:`check_table`
 refuses any other), and every output built on single-point references says so.
@@ -48,6 +49,9 @@ log = logging.getLogger(__name__)
 
 #: The table shipped with the repository: CHGNet single points of every MP-20 / MPTS-52 phase.
 SHIPPED_TABLE = REPO_ROOT / "data" / "reference" / "chgnet-mp20-mpts52.parquet"
+#: SevenNet (7net-0) single points of the same phases, for its hull in a committee.
+SEVENNET_TABLE = REPO_ROOT / "data" / "reference" / "sevennet-mp20-mpts52.parquet"
+SHIPPED_TABLES = (SHIPPED_TABLE, SEVENNET_TABLE)
 #: The splits of the papers' hull, as the shared data folder names them.
 HULL_SPLITS = (
     "mp_20/train_partial",
@@ -215,6 +219,15 @@ def load_table(path: str | Path) -> ReferenceTable:
         )
     meta = TableMeta.model_validate_json(meta_path(path).read_text())
     return ReferenceTable(path, pd.read_parquet(path), meta)
+
+
+def shipped_table(mlip_version: str) -> Path | None:
+    """The shipped table built with this MLIP version, if the repository has one."""
+    for path in SHIPPED_TABLES:
+        meta = meta_path(path)
+        if meta.is_file() and json.loads(meta.read_text())["mlip_version"] == mlip_version:
+            return path
+    return None
 
 
 def check_table(meta: TableMeta, mlip_version: str, path: Path) -> None:

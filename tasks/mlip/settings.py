@@ -138,9 +138,12 @@ class MLIPHullConfig(StrictModel):
     energies
         ``table``: reference energies from ``table`` (refused unless it was built with the
         same MLIP), phases missing from it computed the same way; ``single_point`` /
-        ``relaxed``: every reference computed with the MLIP (cached on disk).
+        ``relaxed``: every reference computed with the MLIP (cached on disk); ``auto``:
+        ``table`` when a table built with this MLIP ships with the repository, otherwise
+        ``single_point``.
     table
-        The reference energy table (default: the shipped CHGNet table).
+        The reference energy table (default: the shipped table of the hull's MLIP, CHGNet's
+        when it has none).
     elemental_prototypes
         Add ASE elemental references for elements no reference phase covers (every such row
         says so).
@@ -152,7 +155,7 @@ class MLIPHullConfig(StrictModel):
     """
 
     reference: list[str] | None = None
-    energies: Literal["table", "single_point", "relaxed"] = "table"
+    energies: Literal["table", "single_point", "relaxed", "auto"] = "table"
     table: Path | None = None
     elemental_prototypes: bool = True
     far_below: float = Field(default=0.2, gt=0)
@@ -177,16 +180,16 @@ class CommitteeMember(StrictModel):
     mlip
         The member's MLIP.
     hull
-        Its hull: which phases and how their energies come (default: single points of the
-        papers' hull computed with this MLIP, cached; ``energies: table`` needs a table built
-        for this MLIP). Energies of different members never share a hull.
+        Its hull: which phases and how their energies come (default: the papers' hull with
+        the shipped table of this MLIP, or its single points computed and cached when none
+        ships). Energies of different members never share a hull.
     relax_steps
         ``0``: a single point at the geometry the first MLIP relaxed to; ``n``: up to ``n``
         FIRE steps from it with the member's own forces.
     """
 
     mlip: MLIPConfig
-    hull: MLIPHullConfig = Field(default_factory=lambda: MLIPHullConfig(energies="single_point"))
+    hull: MLIPHullConfig = Field(default_factory=lambda: MLIPHullConfig(energies="auto"))
     relax_steps: int = Field(default=0, ge=0)
 
 

@@ -140,6 +140,12 @@ class SelectionConfig(StrictModel):
     )
     max_relax: int = Field(default=64, gt=0, description="V.U.N. candidates relaxed by the MLIP")
     n_dft: int = Field(default=4, ge=0, description="candidates sent to DFT per round")
+    dft_max_atoms: int | None = Field(
+        default=None,
+        gt=0,
+        description="send only crystals of at most this many atoms per cell to DFT (small "
+        "picks keep local DFT to minutes)",
+    )
 
 
 class LoopConfig(StrictModel):

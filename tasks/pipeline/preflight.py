@@ -13,9 +13,16 @@ import shutil
 from models.registry import check_profile
 from tasks.core.config import ConfigError
 from tasks.core.paths import resolve_data_path
+from tasks.dft.settings import cp2k_problem
 from tasks.mlip.backends import MLIPUnavailableError, load_mlip
 from tasks.mlip.finetune import check_finetunable
-from tasks.mlip.reference_table import SHIPPED_TABLE, TableMeta, check_table, meta_path
+from tasks.mlip.reference_table import (
+    SHIPPED_TABLE,
+    TableMeta,
+    check_table,
+    meta_path,
+    shipped_table,
+)
 from tasks.mlip.runner import check_engine
 from tasks.pipeline.config import PipelineConfig
 
@@ -52,7 +59,8 @@ def configuration_errors(config: PipelineConfig) -> list[str]:
         if not resolve_data_path(path).exists():
             errors.append(f"hull.reference.{k}: {resolve_data_path(path)} not found")
     if config.hull.energies == "table" or config.hull.reference is None:
-        table = config.hull.table or SHIPPED_TABLE
+        shipped = shipped_table(version) if version is not None else None
+        table = config.hull.table or shipped or SHIPPED_TABLE
         if not meta_path(table).is_file():
             errors.append(f"hull.table: {table} (or its .json provenance) not found")
         elif config.hull.energies == "table" and version is not None:
@@ -71,6 +79,11 @@ def configuration_errors(config: PipelineConfig) -> list[str]:
             errors.append("loop.mlip_finetune: needs DFT results, but dft.mode is 'skip'")
     if config.dft.mode == "slurm" and shutil.which("sbatch") is None:
         errors.append("dft.mode: 'slurm' needs sbatch, which is not found on this machine")
+    if config.dft.mode == "cp2k":
+        if problem := cp2k_problem(config.dft.cp2k):
+            errors.append(f"dft.mode: 'cp2k': {problem}")
+        if config.dft.cp2k_run.run_on == "slurm" and shutil.which("sbatch") is None:
+            errors.append("dft.cp2k_run.run_on: 'slurm' needs sbatch, not found on this machine")
     if config.dask.cluster == "slurm" and shutil.which("sbatch") is None:
         errors.append("dask.cluster: 'slurm' needs sbatch, which is not found on this machine")
     return errors

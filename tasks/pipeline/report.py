@@ -26,7 +26,7 @@ from tasks.core.plotting import pyplot
 from tasks.core.records import structure_from_json
 from tasks.evaluate.metrics import PAPER_COLUMNS, paper_cells, paper_row
 from tasks.pipeline.config import PipelineConfig
-from tasks.pipeline.summary import RoundSummary, summarize_run
+from tasks.pipeline.summary import DftPick, RoundSummary, summarize_run
 from tasks.pipeline.sun import estimate_as_dict, funnel_table
 
 LEADERBOARD_NOTE = (
@@ -176,6 +176,23 @@ def loop_lines(config: PipelineConfig) -> list[str]:
     return lines
 
 
+_PICKS_HEADER = ("sent to DFT", "formula", "MLIP E_hull", "DFT E_hull", "DFT outcome")
+
+
+def pick_rows(picks: Sequence[DftPick]) -> list[list[str]]:
+    """Each DFT pick's MLIP and DFT E_hull (eV/atom) and the DFT outcome with its reason."""
+    return [
+        [
+            p.id,
+            p.formula,
+            f"{p.e_hull_mlip:+.3f}",
+            "" if p.e_hull_dft is None else f"{p.e_hull_dft:+.3f}",
+            p.status + (f": {p.reason.splitlines()[0][:160]}" if p.reason else ""),
+        ]
+        for p in picks
+    ]
+
+
 def evidence_lines(summary: RoundSummary) -> list[str]:
     """The sentences that say what the numbers rest on: references, MLIP, flags, known."""
     m = summary.metrics
@@ -200,6 +217,11 @@ def evidence_lines(summary: RoundSummary) -> list[str]:
         )
         if h.warning:
             lines.append(f"Note: {h.warning}.")
+        if summary.dft_energies:
+            lines.append(
+                f"DFT energies: {summary.dft_energies}; they are never mixed with MLIP or "
+                "Materials Project energies (each pick's two E_hull are in the table below)."
+            )
         if h.committee is not None:
             lines.append(
                 f"{h.committee.describe()}. S.U.N. (MLIP) is the committee's; each member's own "
@@ -231,6 +253,9 @@ def markdown_report(
         lines.append(funnel_table(r.funnel))
         lines.append(_md_table(_RATE_HEADER, _rate_rows(r)))
         lines += [f"- {line}" for line in evidence_lines(r)]
+        if r.dft_picks:
+            lines.append("")
+            lines.append(_md_table(_PICKS_HEADER, pick_rows(r.dft_picks)))
         if r.top_candidates:
             lines.append("\nLowest MLIP E_hull: " + "; ".join(
                 f"{cid}" + (f" (FLAGGED: {flags})" if flags else "")
@@ -338,6 +363,8 @@ def html_report(
             + "".join(f"<li>{html.escape(line)}</li>" for line in evidence_lines(r))
             + "</ul>"
         )
+        if r.dft_picks:
+            parts.append(_html_table(_PICKS_HEADER, pick_rows(r.dft_picks)))
         reference = r.metrics.distribution.reference_histograms
         label = f"training ({r.metrics.distribution.tolerance})"
         gen_orbits = r.generated_orbits

@@ -80,15 +80,20 @@ def write_mlip_candidates(
 def write_dft_candidates(
     hull: Path, relaxed: Path, path: Path, selection: SelectionConfig, seed: int
 ) -> Path | None:
-    """The picks for DFT (their MLIP-relaxed structures), or ``None`` when there are none."""
+    """The picks for DFT (their MLIP-relaxed structures), or ``None`` when there are none.
+
+    With ``selection.dft_max_atoms`` only crystals of at most that many atoms are eligible.
+    """
     if selection.n_dft == 0:
         return None
-    ids = pick_for_dft(
-        pd.read_parquet(hull), selection.n_dft, selection.strategy, seed, selection.max_per_system
-    )
+    rows, structures = pd.read_parquet(hull), pd.read_parquet(relaxed)
+    if selection.dft_max_atoms is not None:
+        small = structures.loc[structures[Col.N_ATOMS] <= selection.dft_max_atoms, Col.ID]
+        rows = rows[rows[Col.ID].isin(set(small))]
+    ids = pick_for_dft(rows, selection.n_dft, selection.strategy, seed, selection.max_per_system)
     if not ids:
         return None
-    return write_candidates(ids, pd.read_parquet(relaxed), path)
+    return write_candidates(ids, structures, path)
 
 
 def evaluation_funnel(verdicts: pd.DataFrame) -> list[FunnelStage]:

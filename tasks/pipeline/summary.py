@@ -22,6 +22,7 @@ Layout of a round directory (every file optional but the samples)::
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -182,11 +183,27 @@ class RoundSummary:
     confirmed: pd.DataFrame = field(
         default_factory=lambda: pd.DataFrame(columns=[Col.ID, Col.STRUCTURE])
     )
+    #: what the DFT energies are (code, functional, hull) and each pick's two verdicts
+    dft_energies: str = ""
+    dft_picks: list[DftPick] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DftPick:
+    """One crystal sent to DFT: its MLIP E_hull beside the DFT one, or why there is none."""
+
+    id: str
+    formula: str
+    e_hull_mlip: float
+    e_hull_dft: float | None
+    status: str
+    reason: str
 
 
 def dft_label(mode: str) -> str:
-    """What the DFT step's numbers are: ``stand-in`` (an MLIP test double) or ``DFT``."""
-    return "stand-in" if mode == "standin" else "DFT"
+    """What the DFT step's numbers are: ``stand-in`` (an MLIP test double), ``CP2K`` (PBE on
+    a hull of recomputed phases) or ``DFT`` (VASP on Materials Project's hull)."""
+    return {"standin": "stand-in", "cp2k": "CP2K"}.get(mode, "DFT")
 
 
 def summarize_round(
@@ -272,7 +289,25 @@ def summarize_round(
     confirmed_ids = set(checked.loc[checked[Col.METASTABLE].astype(bool), Col.ID])
     picks = pd.read_parquet(files.dft_candidates)
     summary.confirmed = picks[picks[Col.ID].isin(confirmed_ids)]
+    summary.dft_energies = config.dft.describe()
+    summary.dft_picks = dft_picks(dft, hull)
     return summary
+
+
+def dft_picks(dft: pd.DataFrame, hull: pd.DataFrame) -> list[DftPick]:
+    """The DFT results beside the first MLIP's E_hull of the same crystals."""
+    mlip = dict(zip(hull[Col.ID], hull[Col.E_HULL].astype(float), strict=True))
+    return [
+        DftPick(
+            id=str(row[Col.ID]),
+            formula=str(row[Col.FORMULA]),
+            e_hull_mlip=mlip.get(row[Col.ID], math.nan),
+            e_hull_dft=None if pd.isna(row[Col.E_HULL_DFT]) else float(row[Col.E_HULL_DFT]),
+            status=str(row[Col.DFT_STATUS]),
+            reason=str(row[Col.REASON] or ""),
+        )
+        for row in dft.to_dict(orient="records")
+    ]
 
 
 def round_seed(config: PipelineConfig, model_seed: int, round_index: int) -> int:

@@ -45,6 +45,10 @@ CASES: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "DFT on SLURM without sbatch": ({"dft.mode": "slurm"}, "dft.mode"),
     "Dask on SLURM without sbatch": ({"dask.cluster": "slurm"}, "dask.cluster"),
+    "CP2K that is not installed": (
+        {"dft.mode": "cp2k", "dft.cp2k.cp2k_cmd": "/no/such/cp2k.psmp"},
+        "dft.mode",
+    ),
 }
 
 
@@ -69,9 +73,14 @@ def test_a_config_error_is_refused_before_any_work(case, micro, monkeypatch) -> 
 
 def test_every_error_is_listed_at_once(micro, monkeypatch) -> None:
     profile = yaml.safe_load(micro.read_text())
-    # all but three: MACE would hide the CHGNet file, a checkpoint the model profile, and
-    # SLURM DFT the skipped DFT
-    exclusive = ("MACE without a model", "missing checkpoint", "MLIP fine-tuning without DFT")
+    # all but four: MACE would hide the CHGNet file, a checkpoint the model profile, SLURM
+    # DFT the skipped DFT, and CP2K the SLURM DFT
+    exclusive = (
+        "MACE without a model",
+        "missing checkpoint",
+        "MLIP fine-tuning without DFT",
+        "CP2K that is not installed",
+    )
     combined = {k: v for k, v in CASES.items() if k not in exclusive}
     for changes, _ in combined.values():
         for dotted, value in changes.items():

@@ -86,6 +86,27 @@ def test_sevennet_loads_offline_from_the_wheel(backend_and_calculator) -> None:
     assert energy == pytest.approx(-10.80166, abs=1e-4)
 
 
+def test_energy_only_single_points_equal_the_full_models_energies(
+    backend_and_calculator, mp20_test_sample
+) -> None:
+    """Single points skip the force and stress head (three times cheaper) and give the energy
+    the full model gives with forces; a geometry the model cannot take is NaN, alone."""
+    backend, calculator = backend_and_calculator
+    entries = pd.read_csv(mp20_test_sample).head(6)
+    structures = [Structure.from_str(text, fmt="cif") for text in entries["cif"]]
+    full = []
+    for structure in structures:
+        atoms = structure.to_ase_atoms()
+        atoms.calc = calculator
+        full.append(atoms.get_potential_energy())
+        assert np.abs(atoms.get_forces()).max() > 0 or len(atoms) == 1
+    broken = structures[0].copy()
+    broken.lattice = broken.lattice.__class__(np.zeros((3, 3)))
+    energies = backend.energies(calculator, [*structures, broken])
+    np.testing.assert_allclose(energies[:-1], full, atol=1e-4)
+    assert np.isnan(energies[-1])
+
+
 def test_a_relaxation_runs_through_the_worker(backend_and_calculator, nacl: Structure) -> None:
     """Forces and stress come back from the worker: compressed NaCl relaxes and expands."""
     backend, calculator = backend_and_calculator
@@ -94,21 +115,20 @@ def test_a_relaxation_runs_through_the_worker(backend_and_calculator, nacl: Stru
     assert result.volume_ratio > 1.02 and np.isfinite(result.energy)
 
 
-def test_a_known_binary_lands_on_sevennets_hull(tmp_path) -> None:
+def test_a_known_binary_lands_on_sevennets_shipped_hull() -> None:
     """Rock-salt NaCl (mp-22862, a phase of the papers' hull) at E_hull ≈ 0 on SevenNet's own
-    hull: the Na-Cl phases of the shipped table, recomputed as SevenNet single points."""
+    hull, whose energies come from SevenNet's shipped table (the default for its version)."""
     table = load_table(SHIPPED_TABLE).frame
     row = table[table["id"] == "mp-22862"].iloc[0]
     items = [("nacl", structure_to_json(parse_payload(row["crystal"], "compact")))]
     single = RelaxConfig(scheduler="serial", steps=0)
     candidates = relax_items(items, SEVENNET, single)
-    screen = ScreenSettings(
-        mlip=SEVENNET,
-        relax=single,
-        hull=MLIPHullConfig(energies="single_point", cache_dir=tmp_path),
-    )
-    hull = MLIPHull(hull_references(screen.hull, load_mlip(SEVENNET).version), screen)
+    screen = ScreenSettings(mlip=SEVENNET, relax=single, hull=MLIPHullConfig(energies="auto"))
+    references = hull_references(screen.hull, load_mlip(SEVENNET).version)
+    assert "sevenn-0.13.0:7net-0 single points" in references.description
+    hull = MLIPHull(references, screen)
     frame = hull.evaluate(candidates)
+    assert hull.stats["computed"] == 0  # every Na-Cl phase from the table
     assert frame[Col.HULL_STATUS].tolist() == [STATUS_OK], frame[Col.HULL_REASON].tolist()
     assert abs(float(frame[Col.E_HULL].iloc[0])) < 0.02
 
@@ -116,7 +136,7 @@ def test_a_known_binary_lands_on_sevennets_hull(tmp_path) -> None:
 def test_a_sevennet_hull_refuses_chgnets_table() -> None:
     version = load_mlip(SEVENNET).version
     with pytest.raises(TableMismatchError, match=r"chgnet-0.4.2:0.3.0 energies.*sevenn-0.13.0"):
-        hull_references(MLIPHullConfig(energies="table"), version)
+        hull_references(MLIPHullConfig(energies="table", table=SHIPPED_TABLE), version)
 
 
 def test_unknown_or_tampered_checkpoints_are_refused(tmp_path, monkeypatch) -> None:

@@ -1,0 +1,260 @@
+"""Our own MLIP-vs-DFT calibration: CHGNet and SevenNet E_hull against CP2K on the same phases.
+
+Run from the repository root on a quiet machine (CP2K installed: ``make setup``), after a
+S.U.N. benchmark run (the leaderboard's)::
+
+    .venv/bin/python -m benchmarks.mlip_vs_dft --run runs/leaderboard
+
+Candidates: the CHGNet-relaxed V.U.N. crystals of the run's generators (``--models``, the
+benchmark profile's two by default) that CHGNet placed on its hull, have at most
+``--max-atoms`` atoms and only elements CP2K's data files cover. From each model every
+MLIP-metastable one is taken (so precision is measured on all of CHGNet's (meta)stable calls)
+plus ``--others`` drawn at random (seed 0) from the rest; recall weights the drawn ones by
+the inverse of their draw fraction, and every count is reported beside it.
+
+Each candidate gets:
+
+- CHGNet's E_hull on the shipped CHGNet table's hull (the run's own hull rows);
+- SevenNet's (7net-0) E_hull: a single point at CHGNet's geometry on SevenNet's shipped hull
+  (the committee stage);
+- CP2K's E_hull: a static at CHGNet's geometry on the hull of its competing phases (its
+  decomposition on CHGNet's hull and its elements' ground states) recomputed with the same
+  settings (:mod:`tasks.dft.cp2k_stage`, the product's defaults).
+
+Recorded: E_hull(MLIP) − E_hull(CP2K) (mean, median, 95th percentile of the absolute), and
+precision / recall of each MLIP's stable (< 0) and metastable (< 0.1 eV/atom) verdicts
+against CP2K's, with counts. Writes ``benchmarks/results/mlip_vs_dft.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np
+import pandas as pd
+from pymatgen.core import Composition
+
+from benchmarks.machine import machine_info, save_results
+from tasks.core.columns import Col
+from tasks.core.config import load_config
+from tasks.core.paths import REPO_ROOT
+from tasks.core.structure_io import write_structures
+from tasks.dft.cp2k import covered_elements
+from tasks.dft.cp2k_stage import run_cp2k_stage
+from tasks.dft.settings import Cp2kStageConfig, DftStageConfig
+from tasks.mlip.committee import run_committee
+from tasks.mlip.settings import (
+    CommitteeConfig,
+    CommitteeMember,
+    MLIPConfig,
+    RelaxConfig,
+    ScreenSettings,
+)
+from tasks.pipeline.config import PipelineConfig
+from tasks.pipeline.summary import RoundFiles
+
+WORK = REPO_ROOT / "data" / "cache" / "mlip_vs_dft"
+
+
+def choose(hull: pd.DataFrame, relaxed: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
+    """The model's calibration candidates, with their draw weight (1 for the metastable)."""
+    covered = covered_elements(DftStageConfig().cp2k)
+    rows = hull.merge(relaxed[[Col.ID, Col.N_ATOMS, Col.STRUCTURE]], on=Col.ID)
+    eligible = rows[
+        rows[Col.E_HULL].notna()
+        & (rows[Col.N_ATOMS] <= args.max_atoms)
+        & (rows[Col.N_ELEMENTS] >= 2)
+        & rows[Col.FORMULA].map(lambda f: {e.symbol for e in Composition(f).elements} <= covered)
+    ]
+    called = eligible[eligible[Col.METASTABLE].astype(bool)].assign(weight=1.0)
+    rest = eligible[~eligible[Col.METASTABLE].astype(bool)].sort_values(Col.ID)
+    rng = np.random.default_rng(args.seed)
+    n = min(args.others, len(rest))
+    drawn = rest.iloc[sorted(rng.choice(len(rest), size=n, replace=False))] if n else rest[:0]
+    drawn = drawn.assign(weight=len(rest) / n if n else 0.0)
+    return pd.concat([called, drawn], ignore_index=True).assign(n_eligible=len(eligible))
+
+
+def verdict_scores(mlip: pd.Series, dft: pd.Series, weight: pd.Series) -> dict[str, Any]:
+    """Counts of the MLIP's verdicts against DFT's, precision and (weighted) recall."""
+    tp, fp = int((mlip & dft).sum()), int((mlip & ~dft).sum())
+    fn, tn = int((~mlip & dft).sum()), int((~mlip & ~dft).sum())
+    weighted_tp = float(weight[mlip & dft].sum())
+    weighted_fn = float(weight[~mlip & dft].sum())
+    return {
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+        "precision": tp / (tp + fp) if tp + fp else None,
+        "recall": weighted_tp / (weighted_tp + weighted_fn) if weighted_tp + weighted_fn else None,
+    }
+
+
+def difference(mlip: pd.Series, dft: pd.Series) -> dict[str, float]:
+    """E_hull(MLIP) − E_hull(DFT), eV/atom."""
+    d = (mlip - dft).to_numpy(dtype=float)
+    d = d[np.isfinite(d)]
+    if not d.size:
+        return {"n": 0}
+    return {
+        "n": int(d.size),
+        "mean": float(d.mean()),
+        "median": float(np.median(d)),
+        "p95_abs": float(np.percentile(np.abs(d), 95)),
+    }
+
+
+def calibrate(root: Path, screen: ScreenSettings, dft: DftStageConfig, args: argparse.Namespace):
+    """One model's candidates through SevenNet and CP2K; its rows."""
+    files = RoundFiles(root)
+    hull, relaxed = pd.read_parquet(files.hull), pd.read_parquet(files.relaxed)
+    picked = choose(hull, relaxed, args)
+    chosen = set(picked[Col.ID])
+    work = WORK / root.name
+    candidates = write_structures(
+        [(i, s) for i, s in zip(picked[Col.ID], picked[Col.STRUCTURE], strict=True)],
+        work / "candidates.parquet",
+    )
+    members, _ = run_committee(
+        relaxed[relaxed[Col.ID].isin(chosen)],
+        hull[hull[Col.ID].isin(chosen)],
+        screen,
+        work / "committee",
+    )
+    start = time.perf_counter()
+    results = pd.read_parquet(run_cp2k_stage(candidates, work / "cp2k", dft, screen))
+    wall = time.perf_counter() - start
+    table = picked[[Col.ID, Col.FORMULA, Col.N_ATOMS, Col.E_HULL, "weight", "n_eligible"]]
+    table = table.rename(columns={Col.E_HULL: "e_hull_chgnet"}).merge(
+        members[[Col.ID, "e_hull_sevennet"]], on=Col.ID, how="left"
+    )
+    table = table.merge(
+        results[[Col.ID, Col.DFT_STATUS, Col.REASON, Col.E_HULL_DFT]], on=Col.ID, how="left"
+    )
+    return table.assign(model=root.name, cp2k_wall_s=wall)
+
+
+def scores(table: pd.DataFrame) -> dict[str, Any]:
+    """Differences and verdict scores of every MLIP against CP2K on the placed rows."""
+    placed = table[(table[Col.DFT_STATUS] == "completed") & table[Col.E_HULL_DFT].notna()]
+    dft = placed[Col.E_HULL_DFT].astype(float)
+    out: dict[str, Any] = {"n_placed": len(placed)}
+    for name in ("chgnet", "sevennet"):
+        mlip = placed[f"e_hull_{name}"].astype(float)
+        out[name] = {
+            "difference": difference(mlip, dft),
+            "stable": verdict_scores(mlip < 0, dft < 0, placed["weight"]),
+            "metastable": verdict_scores(mlip < 0.1, dft < 0.1, placed["weight"]),
+        }
+    return out
+
+
+def markdown(result: dict[str, Any], table: pd.DataFrame) -> str:
+    """The record as a page."""
+    machine, s = result["machine"], result["scores"]
+    lines = [
+        "# MLIP vs DFT: CHGNet and SevenNet E_hull against CP2K on the same competing phases",
+        "",
+        f"{machine['date_utc']} UTC, `{result['command']}`; {machine['cpu']}, "
+        f"{machine['cores']} cores, load {machine['load_average']} at the start, "
+        f"{result['load_average_end']} at the end; {result['wall_s']:.0f} s in all.",
+        "",
+        f"DFT: {result['dft']}. Candidates: CHGNet-relaxed V.U.N. crystals of `{result['run']}` "
+        f"(≤ {result['max_atoms']} atoms, CP2K-covered elements): every CHGNet-metastable one "
+        f"plus {result['others']} drawn from the rest per model (recall weights the drawn "
+        "ones by their draw fraction). "
+        f"{s['n_placed']} of {len(table)} placed by CP2K; the rest are listed below with "
+        "the reason.",
+        "",
+        "| MLIP | n | mean ΔE_hull | median | p95 abs | stable TP/FP/FN/TN | stable precision "
+        "| stable recall | metastable TP/FP/FN/TN | metastable precision | metastable recall |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+
+    def pct(value: float | None) -> str:
+        return "–" if value is None else f"{value:.2f}"
+
+    for name in ("chgnet", "sevennet"):
+        d, st, me = s[name]["difference"], s[name]["stable"], s[name]["metastable"]
+        lines.append(
+            f"| {name} | {d['n']} | {d.get('mean', float('nan')):+.3f} | "
+            f"{d.get('median', float('nan')):+.3f} | {d.get('p95_abs', float('nan')):.3f} | "
+            f"{st['tp']}/{st['fp']}/{st['fn']}/{st['tn']} | {pct(st['precision'])} | "
+            f"{pct(st['recall'])} | {me['tp']}/{me['fp']}/{me['fn']}/{me['tn']} | "
+            f"{pct(me['precision'])} | {pct(me['recall'])} |"
+        )
+    lines += [
+        "",
+        "ΔE_hull = E_hull(MLIP) − E_hull(CP2K), eV/atom. The CP2K hull holds only each "
+        "candidate's competing phases on CHGNet's hull (its decomposition and its elements' "
+        "ground states), recomputed with CP2K: a phase CHGNet misplaces above its hull is not "
+        "among them, so CP2K's E_hull can be too low by that much. CP2K PBE without +U is not "
+        "Materials Project's GGA(+U) with corrections: this is agreement with one DFT, not "
+        "with MP's hull. Published Matbench Discovery (against MP's DFT): CHGNet precision "
+        "0.514, F1 0.613; SevenNet-0 F1 0.724.",
+        "",
+        "| model | id | formula | atoms | CHGNet | SevenNet | CP2K | CP2K outcome |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in table.itertuples():
+        cp2k = getattr(row, Col.E_HULL_DFT)
+        outcome = getattr(row, Col.DFT_STATUS)
+        reason = str(getattr(row, Col.REASON) or "")
+        lines.append(
+            f"| {row.model} | {row.id} | {row.formula} | {row.n_atoms} | "
+            f"{row.e_hull_chgnet:+.3f} | {row.e_hull_sevennet:+.3f} | "
+            + ("" if pd.isna(cp2k) else f"{cp2k:+.3f}")
+            + f" | {outcome}{': ' + reason.splitlines()[0][:120] if reason else ''} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, default=REPO_ROOT / "runs" / "leaderboard")
+    parser.add_argument("--models", nargs="+", default=["symadit", "mcflow"])
+    parser.add_argument("--max-atoms", type=int, default=12)
+    parser.add_argument("--others", type=int, default=6)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    machine = machine_info()
+    config = load_config(str(args.run / "config.yaml"), PipelineConfig)
+    screen = ScreenSettings(
+        mlip=config.mlip,
+        relax=RelaxConfig(**{**config.relax.model_dump(), "scheduler": "serial"}),
+        hull=config.hull,
+        stability=config.stability,
+        committee=CommitteeConfig(members=[CommitteeMember(mlip=MLIPConfig(name="sevennet"))]),
+    )
+    dft = DftStageConfig(mode="cp2k", cp2k_run=Cp2kStageConfig(workers=args.workers))
+    start = time.perf_counter()
+    rounds = [args.run / "round-1" / m for m in args.models]
+    table = pd.concat([calibrate(root, screen, dft, args) for root in rounds], ignore_index=True)
+    table = table.fillna({"e_hull_sevennet": np.nan})
+    result = {
+        "command": "python -m benchmarks.mlip_vs_dft " + " ".join(sys.argv[1:]),
+        "machine": machine,
+        "run": str(args.run),
+        "dft": dft.describe(),
+        "max_atoms": args.max_atoms,
+        "others": args.others,
+        "scores": scores(table),
+        "rows": table.to_dict("records"),
+        "wall_s": time.perf_counter() - start,
+        "load_average_end": [round(v, 2) for v in os.getloadavg()],
+    }
+    print(save_results("mlip_vs_dft", result, markdown(result, table)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""The DFT stage with CP2K: candidates, then their recomputed competing phases, then E_hull.
+
+1. Candidates whose elements CP2K's basis or potential file lacks are rejected with the
+   reason (reported, never dropped); the rest are computed here (``workers`` local
+   processes) or on SLURM, exactly like the VASP path's calculations
+   (:mod:`tasks.dft.workdir`, :mod:`tasks.dft.node`).
+2. For each completed candidate, its competing phases on the MLIP hull are computed with the
+   same settings in the shared references directory, once per settings
+   (:mod:`tasks.dft.recomputed_hull`).
+3. E_hull against those phases (raw CP2K energies on both sides, no MP2020 correction);
+   ``dft_summary.json`` names the energies with :meth:`Cp2kSettings.label`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from filelock import FileLock
+
+from tasks.core.records import structure_from_json
+from tasks.core.stability import StabilityRule
+from tasks.dft.collect import collect_results, dft_counts, write_results
+from tasks.dft.cp2k import Cp2kUnavailableError, missing_elements
+from tasks.dft.local import run_batch_here
+from tasks.dft.recomputed_hull import competing_entries, competing_sets, reference_candidates
+from tasks.dft.settings import Cp2kSettings, DftStageConfig, cp2k_problem
+from tasks.dft.submit import (
+    SubmitReport,
+    calc_statuses,
+    read_candidates,
+    register_calculations,
+    submit_candidates,
+    wait_for_batch,
+)
+from tasks.dft.workdir import ACTIVE, COMPLETED, Candidate, list_calcs, read_calc, read_state
+from tasks.mlip.settings import ScreenSettings
+
+log = logging.getLogger(__name__)
+
+
+def with_basis_check(candidates: list[Candidate], settings: Cp2kSettings) -> list[Candidate]:
+    """The candidates, those with an element the settings' data files lack rejected."""
+    out = []
+    for candidate in candidates:
+        if candidate.structure is not None and (
+            lacking := missing_elements(candidate.structure, settings)
+        ):
+            reason = (
+                f"CP2K has no {settings.basis} basis / {settings.potential} potential for "
+                f"{', '.join(lacking)} (in {settings.basis_file}, {settings.potential_file})"
+            )
+            candidate = Candidate(candidate.id, None, reason)
+        out.append(candidate)
+    return out
+
+
+def compute(candidates: list[Candidate], workdir: Path, config: DftStageConfig) -> None:
+    """Compute the candidates not computed yet in ``workdir`` (here or on SLURM) and wait.
+
+    Run here, a calculation still marked submitted or running was interrupted (this process
+    is the only one running the directory's calculations: a run's own directory, or the
+    references' under their lock), so it runs again as its next attempt.
+    """
+    settings = config.cp2k
+    if config.cp2k_run.run_on == "slurm":
+        report = submit_candidates(candidates, workdir, settings, config.slurm)
+        if report.failed:
+            first = next(iter(report.failed.values()))
+            raise RuntimeError(f"CP2K batch of {len(report.failed)} not submitted: {first}")
+        wait_for_batch(workdir, poll_s=config.poll_s, timeout_s=config.timeout_s)
+        return
+    attempts = {
+        calc_id: state.attempt + 1
+        for calc_id in list_calcs(workdir)
+        if (state := read_state(workdir, calc_id)) is not None and state.status in ACTIVE
+    }
+    new = register_calculations(candidates, workdir, settings, SubmitReport())
+    attempts |= dict.fromkeys(new, 1)
+    if attempts:
+        ids = list(attempts)
+        run_batch_here(workdir, ids, attempts, settings, config.cp2k_run.workers)
+
+
+def run_cp2k_stage(
+    candidates: Path,
+    workdir: Path,
+    config: DftStageConfig,
+    screen: ScreenSettings,
+    extra_references: Sequence[str | Path] = (),
+    rule: StabilityRule | None = None,
+) -> Path:
+    """Compute the candidates with CP2K, then their competing phases, and write the results.
+
+    Parameters
+    ----------
+    candidates
+        Records parquet (``id``, ``structure``) of the crystals to compute.
+    workdir
+        The DFT work directory of this batch.
+    config
+        The DFT stage (``cp2k`` settings, ``cp2k_run`` placement, earlier rounds' results).
+    screen
+        The MLIP screen whose hull chooses each candidate's competing phases.
+    extra_references
+        More reference sets of that hull (earlier rounds' discoveries).
+    rule
+        The stable / metastable thresholds.
+
+    Returns
+    -------
+    Path
+        ``dft_results.parquet``.
+
+    Raises
+    ------
+    Cp2kUnavailableError
+        CP2K or its data files are not installed.
+    """
+    settings = config.cp2k
+    if problem := cp2k_problem(settings):
+        raise Cp2kUnavailableError(problem)
+    workdir = workdir.resolve()
+    batch = with_basis_check(read_candidates(candidates), settings)
+    compute(batch, workdir, config)
+    done = [
+        (s.candidate_id, structure_from_json(read_calc(workdir, s.calc_id).structure))
+        for s in calc_statuses(workdir)
+        if s.status == COMPLETED
+    ]
+    sets = competing_sets(done, screen, extra_references)
+    references = config.cp2k_run.references.resolve()
+    references.mkdir(parents=True, exist_ok=True)
+    with FileLock(references / ".lock"):  # branches side by side share the phases
+        compute(reference_candidates(sets), references, config)
+        competing = competing_entries(sets, references, settings)
+    hull = config.hull.model_copy(
+        update={
+            "entries_file": None,
+            "mp_cache_dir": None,
+            "correct_candidates": False,
+            "correct_references": False,
+        }
+    )
+    results = collect_results(workdir, hull, rule, competing)
+    counts = dft_counts(results)
+    write_results(workdir, results, {**counts, "energies": settings.label()})
+    log.info("CP2K: %s", counts)
+    return workdir / "dft_results.parquet"

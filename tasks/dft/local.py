@@ -1,0 +1,80 @@
+"""Running a DFT batch on this machine: the SLURM array's tasks as local processes.
+
+:func:`run_batch_here` writes the same batch file a SLURM submission writes and runs its
+tasks (``python -m tasks.dft.node BATCH INDEX``) as ``workers`` processes at a time, each
+with its own OpenMP threads (one CP2K process per core by default). A task whose process
+dies without recording an outcome is recorded as failed with its exit code and log, like a
+SLURM job that ended without a result, and the others go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from tasks.core.paths import REPO_ROOT
+from tasks.dft.settings import CalcSettings, Cp2kSettings
+from tasks.dft.submit import write_batch
+from tasks.dft.workdir import ACTIVE, FAILED, read_state, write_state
+
+log = logging.getLogger(__name__)
+
+
+def default_workers(settings: CalcSettings) -> int:
+    """Processes at once: the machine's cores divided by each calculation's threads."""
+    threads = settings.threads if isinstance(settings, Cp2kSettings) else 1
+    return max(1, (os.cpu_count() or 1) // threads)
+
+
+def run_batch_here(
+    workdir: Path,
+    calc_ids: list[str],
+    attempts: dict[str, int],
+    settings: CalcSettings,
+    workers: int | None = None,
+) -> Path:
+    """Run the calculations as local processes and wait for all of them.
+
+    Parameters
+    ----------
+    workdir
+        The DFT work directory (the calculations are registered there).
+    calc_ids, attempts
+        The calculations and the attempt number of each.
+    settings
+        Their settings (one batch has one).
+    workers
+        Processes at once (default :func:`default_workers`).
+
+    Returns
+    -------
+    Path
+        The batch file.
+    """
+    batch_file = write_batch(workdir, calc_ids, attempts, settings)
+    threads = settings.threads if isinstance(settings, Cp2kSettings) else 1
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": "1"}
+
+    def run(index: int) -> None:
+        log_path = workdir / "logs" / f"{batch_file.stem}_{index}.out"
+        with log_path.open("w") as out:
+            code = subprocess.call(
+                [sys.executable, "-m", "tasks.dft.node", str(batch_file), str(index)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=REPO_ROOT,
+                env=env,
+            )
+        state = read_state(workdir, calc_ids[index])
+        if code != 0 and (state is None or state.status in ACTIVE):
+            why = f"local process exited with code {code} without a result (log: {log_path})"
+            write_state(workdir, calc_ids[index], FAILED, reason=why)
+
+    with ThreadPoolExecutor(max_workers=workers or default_workers(settings)) as pool:
+        list(pool.map(run, range(len(calc_ids))))
+    log.info("ran %d calculations of %s here", len(calc_ids), batch_file.stem)
+    return batch_file

@@ -1,0 +1,157 @@
+"""Real CP2K (Debian's ``cp2k`` + ``cp2k-data``) through atomate2, and its recomputed hull.
+
+Cheap settings (200 Ry, a coarse k-mesh, a loose SCF) keep each calculation to seconds;
+the physics checked does not depend on convergence: energies are finite and per-atom
+sensible, a phase recomputed with the same settings sits on its own recomputed hull, and a
+crystal with an element CP2K's data files lack is rejected with the reason.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from monty.io import zopen
+from pymatgen.core import Lattice, Structure
+
+from tasks.core.structure_io import parse_payload, write_structures
+from tasks.dft.collect import collect_results
+from tasks.dft.cp2k import covered_elements, missing_elements, spin_polarized
+from tasks.dft.cp2k_stage import compute, run_cp2k_stage
+from tasks.dft.node import run_calculation
+from tasks.dft.recomputed_hull import completed_entry
+from tasks.dft.settings import (
+    Cp2kSettings,
+    Cp2kStageConfig,
+    DftHullConfig,
+    DftStageConfig,
+    cp2k_problem,
+)
+from tasks.dft.submit import SubmitReport, register_calculations
+from tasks.dft.workdir import RUNNING, Candidate, read_state, write_state
+from tasks.mlip.reference_table import SHIPPED_TABLE, load_table
+from tasks.mlip.settings import RelaxConfig, ScreenSettings
+
+CHEAP = Cp2kSettings(cutoff_ry=200, rel_cutoff_ry=30, kpoints_density=16, eps_scf=1e-5)
+pytestmark = pytest.mark.skipif(bool(cp2k_problem(CHEAP)), reason=cp2k_problem(CHEAP))
+HARTREE_EV = 27.211386245988  # CODATA 2018, as pymatgen converts
+
+
+def table_phase(material_id: str) -> Structure:
+    frame = load_table(SHIPPED_TABLE).frame
+    return parse_payload(frame.loc[frame["id"] == material_id, "crystal"].iloc[0], "compact")
+
+
+def test_the_data_files_cover_71_elements_and_no_lanthanide() -> None:
+    covered = covered_elements(Cp2kSettings())
+    assert len(covered) == 71 and {"Si", "Na", "Cl", "O", "Fe", "Pt"} <= covered
+    assert not covered & {"La", "Ce", "Nd", "Gd", "U"}
+
+
+SILICON = Structure(
+    Lattice([[0, 2.715, 2.715], [2.715, 0, 2.715], [2.715, 2.715, 0]]),
+    ["Si", "Si"],
+    [[0, 0, 0], [0.25, 0.25, 0.25]],
+)
+
+
+@pytest.mark.parametrize("name", ["Si", "NaCl"])
+def test_single_points_run_through_atomate2(tmp_path, name) -> None:
+    """One atomate2 CP2K static each: completed, closed shell, and the TaskDocument's
+    energy is the total energy CP2K printed, converted from Hartree to eV; Si's is the
+    -107.1 eV/atom of a CP2K run made by hand (400 Ry, 7x7x7 mesh)."""
+    structure = SILICON if name == "Si" else table_phase("mp-22862")
+    report = SubmitReport()
+    (calc_id,) = register_calculations([Candidate(name, structure)], tmp_path, CHEAP, report)
+    assert run_calculation(tmp_path, calc_id)
+    entry = completed_entry(tmp_path, calc_id)
+    assert not isinstance(entry, str), entry
+    (output,) = (tmp_path / "calcs" / calc_id).glob("attempt-1/job_*/cp2k.out*")
+    with zopen(output, "rt") as handle:
+        printed = [line for line in handle if line.startswith(" ENERGY| Total FORCE_EVAL")]
+    hartree = float(printed[-1].split()[-1])
+    assert entry.energy == pytest.approx(hartree * HARTREE_EV, rel=1e-9)
+    assert not spin_polarized(structure, CHEAP)
+    (alone,) = collect_results(tmp_path, DftHullConfig())  # no recomputed phases given
+    assert (alone.dft_status, alone.e_hull_dft) == ("no_hull", None)
+    assert "never on Materials Project's entries" in alone.reason
+    if name == "Si":
+        assert entry.energy_per_atom == pytest.approx(-107.1, abs=0.3)
+
+
+def test_a_reference_phase_lands_on_its_own_recomputed_hull(tmp_path) -> None:
+    """Rock-salt NaCl (mp-22862) as a candidate: its competing phases (NaCl itself, Na and
+    Cl2 ground states of the MLIP hull) are recomputed with its settings in the shared
+    references directory, and it sits on that hull; a crystal with Ce is rejected."""
+    nacl = table_phase("mp-22862")
+    ceo2 = Structure(Lattice.cubic(5.41), ["Ce", "O", "O"], [[0, 0, 0], [0.25] * 3, [0.75] * 3])
+    assert missing_elements(ceo2, CHEAP) == ["Ce"]
+    candidates = write_structures(
+        [("cand-NaCl", nacl), ("cand-CeO2", ceo2)], tmp_path / "candidates.parquet"
+    )
+    config = DftStageConfig(
+        mode="cp2k",
+        cp2k=CHEAP,
+        cp2k_run=Cp2kStageConfig(references=tmp_path / "references", workers=2),
+    )
+    screen = ScreenSettings(relax=RelaxConfig(steps=0, scheduler="serial"))
+    results = pd.read_parquet(run_cp2k_stage(candidates, tmp_path / "dft", config, screen))
+    rows = results.set_index("id")
+    assert rows.loc["cand-NaCl", "dft_status"] == "completed", rows.loc["cand-NaCl", "reason"]
+    assert rows.loc["cand-NaCl", "e_hull_dft"] == pytest.approx(0.0, abs=1e-4)
+    assert rows.loc["cand-CeO2", "dft_status"] == "rejected"
+    assert "no DZVP-MOLOPT-SR-GTH basis" in rows.loc["cand-CeO2", "reason"]
+    assert "Ce" in rows.loc["cand-CeO2", "reason"]
+    phases = sorted(p.name for p in (tmp_path / "references" / "calcs").iterdir())
+    assert len(phases) == 3  # NaCl, Na, Cl2: each once
+    again = pd.read_parquet(run_cp2k_stage(candidates, tmp_path / "dft2", config, screen))
+    assert again.set_index("id").loc["cand-NaCl", "e_hull_dft"] == pytest.approx(
+        rows.loc["cand-NaCl", "e_hull_dft"], abs=1e-9
+    )
+    assert sorted(p.name for p in (tmp_path / "references" / "calcs").iterdir()) == phases
+
+
+def test_cp2k_runs_as_the_same_slurm_array_as_vasp(tmp_path, slurm) -> None:
+    """``cp2k_run.run_on: slurm``: the candidate and its competing phase run as array tasks
+    of the local SLURM cluster; elemental Si (mp-149) lands on its recomputed hull."""
+    candidates = write_structures([("cand-Si", table_phase("mp-149"))], tmp_path / "c.parquet")
+    config = DftStageConfig(
+        mode="cp2k",
+        cp2k=CHEAP,
+        cp2k_run=Cp2kStageConfig(run_on="slurm", references=tmp_path / "references"),
+        poll_s=1.0,
+        timeout_s=600,
+    )
+    screen = ScreenSettings(relax=RelaxConfig(steps=0, scheduler="serial"))
+    results = pd.read_parquet(run_cp2k_stage(candidates, tmp_path / "dft", config, screen))
+    row = results.iloc[0]
+    assert row["dft_status"] == "completed", row["reason"]
+    assert row["e_hull_dft"] == pytest.approx(0.0, abs=1e-6)
+    assert list((tmp_path / "dft" / "batches").glob("*.jobid"))
+    assert list((tmp_path / "references" / "batches").glob("*.jobid"))
+
+
+def test_an_interrupted_local_calculation_runs_again(tmp_path) -> None:
+    """A calculation left 'running' by a killed run is run again (attempt 2) by the next."""
+    (calc_id,) = register_calculations([Candidate("Si", SILICON)], tmp_path, CHEAP, SubmitReport())
+    write_state(tmp_path, calc_id, RUNNING, attempt=1, batch="killed")
+    compute([Candidate("Si", SILICON)], tmp_path, DftStageConfig(mode="cp2k", cp2k=CHEAP))
+    state = read_state(tmp_path, calc_id)
+    assert state is not None and (state.status, state.attempt) == ("completed", 2)
+    assert not isinstance(completed_entry(tmp_path, calc_id), str)
+
+
+def test_the_cp2k_command_reports_a_candidate_it_cannot_compute(tmp_path) -> None:
+    """``discovery dft cp2k``: a CeO2 candidate is listed as rejected with the reason (no
+    calculation starts), under the label of the energies."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    ceo2 = Structure(Lattice.cubic(5.41), ["Ce", "O", "O"], [[0, 0, 0], [0.25] * 3, [0.75] * 3])
+    candidates = write_structures([("cand-CeO2", ceo2)], tmp_path / "c.parquet")
+    result = CliRunner().invoke(app, ["dft", "cp2k", str(candidates), "-w", str(tmp_path / "w")])
+    assert result.exit_code == 0, result.output
+    assert "hull of recomputed competing phases" in result.output
+    assert "cand-CeO2" in result.output and "rejected" in result.output
+    assert "no DZVP-MOLOPT-SR-GTH basis" in result.output
+    assert not (tmp_path / "w" / "calcs").exists()
