@@ -107,7 +107,7 @@ def main() -> None:
         f"CP2K PBE statics through the product's path; defaults {base.cutoff_ry:.0f} Ry, "
         f"{base.kpoints_density} k-points per reciprocal atom, one setting changed at a time. "
         "ΔE: energy per atom minus that of the tightest value of the same axis (meV/atom); "
-        "time: CP2K's own wall time, one process, one thread.",
+        "time: CP2K's own wall time, each calculation one process with one thread.",
         "",
         "| crystal | atoms | setting | ΔE (meV/atom) | time (s) |",
         "| --- | --- | --- | --- | --- |",

@@ -257,11 +257,11 @@ def hull_results(
     rule
         The stable / metastable thresholds (shared with the MLIP hull).
     competing
-        Per candidate id, its competing phases computed with the candidate's own settings
+        Per calculation id, its competing phases computed with the candidate's own settings
         (a hull of recomputed phases, :mod:`tasks.dft.recomputed_hull`), or why they could
         not all be computed (the candidate is then ``no_hull`` with that reason). When
-        given, these replace the configured reference sources; earlier rounds' results
-        still join them.
+        given, these are added to the configured reference sources (a CP2K stage configures
+        none).
     """
     rule = rule or StabilityRule()
     exclude = set(entries)
@@ -284,7 +284,7 @@ def hull_results(
         if config.correct_references:
             refs, _ = apply_mp2020(refs)
         if competing is not None:
-            given = competing.get(res.id, "its competing phases were not computed")
+            given = competing.get(res.calc_id, "its competing phases were not computed")
             if isinstance(given, str):
                 res.dft_status, res.reason = NO_HULL, given
                 out.append(res)

@@ -39,13 +39,16 @@ from pymatgen.io.vasp.sets import MPRelaxSet
 
 from tasks.dft.settings import Cp2kSettings
 
-#: Initial moments (μB) of Materials Project's VASP sets, by element; others start at 0.6.
-MP_MAGMOM: dict[str, float] = {
-    k: float(v) for k, v in MPRelaxSet.CONFIG["INCAR"]["MAGMOM"].items() if k.isalpha()
-}
-#: ``spin: auto`` polarizes a crystal holding one of these (MP starts them at >= 1 μB).
-MAGNETIC_ELEMENTS = frozenset(k for k, v in MP_MAGMOM.items() if v >= 1)
-DEFAULT_MAGMOM = 0.6
+#: ``spin: auto`` polarizes a crystal holding one of these: the elements Materials Project
+#: starts at 1 μB or more, and Co (0.6 there), a ferromagnet as a metal and magnetic in most
+#: compounds.
+MAGNETIC_ELEMENTS = frozenset(
+    k for k, v in MPRelaxSet.CONFIG["INCAR"]["MAGMOM"].items() if k.isalpha() and v >= 1
+) | {"Co"}
+#: Initial moment (μB) of a magnetic atom. CP2K builds its atomic guess by moving electrons
+#: between spins within the valence shell, so MP's 5 μB is impossible for Fe (d6, at most 4)
+#: or Ni (d8, at most 2) and aborts; 2 is possible for every magnetic element and for O.
+INITIAL_MOMENT = 2.0
 
 
 class _CalculationInput(cp2k_calculation.CalculationInput):
@@ -102,16 +105,21 @@ def spin_polarized(structure: Structure, settings: Cp2kSettings) -> bool:
     """Whether the calculation is spin-polarized (see :class:`Cp2kSettings`'s ``spin``)."""
     if settings.spin != "auto":
         return settings.spin == "on"
-    return any(el.symbol in MAGNETIC_ELEMENTS for el in structure.composition.elements)
+    elements = {el.symbol for el in structure.composition.elements}
+    return bool(elements & MAGNETIC_ELEMENTS) or elements == {"O"}  # O2 is a triplet
 
 
 def with_initial_moments(structure: Structure, settings: Cp2kSettings) -> Structure:
-    """The structure with MP's initial moments as ``magmom`` when spin-polarized."""
+    """The structure with ferromagnetic initial moments as ``magmom`` when spin-polarized:
+    :data:`INITIAL_MOMENT` on magnetic atoms (and on O in solid oxygen), 0 elsewhere."""
     structure = structure.copy()
+    moments = [0.0] * len(structure)
     if spin_polarized(structure, settings):
-        moments = [MP_MAGMOM.get(site.specie.symbol, DEFAULT_MAGMOM) for site in structure]
-    else:
-        moments = [0.0] * len(structure)
+        oxygen = structure.composition.reduced_formula == "O2"
+        moments = [
+            INITIAL_MOMENT if site.specie.symbol in MAGNETIC_ELEMENTS or oxygen else 0.0
+            for site in structure
+        ]
     structure.add_site_property("magmom", moments)
     return structure
 
@@ -134,6 +142,8 @@ def input_generator(structure: Structure, settings: Cp2kSettings) -> Cp2kInputGe
         "cutoff": settings.cutoff_ry,
         "rel_cutoff": settings.rel_cutoff_ry,
         "eps_scf": settings.eps_scf,
+        "eps_default": settings.eps_default,
+        "eps_pgf_orb": settings.eps_pgf_orb,
         "spin_polarized": spin_polarized(structure, settings),
         "smearing": True,
         "ot": False,  # diagonalization always: OT cannot smear (a Γ-only mesh chose it)

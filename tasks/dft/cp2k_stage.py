@@ -18,14 +18,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from filelock import FileLock
+from pymatgen.core import Structure
+from pymatgen.entries.computed_entries import ComputedEntry
 
+from tasks.core.dft_results import read_dft_results
 from tasks.core.records import structure_from_json
 from tasks.core.stability import StabilityRule
-from tasks.dft.collect import collect_results, dft_counts, write_results
+from tasks.dft.collect import collect_results, decode_entry, dft_counts, write_results
 from tasks.dft.cp2k import Cp2kUnavailableError, missing_elements
 from tasks.dft.local import run_batch_here
 from tasks.dft.recomputed_hull import competing_entries, competing_sets, reference_candidates
-from tasks.dft.settings import Cp2kSettings, DftStageConfig, cp2k_problem
+from tasks.dft.settings import Cp2kSettings, DftStageConfig, cp2k_problem, settings_hash
 from tasks.dft.submit import (
     SubmitReport,
     calc_statuses,
@@ -34,10 +37,37 @@ from tasks.dft.submit import (
     submit_candidates,
     wait_for_batch,
 )
-from tasks.dft.workdir import ACTIVE, COMPLETED, Candidate, list_calcs, read_calc, read_state
+from tasks.dft.workdir import (
+    ACTIVE,
+    COMPLETED,
+    FAILED,
+    Candidate,
+    calc_id_for,
+    list_calcs,
+    read_calc,
+    read_state,
+)
 from tasks.mlip.settings import ScreenSettings
 
 log = logging.getLogger(__name__)
+
+
+#: Why a calculation of the work directory made with other settings gets no E_hull here.
+OTHER_SETTINGS = (
+    "computed with other settings (or another code) than this stage's: its energy cannot "
+    "share a hull with phases recomputed with these settings"
+)
+
+
+def earlier_entries(paths: Sequence[Path], suffix: str) -> list[ComputedEntry]:
+    """Crystals earlier rounds computed with the same CP2K settings (calculation ids ending in
+    ``suffix``), as references: confirmed crystals join the next round's hull."""
+    out = []
+    for path in paths:
+        for result in read_dft_results(path.expanduser()):
+            if result.dft_status == COMPLETED and result.entry and result.calc_id.endswith(suffix):
+                out.append(decode_entry(result.entry, str(path)))
+    return out
 
 
 def with_basis_check(candidates: list[Candidate], settings: Cp2kSettings) -> list[Candidate]:
@@ -61,7 +91,8 @@ def compute(candidates: list[Candidate], workdir: Path, config: DftStageConfig) 
 
     Run here, a calculation still marked submitted or running was interrupted (this process
     is the only one running the directory's calculations: a run's own directory, or the
-    references' under their lock), so it runs again as its next attempt.
+    references' under their lock), so it runs again as its next attempt; so does a failed
+    calculation of these candidates below ``cp2k_run.max_attempts`` attempts.
     """
     settings = config.cp2k
     if config.cp2k_run.run_on == "slurm":
@@ -76,6 +107,13 @@ def compute(candidates: list[Candidate], workdir: Path, config: DftStageConfig) 
         for calc_id in list_calcs(workdir)
         if (state := read_state(workdir, calc_id)) is not None and state.status in ACTIVE
     }
+    for candidate in candidates:
+        if candidate.structure is None:
+            continue
+        calc_id = calc_id_for(candidate, settings)
+        state = read_state(workdir, calc_id)
+        if state and state.status == FAILED and state.attempt < config.cp2k_run.max_attempts:
+            attempts[calc_id] = state.attempt + 1
     new = register_calculations(candidates, workdir, settings, SubmitReport())
     attempts |= dict.fromkeys(new, 1)
     if attempts:
@@ -124,21 +162,34 @@ def run_cp2k_stage(
     workdir = workdir.resolve()
     batch = with_basis_check(read_candidates(candidates), settings)
     compute(batch, workdir, config)
-    done = [
-        (s.candidate_id, structure_from_json(read_calc(workdir, s.calc_id).structure))
-        for s in calc_statuses(workdir)
-        if s.status == COMPLETED
-    ]
+    suffix = f"-{settings_hash(settings)}"
+    done: list[tuple[str, Structure]] = []
+    competing: dict[str, list[ComputedEntry] | str] = {}
+    for status in calc_statuses(workdir):
+        if not status.calc_id.endswith(suffix):
+            competing[status.calc_id] = OTHER_SETTINGS
+        elif status.status == COMPLETED:
+            structure = structure_from_json(read_calc(workdir, status.calc_id).structure)
+            done.append((status.calc_id, structure))
     sets = competing_sets(done, screen, extra_references)
     references = config.cp2k_run.references.resolve()
     references.mkdir(parents=True, exist_ok=True)
-    with FileLock(references / ".lock"):  # branches side by side share the phases
-        compute(reference_candidates(sets), references, config)
-        competing = competing_entries(sets, references, settings)
+    try:
+        with FileLock(references / ".lock"):  # branches side by side share the phases
+            compute(reference_candidates(sets), references, config)
+    except (RuntimeError, TimeoutError) as err:  # each candidate names its missing phases
+        log.error("competing phases not all computed: %s", err)
+    competing |= competing_entries(sets, references, settings)
+    confirmed = earlier_entries(config.hull.earlier_results, suffix)
+    for calc_id, structure in done:
+        if isinstance(found := competing[calc_id], list):
+            elements = set(structure.composition.elements)
+            found += [e for e in confirmed if set(e.composition.elements) <= elements]
     hull = config.hull.model_copy(
         update={
             "entries_file": None,
             "mp_cache_dir": None,
+            "earlier_results": [],
             "correct_candidates": False,
             "correct_references": False,
         }

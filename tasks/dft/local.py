@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tasks.core.paths import REPO_ROOT
 from tasks.dft.settings import CalcSettings, Cp2kSettings
-from tasks.dft.submit import write_batch
+from tasks.dft.submit import LOCAL_BATCH, write_batch
 from tasks.dft.workdir import ACTIVE, FAILED, read_state, write_state
 
 log = logging.getLogger(__name__)
@@ -55,23 +55,26 @@ def run_batch_here(
     Path
         The batch file.
     """
-    batch_file = write_batch(workdir, calc_ids, attempts, settings)
+    batch_file = write_batch(workdir, calc_ids, attempts, settings, prefix=LOCAL_BATCH)
     threads = settings.threads if isinstance(settings, Cp2kSettings) else 1
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": "1"}
 
     def run(index: int) -> None:
         log_path = workdir / "logs" / f"{batch_file.stem}_{index}.out"
-        with log_path.open("w") as out:
-            code = subprocess.call(
-                [sys.executable, "-m", "tasks.dft.node", str(batch_file), str(index)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=REPO_ROOT,
-                env=env,
-            )
+        try:
+            with log_path.open("w") as out:
+                code = subprocess.call(
+                    [sys.executable, "-m", "tasks.dft.node", str(batch_file), str(index)],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=REPO_ROOT,
+                    env=env,
+                )
+            why = f"local process exited with code {code} without a result (log: {log_path})"
+        except OSError as err:  # the process could not start: recorded, the others go on
+            code, why = -1, f"local process not started: {err}"
         state = read_state(workdir, calc_ids[index])
         if code != 0 and (state is None or state.status in ACTIVE):
-            why = f"local process exited with code {code} without a result (log: {log_path})"
             write_state(workdir, calc_ids[index], FAILED, reason=why)
 
     with ThreadPoolExecutor(max_workers=workers or default_workers(settings)) as pool:

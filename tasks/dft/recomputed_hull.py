@@ -9,9 +9,13 @@ elements there. They run in a DFT work directory shared by every run
 its structure and settings hash: a phase is computed once per settings, across candidates,
 rounds and runs.
 
-:func:`recompute_competing_phases` returns, per candidate, the recomputed entries (raw
-energies: no correction applies to them) or, when one of them failed or an element has no
-basis data, the reason: such a candidate is flagged ``no_hull``, never dropped.
+:func:`competing_sets` chooses each candidate's phases, :func:`reference_candidates` lists
+them once for the DFT stage to compute, and :func:`competing_entries` returns, per candidate
+calculation, the recomputed entries (raw energies: no correction applies to them) or, when
+one of them is missing, why: such a candidate is ``no_hull`` with that reason, never
+dropped. The hull holds only the phases the MLIP hull put on the candidate's facet: a phase
+the MLIP wrongly places above its hull is not recomputed, so a DFT E_hull can be too low by
+as much as the MLIP misjudged that phase.
 """
 
 from __future__ import annotations
@@ -38,9 +42,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class CompetingSet:
-    """The phases a candidate is judged against, or why they could not be chosen."""
+    """The phases a candidate's calculation is judged against, or why none were chosen."""
 
-    candidate_id: str
+    calc_id: str
     phases: list[Reference]
     problem: str = ""
 
@@ -55,7 +59,7 @@ def competing_sets(
     Parameters
     ----------
     candidates
-        ``(id, structure)`` of the candidates (their MLIP-relaxed structures).
+        ``(calculation id, structure)`` of the candidates (their computed structures).
     screen
         The MLIP screen whose hull (the shipped table by default) chooses the phases.
     extra_references
@@ -64,18 +68,18 @@ def competing_sets(
     references = hull_references(screen.hull, load_mlip(screen.mlip).version, extra_references)
     hull = MLIPHull(references, screen)
     out = []
-    for candidate_id, structure in candidates:
+    for calc_id, structure in candidates:
         elements = frozenset(el.symbol for el in structure.composition.elements)
         try:
             diagram = hull.phase_diagram(elements)
         except HullError as err:
-            out.append(CompetingSet(candidate_id, [], f"no MLIP hull to choose from: {err}"))
+            out.append(CompetingSet(calc_id, [], f"no MLIP hull to choose from: {err}"))
             continue
         on_hull = [*diagram.get_decomposition(structure.composition)]
         on_hull += [diagram.el_refs[Element(el)] for el in elements]
         names = {cast(PDEntry, entry).name for entry in on_hull}
         phases = hull.phases(elements)
-        out.append(CompetingSet(candidate_id, [phases[name] for name in sorted(names)]))
+        out.append(CompetingSet(calc_id, [phases[name] for name in sorted(names)]))
     return out
 
 
@@ -105,7 +109,7 @@ def completed_entry(workdir: Path, calc_id: str) -> ComputedEntry | str:
 def competing_entries(
     sets: Sequence[CompetingSet], workdir: Path, settings: CalcSettings
 ) -> dict[str, list[ComputedEntry] | str]:
-    """Per candidate, the recomputed entries of its phases, or why one of them is missing.
+    """Per candidate calculation, its phases' recomputed entries, or why one is missing.
 
     Parameters
     ----------
@@ -120,16 +124,16 @@ def competing_entries(
     out: dict[str, list[ComputedEntry] | str] = {}
     for competing in sets:
         if competing.problem:
-            out[competing.candidate_id] = competing.problem
+            out[competing.calc_id] = competing.problem
             continue
         entries: list[ComputedEntry] = []
         for ref in competing.phases:
             got = completed_entry(workdir, calc_ids[ref.id])
             if isinstance(got, str):
                 formula = ref.structure().composition.reduced_formula
-                out[competing.candidate_id] = f"competing phase {ref.id} ({formula}): {got}"
+                out[competing.calc_id] = f"competing phase {ref.id} ({formula}): {got}"
                 break
             entries.append(ComputedEntry(got.composition, got.energy, entry_id=f"ref:{ref.id}"))
         else:
-            out[competing.candidate_id] = entries
+            out[competing.calc_id] = entries
     return out

@@ -125,26 +125,33 @@ class Cp2kSettings(StrictModel):
     cutoff_ry, rel_cutoff_ry
         Plane-wave cutoff of the finest grid and the relative cutoff (Ry).
     kpoints_density
-        k-points per reciprocal atom (as ``MPRelaxSet``'s 64); the mesh is reduced by
-        symmetry in Python and given to CP2K as an explicit list (CP2K's own k-point symmetry
-        crashes Debian's build).
+        k-points per reciprocal atom (as ``MPRelaxSet``'s 64). CP2K's own k-point symmetry
+        stays off (it crashes Debian's build): a Γ-centred mesh is reduced by symmetry in
+        Python and given as an explicit weighted list, any other is the full mesh.
     electronic_temperature_k
         Fermi-Dirac smearing (K).
     max_scf, eps_scf
         SCF iterations (diagonalization with Broyden mixing) and their convergence
         threshold.
+    eps_default, eps_pgf_orb
+        CP2K's integral and Gaussian-overlap screening. atomate2's 1e-12 / 1e-16 keep far
+        more periodic images than k-point runs need: on FeNi3 1e-10 / 1e-6 gave the same
+        SCF energies to 1e-7 Ha at a quarter of the time per SCF step.
     basis, basis_file, potential, potential_file
         Basis set and pseudopotential names and the CP2K data files that hold them.
     spin
-        ``auto``: spin-polarized, with Materials Project's initial moments, when the crystal
-        holds an element MP starts with a moment of 1 μB or more (V, Cr, Mn, Fe, Ni, Mo, W,
-        Ce, Eu), closed shell otherwise; ``on`` / ``off``: always / never.
+        ``auto``: spin-polarized from a ferromagnetic guess (2 μB on each magnetic atom)
+        when the crystal holds an element Materials Project starts with a moment of 1 μB or
+        more (V, Cr, Mn, Fe, Ni, Mo, W, Ce, Eu) or Co, and for solid oxygen (triplet O2);
+        closed shell otherwise; ``on`` / ``off``: always / never.
     cp2k_cmd
         Command that runs CP2K (``-i cp2k.inp`` is appended by custodian).
     data_dir
         CP2K's data folder (basis and potential files), exported as ``CP2K_DATA_DIR``.
     cores, threads
-        MPI ranks and OpenMP threads per calculation.
+        Per calculation: the SLURM task count (``--ntasks``; ``cp2k_cmd`` holds the MPI
+        launcher that uses it, e.g. ``srun cp2k.psmp``) and OpenMP threads. Local runs start
+        one process per calculation.
     max_errors, poll_s
         Custodian's corrections limit and polling interval.
     """
@@ -157,6 +164,8 @@ class Cp2kSettings(StrictModel):
     electronic_temperature_k: float = Field(default=300.0, gt=0)
     max_scf: int = Field(default=100, gt=0)
     eps_scf: float = Field(default=1e-6, gt=0)
+    eps_default: float = Field(default=1e-10, gt=0)
+    eps_pgf_orb: float = Field(default=1e-6, gt=0)
     basis: str = "DZVP-MOLOPT-SR-GTH"
     basis_file: str = "BASIS_MOLOPT"
     potential: str = "GTH-PBE"
@@ -318,10 +327,13 @@ class Cp2kStageConfig(StrictModel):
     references
         A DFT work directory shared by every run: the recomputed competing phases, each
         computed once per settings (calculation ids are structure and settings hashes).
+    max_attempts
+        Run here, a failed calculation is tried again by later runs up to this many times.
     """
 
     run_on: Literal["local", "slurm"] = "local"
     workers: Annotated[int | None, Placement] = Field(default=None, gt=0)
+    max_attempts: Annotated[int, Placement] = Field(default=2, gt=0)
     references: Annotated[Path, Placement] = REPO_ROOT / "data" / "cache" / "cp2k-references"
 
 

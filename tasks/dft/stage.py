@@ -125,7 +125,7 @@ def run_dft_stage(
         wait_for_batch(workdir, poll_s=config.poll_s, timeout_s=config.timeout_s)
     results = collect_results(workdir, hull, rule)
     counts = dft_counts(results)
-    write_results(workdir, results, counts)
+    write_results(workdir, results, {**counts, "energies": config.describe()})
     if counts["n_sent"] and not counts["n_checked"]:
         reasons = sorted({r.reason.splitlines()[0][:200] for r in results if r.reason})
         raise RuntimeError(

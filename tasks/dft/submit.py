@@ -40,6 +40,8 @@ from tasks.dft.workdir import (
 
 logger = logging.getLogger(__name__)
 
+#: Batch ids of batches run as local processes (:mod:`tasks.dft.local`) start so.
+LOCAL_BATCH = "local-"
 #: A registered calculation whose batch was never written (a crash in between).
 UNSUBMITTED = "unsubmitted"
 #: A batch whose sbatch call has not returned yet has no job id; give it this long.
@@ -102,11 +104,17 @@ def read_candidates(path: str | Path, limit: int | None = None) -> list[Candidat
 
 
 def write_batch(
-    workdir: Path, calc_ids: list[str], attempts: dict[str, int], dft: CalcSettings
+    workdir: Path,
+    calc_ids: list[str],
+    attempts: dict[str, int],
+    dft: CalcSettings,
+    prefix: str = "",
 ) -> Path:
     """Write a batch file (task ``i`` runs ``calc_ids[i]``) and mark its calculations
-    submitted; return the file (``batches/<batch id>.json``, logs go to ``logs/``)."""
-    batch_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
+    submitted; return the file (``batches/<prefix><batch id>.json``, logs go to ``logs/``).
+    A batch run on this machine has the prefix :data:`LOCAL_BATCH` (SLURM knows nothing of
+    it)."""
+    batch_id = f"{prefix}{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
     batch_file = workdir / "batches" / f"{batch_id}.json"
     DftBatch(batch_id=batch_id, calc_ids=calc_ids, settings=dft).write(batch_file)
     (workdir / "logs").mkdir(parents=True, exist_ok=True)
@@ -269,7 +277,13 @@ def calc_statuses(workdir: str | Path) -> list[CalcStatus]:
         sid = f"{jid}_{state.index}" if jid else ""
         sstate = sched.get(sid, "")
         just_submitted = not jid and time.time() - state.updated < _SUBMIT_GRACE_S
-        if state.status in ACTIVE and sstate not in SLURM_ACTIVE and not just_submitted:
+        local = state.batch.startswith(LOCAL_BATCH)  # its runner records the outcome
+        if (
+            state.status in ACTIVE
+            and sstate not in SLURM_ACTIVE
+            and not just_submitted
+            and not local
+        ):
             fresh = read_state(workdir, cid)  # the job may have finished meanwhile
             if fresh is not None and fresh.status in ACTIVE:
                 why = (

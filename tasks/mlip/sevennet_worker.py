@@ -8,7 +8,8 @@ each request (pickles over the original stdout; anything the model prints goes t
 - one geometry (``numbers``, ``positions``, ``cell``, ``pbc``): energy, forces and stress;
 - ``{"energies": [geometry, ...]}``: the energies alone, from a copy of the model without
   its force and stress head, run without autograd (three times faster on CPU; the energies
-  are the full model's: the head only differentiates them). A geometry that fails gets NaN.
+  are the full model's: the head only differentiates them). A geometry that fails gets NaN
+  and its error in ``errors``.
 
 Exits when its input closes.
 """
@@ -48,8 +49,8 @@ def main() -> int:
         except EOFError:
             return 0
         if "energies" in message:
-            energies = [_energy(energy_model, calculator, g) for g in message["energies"]]
-            answers.send({"energies": energies})
+            done = [_energy(energy_model, calculator, g) for g in message["energies"]]
+            answers.send({"energies": [e for e, _ in done], "errors": [w for _, w in done]})
             continue
         try:
             atoms = Atoms(**message)
@@ -75,8 +76,8 @@ def _energy_only(model: Any) -> Any:
     return energy_model.eval()
 
 
-def _energy(model: Any, calculator: Any, geometry: dict[str, Any]) -> float:
-    """Total energy (eV) of one geometry from the energy-only model; NaN when it fails."""
+def _energy(model: Any, calculator: Any, geometry: dict[str, Any]) -> tuple[float, str]:
+    """Total energy (eV) of one geometry from the energy-only model, or NaN and why."""
     import sevenn._keys as keys
     import torch
     from ase import Atoms
@@ -88,10 +89,9 @@ def _energy(model: Any, calculator: Any, geometry: dict[str, Any]) -> float:
             unlabeled_atoms_to_graph(Atoms(**geometry), calculator.cutoff, with_shift=False)
         )
         with torch.inference_mode():
-            return float(model(graph.to(calculator.device))[keys.PRED_TOTAL_ENERGY])
+            return float(model(graph.to(calculator.device))[keys.PRED_TOTAL_ENERGY]), ""
     except Exception as err:  # one geometry's failure is that geometry's
-        print(f"energy failed: {type(err).__name__}: {err}", file=sys.stderr)
-        return float("nan")
+        return float("nan"), f"{type(err).__name__}: {err}"
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ is started again on the next calculation.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import subprocess
 import sys
@@ -27,6 +28,8 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
+
+log = logging.getLogger(__name__)
 
 #: Overrides where the layers are (default: ``<sys.prefix>/layers``, i.e. ``.venv/layers``).
 LAYERS_ENV = "DISCOVERY_MLIP_LAYERS"
@@ -112,6 +115,9 @@ class WorkerCalculator(Calculator):
             self.close()
             self._start()
         answer = self._ask({"energies": [_geometry(atoms) for atoms in structures]})
+        for atoms, error in zip(structures, answer["errors"], strict=True):
+            if error:
+                log.warning("%s: %s single point failed: %s", self._module, atoms.symbols, error)
         return [float(e) for e in answer["energies"]]
 
     def calculate(

@@ -219,8 +219,8 @@ def evidence_lines(summary: RoundSummary) -> list[str]:
             lines.append(f"Note: {h.warning}.")
         if summary.dft_energies:
             lines.append(
-                f"DFT energies: {summary.dft_energies}; they are never mixed with MLIP or "
-                "Materials Project energies (each pick's two E_hull are in the table below)."
+                f"DFT energies: {summary.dft_energies} (each pick's MLIP and DFT E_hull are in "
+                "the table below)."
             )
         if h.committee is not None:
             lines.append(

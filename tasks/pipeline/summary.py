@@ -289,7 +289,7 @@ def summarize_round(
     confirmed_ids = set(checked.loc[checked[Col.METASTABLE].astype(bool), Col.ID])
     picks = pd.read_parquet(files.dft_candidates)
     summary.confirmed = picks[picks[Col.ID].isin(confirmed_ids)]
-    summary.dft_energies = config.dft.describe()
+    summary.dft_energies = config.dft.describe()  # a run directory refuses another config
     summary.dft_picks = dft_picks(dft, hull)
     return summary
 
