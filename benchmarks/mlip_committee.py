@@ -14,7 +14,10 @@ confusion matrix of the two MLIPs' stable and metastable verdicts, the E_hull di
 (median, median absolute, 95th percentile of the absolute, and every case above 1 eV/atom),
 SevenNet's cost per candidate, and S.U.N. / M.S.U.N. (MLIP) for CHGNet alone, SevenNet
 alone and the committee (both must agree), all and unflagged, with counts and 95 % intervals.
-Writes ``benchmarks/results/mlip_committee.{json,md}``.
+Writes ``benchmarks/results/mlip_committee.{json,md}`` (``--results-name``). ``--relax-steps
+N`` lets SevenNet take N FIRE steps from CHGNet's geometry instead of a single point,
+``--hull table`` reads SevenNet's references from its shipped table, ``--models`` limits the
+generators.
 """
 
 from __future__ import annotations
@@ -144,10 +147,16 @@ def markdown(result: dict[str, Any]) -> str:
         f"{machine['cores']} cores, load {machine['load_average']} at the start, "
         f"{result['load_average_end']} at the end; {result['wall_s']:.0f} s in all.",
         f"Candidates: the V.U.N. crystals of `{result['run']}` round 1 that CHGNet relaxed "
-        "(a random draw per model, the run's S.U.N. protocol); SevenNet (7net-0) takes a single "
-        "point at CHGNet's geometry and judges on its own hull (SevenNet single points of the "
-        "papers' hull phases in each candidate's systems). Stable: E_hull < 0, metastable: "
-        "< 0.1 eV/atom, ≥ 2 elements; committee = both agree.",
+        "(a random draw per model, the run's S.U.N. protocol); SevenNet (7net-0) "
+        + (
+            f"takes up to {result['relax_steps']} FIRE steps from CHGNet's geometry"
+            if result.get("relax_steps")
+            else "takes a single point at CHGNet's geometry"
+        )
+        + " and judges on its own hull (SevenNet "
+        + ("table" if result.get("hull") == "table" else "single points")
+        + " of the papers' hull phases in each candidate's systems). Stable: E_hull < 0, "
+        "metastable: < 0.1 eV/atom, ≥ 2 elements; committee = both agree.",
         "",
         "| model | candidates | stable: both / CHGNet only / SevenNet only / neither "
         "| metastable: both / CHGNet only / SevenNet only / neither "
@@ -209,6 +218,14 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=REPO_ROOT / "runs" / "leaderboard")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--relax-steps", type=int, default=0, help="SevenNet FIRE steps from CHGNet's geometry"
+    )
+    parser.add_argument("--models", nargs="*", help="only these generators of the run")
+    parser.add_argument(
+        "--hull", default="single_point", help="SevenNet's reference energies: single_point | table"
+    )
+    parser.add_argument("--results-name", default="mlip_committee")
     args = parser.parse_args()
     machine = machine_info()
     config = load_config(str(args.run / "config.yaml"), PipelineConfig)
@@ -217,7 +234,8 @@ def main() -> None:
     )
     member = CommitteeMember(
         mlip=MLIPConfig(name="sevennet"),
-        hull=MLIPHullConfig(energies="single_point", cache_dir=CACHE / "hull"),
+        hull=MLIPHullConfig(energies=args.hull, cache_dir=CACHE / "hull"),
+        relax_steps=args.relax_steps,
     )
     screen = ScreenSettings(
         mlip=config.mlip,
@@ -228,17 +246,23 @@ def main() -> None:
     )
     shutil.rmtree(CACHE, ignore_errors=True)  # cold: the cost includes SevenNet's references
     start = time.perf_counter()
-    rounds = sorted(p for p in (args.run / "round-1").iterdir() if RoundFiles(p).hull.is_file())
+    rounds = sorted(
+        p
+        for p in (args.run / "round-1").iterdir()
+        if RoundFiles(p).hull.is_file() and (not args.models or p.name in args.models)
+    )
     models = [judge(root, screen, args.seed) for root in rounds]
     result = {
         "command": "python -m benchmarks.mlip_committee " + " ".join(sys.argv[1:]),
         "machine": machine,
         "run": str(args.run),
         "models": models,
+        "relax_steps": args.relax_steps,
+        "hull": args.hull,
         "wall_s": time.perf_counter() - start,
         "load_average_end": [round(v, 2) for v in os.getloadavg()],
     }
-    print(save_results("mlip_committee", result, markdown(result)))
+    print(save_results(args.results_name, result, markdown(result)))
 
 
 if __name__ == "__main__":
