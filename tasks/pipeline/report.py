@@ -187,7 +187,8 @@ def pick_rows(picks: Sequence[DftPick]) -> list[list[str]]:
             p.formula,
             f"{p.e_hull_mlip:+.3f}",
             "" if p.e_hull_dft is None else f"{p.e_hull_dft:+.3f}",
-            p.status + (f": {p.reason.splitlines()[0][:160]}" if p.reason else ""),
+            p.status
+            + (f": {p.reason.splitlines()[0][:160].replace('|', '/')}" if p.reason else ""),
         ]
         for p in picks
     ]

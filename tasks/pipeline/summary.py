@@ -297,10 +297,11 @@ def summarize_round(
 def dft_picks(dft: pd.DataFrame, hull: pd.DataFrame) -> list[DftPick]:
     """The DFT results beside the first MLIP's E_hull of the same crystals."""
     mlip = dict(zip(hull[Col.ID], hull[Col.E_HULL].astype(float), strict=True))
+    formulas = dict(zip(hull[Col.ID], hull[Col.FORMULA], strict=True))
     return [
         DftPick(
             id=str(row[Col.ID]),
-            formula=str(row[Col.FORMULA]),
+            formula=str(row[Col.FORMULA] or formulas.get(row[Col.ID], "")),
             e_hull_mlip=mlip.get(row[Col.ID], math.nan),
             e_hull_dft=None if pd.isna(row[Col.E_HULL_DFT]) else float(row[Col.E_HULL_DFT]),
             status=str(row[Col.DFT_STATUS]),

@@ -12,13 +12,15 @@ from tasks.pipeline.summary import dft_picks
 
 
 def test_picks_show_both_e_hulls_and_the_reason_of_those_without_dft() -> None:
-    hull = pd.DataFrame({"id": ["a", "b", "c"], "e_hull": [-0.01, 0.05, 0.2]})
+    hull = pd.DataFrame(
+        {"id": ["a", "b", "c"], "e_hull": [-0.01, 0.05, 0.2], "formula": ["NaCl", "CeO2", "LiF"]}
+    )
     dft = pd.DataFrame(
         {
             "id": ["a", "b", "c"],
-            "formula": ["NaCl", "CeO2", "LiF"],
+            "formula": ["NaCl", "", "LiF"],  # a rejected input has no formula of its own
             "dft_status": ["completed", "rejected", "no_hull"],
-            "reason": ["", "CP2K has no basis for Ce", "competing phase mp-1 (Li): failed: x"],
+            "reason": ["", "CP2K has no basis for Ce", "competing phase mp-1 (Li): failed: a | b"],
             "e_hull_dft": [0.031, None, None],
         }
     )
@@ -31,7 +33,8 @@ def test_picks_show_both_e_hulls_and_the_reason_of_those_without_dft() -> None:
     rows = pick_rows(picks)
     assert rows[0] == ["a", "NaCl", "-0.010", "+0.031", "completed"]
     assert rows[1][3] == "" and rows[1][4] == "rejected: CP2K has no basis for Ce"
-    assert "competing phase mp-1" in rows[2][4]
+    assert rows[1][1] == "CeO2"
+    assert "competing phase mp-1" in rows[2][4] and "|" not in rows[2][4]  # a table cell
     assert not math.isnan(picks[2].e_hull_mlip)
 
 
