@@ -29,13 +29,12 @@ from tasks.dft.cp2k import Cp2kUnavailableError, missing_elements
 from tasks.dft.local import run_batch_here
 from tasks.dft.recomputed_hull import competing_entries, competing_sets, reference_candidates
 from tasks.dft.settings import Cp2kSettings, DftStageConfig, cp2k_problem, settings_hash
+from tasks.dft.stage import submit_and_wait
 from tasks.dft.submit import (
     SubmitReport,
     calc_statuses,
     read_candidates,
     register_calculations,
-    submit_candidates,
-    wait_for_batch,
 )
 from tasks.dft.workdir import (
     ACTIVE,
@@ -96,11 +95,7 @@ def compute(candidates: list[Candidate], workdir: Path, config: DftStageConfig) 
     """
     settings = config.cp2k
     if config.cp2k_run.run_on == "slurm":
-        report = submit_candidates(candidates, workdir, settings, config.slurm)
-        if report.failed:
-            first = next(iter(report.failed.values()))
-            raise RuntimeError(f"CP2K batch of {len(report.failed)} not submitted: {first}")
-        wait_for_batch(workdir, poll_s=config.poll_s, timeout_s=config.timeout_s)
+        submit_and_wait(candidates, workdir, settings, config)
         return
     attempts = {
         calc_id: state.attempt + 1

@@ -28,7 +28,7 @@ from tasks.core.records import structure_from_json
 from tasks.core.stability import StabilityRule
 from tasks.dft.collect import collect_results, dft_counts, write_results
 from tasks.dft.node import run_calculation
-from tasks.dft.settings import DftSettings, DftStageConfig
+from tasks.dft.settings import CalcSettings, DftSettings, DftStageConfig
 from tasks.dft.submit import (
     SubmitReport,
     read_candidates,
@@ -70,6 +70,23 @@ def run_candidates_here(candidates: list[Candidate], workdir: Path, dft: DftSett
         write_state(workdir, calc_id, SUBMITTED, reason="", attempt=1, batch="local")
         run_calculation(workdir, calc_id)
     log.info("ran %d calculations here, skipped %d", len(new), len(report.skipped))
+
+
+def submit_and_wait(
+    candidates: list[Candidate], workdir: Path, settings: CalcSettings, config: DftStageConfig
+) -> None:
+    """Submit the candidates not computed yet as one SLURM array and wait for all of them.
+
+    Raises
+    ------
+    RuntimeError
+        The batch could not be submitted (the message gives the first reason).
+    """
+    report = submit_candidates(candidates, workdir, settings, config.slurm)
+    if report.failed:
+        first = next(iter(report.failed.values()))
+        raise RuntimeError(f"DFT batch of {len(report.failed)} not submitted: {first}")
+    wait_for_batch(workdir, poll_s=config.poll_s, timeout_s=config.timeout_s)
 
 
 def run_dft_stage(
@@ -118,11 +135,7 @@ def run_dft_stage(
     if config.mode == "standin":
         run_candidates_here(batch, workdir, dft)
     else:
-        report = submit_candidates(batch, workdir, dft, config.slurm)
-        if report.failed:
-            first = next(iter(report.failed.values()))
-            raise RuntimeError(f"DFT batch of {len(report.failed)} not submitted: {first}")
-        wait_for_batch(workdir, poll_s=config.poll_s, timeout_s=config.timeout_s)
+        submit_and_wait(batch, workdir, dft, config)
     results = collect_results(workdir, hull, rule)
     counts = dft_counts(results)
     write_results(workdir, results, {**counts, "energies": config.describe()})
