@@ -90,6 +90,12 @@ class WorkerCalculator(Calculator):
         self._recv = Connection(os.dup(self._process.stdout.fileno()), writable=False)
         self.info = self._ask({**self._setup, "threads": self._threads})
 
+    def _ensure_running(self) -> None:
+        """Start the worker again if it died since the last calculation."""
+        if self._process is None or self._process.poll() is not None:
+            self.close()
+            self._start()
+
     def _ask(self, message: dict[str, Any]) -> dict[str, Any]:
         assert self._send is not None and self._recv is not None
         try:
@@ -111,9 +117,7 @@ class WorkerCalculator(Calculator):
         Workers serve these from the model without its gradient head, so a single point
         costs a third of :meth:`calculate`'s energy, forces and stress.
         """
-        if self._process is None or self._process.poll() is not None:
-            self.close()
-            self._start()
+        self._ensure_running()
         answer = self._ask({"energies": [_geometry(atoms) for atoms in structures]})
         for atoms, error in zip(structures, answer["errors"], strict=True):
             if error:
@@ -129,9 +133,7 @@ class WorkerCalculator(Calculator):
         """Energy (eV), forces (eV/Å) and stress (eV/Å³, Voigt) of ``atoms`` from the worker."""
         super().calculate(atoms, properties, system_changes)
         assert self.atoms is not None
-        if self._process is None or self._process.poll() is not None:
-            self.close()
-            self._start()
+        self._ensure_running()
         answer = self._ask(_geometry(self.atoms))
         self.results = {
             "energy": float(answer["energy"]),
