@@ -53,6 +53,7 @@ from tasks.dft.cp2k import covered_elements
 from tasks.dft.cp2k_stage import run_cp2k_stage
 from tasks.dft.settings import Cp2kSettings, Cp2kStageConfig, DftStageConfig
 from tasks.mlip.committee import published_figures, run_committee
+from tasks.mlip.documents import HullSummary
 from tasks.mlip.settings import (
     CommitteeConfig,
     CommitteeMember,
@@ -115,8 +116,10 @@ def difference(mlip: pd.Series, dft: pd.Series) -> dict[str, float]:
     }
 
 
-def calibrate(root: Path, screen: ScreenSettings, dft: DftStageConfig, args: argparse.Namespace):
-    """One model's candidates through SevenNet and CP2K; its rows."""
+def calibrate(
+    root: Path, screen: ScreenSettings, dft: DftStageConfig, args: argparse.Namespace
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """One model's candidates through SevenNet and CP2K; its rows and the MLIPs' versions."""
     files = RoundFiles(root)
     hull, relaxed = pd.read_parquet(files.hull), pd.read_parquet(files.relaxed)
     picked = choose(hull, relaxed, args)
@@ -129,7 +132,7 @@ def calibrate(root: Path, screen: ScreenSettings, dft: DftStageConfig, args: arg
         ],
         work / "candidates.parquet",
     )
-    members, _ = run_committee(
+    members, committee = run_committee(
         relaxed[relaxed[Col.ID].isin(chosen)],
         hull[hull[Col.ID].isin(chosen)],
         screen,
@@ -145,7 +148,9 @@ def calibrate(root: Path, screen: ScreenSettings, dft: DftStageConfig, args: arg
     table = table.merge(
         results[[Col.ID, Col.DFT_STATUS, Col.REASON, Col.E_HULL_DFT]], on=Col.ID, how="left"
     )
-    return table.assign(model=root.name, cp2k_wall_s=wall)
+    first = HullSummary.model_validate_json((files.hull_dir / "hull_summary.json").read_text())
+    versions = {m.label: m.mlip_version for m in committee.members} | {"chgnet": first.mlip_version}
+    return table.assign(model=root.name, cp2k_wall_s=wall), versions
 
 
 def scores(table: pd.DataFrame, rule: StabilityRule) -> dict[str, Any]:
@@ -262,7 +267,8 @@ def main() -> None:
     )
     start = time.perf_counter()
     rounds = [args.run / "round-1" / m for m in args.models]
-    table = pd.concat([calibrate(root, screen, dft, args) for root in rounds], ignore_index=True)
+    calibrated = [calibrate(root, screen, dft, args) for root in rounds]
+    table = pd.concat([rows for rows, _ in calibrated], ignore_index=True)
     result = {
         "command": "python -m benchmarks.mlip_vs_dft " + " ".join(sys.argv[1:]),
         "machine": machine,
@@ -271,6 +277,7 @@ def main() -> None:
         "max_atoms": args.max_atoms,
         "others": args.others,
         "max_errors": args.max_errors,
+        "mlip_versions": calibrated[0][1],
         "scores": scores(table, config.stability),
         "published": {
             "chgnet": published_figures(config.mlip),

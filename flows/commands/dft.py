@@ -145,12 +145,23 @@ def resubmit(
     workdir: Path = typer.Option(..., "--workdir", "-w"),
     failed: bool = typer.Option(False, "--failed", help="Resubmit the failed calculations."),
     config: Path | None = typer.Option(None, "--config", "-c", help="New SLURM settings."),
+    here: bool = typer.Option(
+        False, "--here", help="Run them as local processes and wait (CP2K without SLURM)."
+    ),
+    workers: int | None = typer.Option(None, help="With --here: processes at once."),
 ) -> None:
-    """Resubmit failed calculations (next attempt, same DFT settings)."""
+    """Resubmit failed calculations (next attempt, same DFT settings), to SLURM or here."""
+    from tasks.dft.local import rerun_failed_here
     from tasks.dft.submit import resubmit_failed
 
     if not failed:
         raise typer.BadParameter("nothing selected: pass --failed")
+    if here:
+        outcome = rerun_failed_here(workdir, workers)
+        for calc_id, status in outcome.items():
+            typer.echo(f"{calc_id}: {status}")
+        typer.echo(f"{len(outcome)} rerun here; `discovery dft cp2k` or `collect` places them")
+        return
     report = resubmit_failed(workdir, _load_stage_config(config, workdir).slurm)
     typer.echo(
         f"batch {report.batch_id} (SLURM job {report.job_id}): {len(report.submitted)} resubmitted"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tasks.core.paths import REPO_ROOT
 from tasks.dft.settings import CalcSettings, Cp2kSettings
-from tasks.dft.submit import LOCAL_BATCH, write_batch
+from tasks.dft.submit import LOCAL_BATCH, failed_by_settings, write_batch
 from tasks.dft.workdir import ACTIVE, FAILED, read_state, write_state
 
 log = logging.getLogger(__name__)
@@ -81,3 +81,23 @@ def run_batch_here(
         list(pool.map(run, range(len(calc_ids))))
     log.info("ran %d calculations of %s here", len(calc_ids), batch_file.stem)
     return batch_file
+
+
+def rerun_failed_here(workdir: Path, workers: int | None = None) -> dict[str, str]:
+    """Run every failed calculation of ``workdir`` again here (next attempt, same settings).
+
+    The local counterpart of :func:`tasks.dft.submit.resubmit_failed`.
+
+    Returns
+    -------
+    dict
+        Calculation id -> its status after this attempt.
+    """
+    workdir = workdir.resolve()
+    outcome: dict[str, str] = {}
+    for settings, attempts in failed_by_settings(workdir):
+        run_batch_here(workdir, list(attempts), attempts, settings, workers)
+        for calc_id in attempts:
+            state = read_state(workdir, calc_id)
+            outcome[calc_id] = state.status if state is not None else FAILED
+    return outcome

@@ -224,20 +224,27 @@ def submit_candidates(
     return report
 
 
+def failed_by_settings(workdir: Path) -> list[tuple[CalcSettings, dict[str, int]]]:
+    """The failed calculations grouped by their settings, each with its next attempt number
+    (one batch per group: a batch has one set of settings)."""
+    groups: dict[str, dict[str, int]] = {}
+    for status in calc_statuses(workdir):
+        if status.status == FAILED:
+            key = read_calc(workdir, status.calc_id).settings_hash
+            groups.setdefault(key, {})[status.calc_id] = status.attempt + 1
+    return [
+        (calc_settings(read_calc(workdir, next(iter(attempts))).settings), attempts)
+        for attempts in groups.values()
+    ]
+
+
 def resubmit_failed(workdir: str | Path, slurm: SlurmSettings) -> SubmitReport:
     """Submit every failed calculation again (next attempt, same settings) as one batch."""
     workdir = Path(workdir).resolve()
     report = SubmitReport()
-    failed = [s for s in calc_statuses(workdir) if s.status == FAILED]
-    by_settings: dict[str, list[CalcStatus]] = {}
-    for status in failed:
-        key = read_calc(workdir, status.calc_id).settings_hash
-        by_settings.setdefault(key, []).append(status)
-    for group in by_settings.values():
-        dft = calc_settings(read_calc(workdir, group[0].calc_id).settings)
-        ids = [s.calc_id for s in group]
+    for dft, attempts in failed_by_settings(workdir):
         sub = SubmitReport()
-        _submit_batch(workdir, ids, {s.calc_id: s.attempt + 1 for s in group}, dft, slurm, sub)
+        _submit_batch(workdir, list(attempts), attempts, dft, slurm, sub)
         report.batch_id = sub.batch_id or report.batch_id
         report.job_id = sub.job_id or report.job_id
         report.submitted += sub.submitted

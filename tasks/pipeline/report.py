@@ -25,6 +25,7 @@ from tasks.core.config import validate_config
 from tasks.core.plotting import pyplot
 from tasks.core.records import structure_from_json
 from tasks.evaluate.metrics import PAPER_COLUMNS, paper_cells, paper_row
+from tasks.pipeline.calibration import calibration_sentence
 from tasks.pipeline.config import PipelineConfig
 from tasks.pipeline.summary import DftPick, RoundSummary, summarize_run
 from tasks.pipeline.sun import estimate_as_dict, funnel_table
@@ -33,7 +34,8 @@ LEADERBOARD_NOTE = (
     "Every generator of the run on the same funnel, the same training set for novelty, the "
     "same MLIP and the same papers' hull; S.U.N. / M.S.U.N. (MLIP) cells are percent (count) "
     "of the candidates the MLIP checked, then the 95 % interval. Symmetry figures at the "
-    "tolerance in the symprec column, for the samples and the training set alike."
+    "tolerance in the symprec column, for the samples and the training set alike. Each "
+    "model's section cites our own CP2K calibration of the MLIP's verdicts."
 )
 STANDIN_WARNING = (
     "The DFT stage ran on the local stand-in (an MLIP-driven test double of VASP): "
@@ -233,6 +235,10 @@ def evidence_lines(summary: RoundSummary) -> list[str]:
                 f"Stability judged by one MLIP ({h.mlip_version}), no committee: "
                 "`mlip: [chgnet, sevennet]` in the profile adds SevenNet on its own hull."
             )
+        versions = (
+            [m.mlip_version for m in h.committee.members] if h.committee else [h.mlip_version]
+        )
+        lines += [calibration_sentence(version) + "." for version in versions]
     return lines
 
 

@@ -27,7 +27,7 @@ from tasks.dft.settings import (
     cp2k_problem,
 )
 from tasks.dft.submit import SubmitReport, register_calculations
-from tasks.dft.workdir import RUNNING, Candidate, read_state, write_state
+from tasks.dft.workdir import FAILED, RUNNING, Candidate, read_state, write_state
 from tasks.mlip.reference_table import SHIPPED_TABLE, load_table
 from tasks.mlip.settings import RelaxConfig, ScreenSettings
 
@@ -138,6 +138,22 @@ def test_an_interrupted_local_calculation_runs_again(tmp_path) -> None:
     state = read_state(tmp_path, calc_id)
     assert state is not None and (state.status, state.attempt) == ("completed", 2)
     assert not isinstance(completed_entry(tmp_path, calc_id), str)
+
+
+def test_a_failed_local_calculation_is_resubmitted_here(tmp_path) -> None:
+    """``discovery dft resubmit --failed --here``: a failed calculation runs again as its
+    next attempt on this machine, with its own settings, and completes."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    (calc_id,) = register_calculations([Candidate("Si", SILICON)], tmp_path, CHEAP, SubmitReport())
+    write_state(tmp_path, calc_id, FAILED, attempt=1, reason="SCF not converged", batch="local-x")
+    result = CliRunner().invoke(app, ["dft", "resubmit", "--failed", "--here", "-w", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert f"{calc_id}: completed" in result.output
+    state = read_state(tmp_path, calc_id)
+    assert state is not None and (state.status, state.attempt) == ("completed", 2)
 
 
 def test_the_cp2k_command_reports_a_candidate_it_cannot_compute(tmp_path) -> None:
