@@ -158,22 +158,30 @@ def register_calculations(
     """Create the calculation folders of the candidates not computed yet; return their ids.
 
     Idempotent by structure and settings hash: candidates already known to ``workdir`` are
-    listed in ``report.skipped``, unreadable ones in ``report.rejected`` (and
-    ``rejected.json``). A calculation registered earlier but never submitted is returned
-    again.
+    listed in ``report.skipped``; unreadable ones, and another candidate with the very same
+    structure (it would be the same calculation), in ``report.rejected`` (and
+    ``rejected.json``, so each has its row with the reason). A calculation registered
+    earlier but never submitted is returned again.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     shash = settings_hash(dft)
     new: list[str] = []
+    owners: dict[str, str] = {}
     for cand in candidates:
         if cand.structure is None:
             report.rejected[cand.id] = cand.reason or "no structure"
             continue
         cid = calc_id_for(cand, dft)
-        if cid in new:
-            report.skipped[cid] = f"duplicate of another candidate in this submission ({cand.id})"
-            continue
         state = read_state(workdir, cid)
+        owner = owners.get(cid) or (read_calc(workdir, cid).candidate_id if state else cand.id)
+        if owner != cand.id:
+            report.rejected[cand.id] = (
+                f"the same structure as candidate {owner}: its calculation {cid} is that row"
+            )
+            continue
+        owners[cid] = owner
+        if cid in new:
+            continue
         if state is not None:
             report.skipped[cid] = f"already {state.status} (calculation {cid})"
             continue
