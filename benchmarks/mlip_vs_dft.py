@@ -139,7 +139,9 @@ def calibrate(
         work / "committee",
     )
     start = time.perf_counter()
-    results = pd.read_parquet(run_cp2k_stage(candidates, work / "cp2k", dft, screen))
+    results = pd.read_parquet(
+        run_cp2k_stage(candidates, work / "cp2k", dft, screen, start_new=not args.collect_only)
+    )
     wall = time.perf_counter() - start
     table = picked[[Col.ID, Col.FORMULA, Col.N_ATOMS, Col.E_HULL, "weight", "n_eligible"]]
     table = table.rename(columns={Col.E_HULL: "e_hull_chgnet"}).merge(
@@ -190,7 +192,13 @@ def markdown(result: dict[str, Any], table: pd.DataFrame) -> str:
         f"plus {result['others']} drawn from the rest per model (recall weights the drawn "
         "ones by their draw fraction). "
         f"{s['n_placed']} of {len(table)} placed by CP2K; the rest are listed below with "
-        "the reason.",
+        "the reason."
+        + (
+            " Scored with `--collect-only`: the calculations ran in earlier runs of this "
+            "command; any not finished are listed with their status."
+            if result["collect_only"]
+            else ""
+        ),
         "",
         "| MLIP | n | mean ΔE_hull | median | p95 abs | stable TP/FP/FN/TN | stable precision "
         "| stable recall | metastable TP/FP/FN/TN | metastable precision | metastable recall |",
@@ -250,6 +258,11 @@ def main() -> None:
         help="custodian corrections per calculation (the product's default is 3: a magnetic "
         "oxide that never converges costs ~11 min per 100 SCF steps here)",
     )
+    parser.add_argument(
+        "--collect-only",
+        action="store_true",
+        help="start no CP2K calculation: score what earlier runs of this command computed",
+    )
     args = parser.parse_args()
     machine = machine_info()
     config = load_config(str(args.run / "config.yaml"), PipelineConfig)
@@ -277,6 +290,7 @@ def main() -> None:
         "max_atoms": args.max_atoms,
         "others": args.others,
         "max_errors": args.max_errors,
+        "collect_only": args.collect_only,
         "mlip_versions": calibrated[0][1],
         "scores": scores(table, config.stability),
         "published": {

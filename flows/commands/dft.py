@@ -118,6 +118,9 @@ def cp2k(
         None, "--config", "-c", help="YAML of the DFT stage: cp2k / cp2k_run / slurm / hull."
     ),
     workers: int | None = typer.Option(None, help="Local CP2K processes (default: one a core)."),
+    collect_only: bool = typer.Option(
+        False, "--collect-only", help="Start nothing: place what is computed so far."
+    ),
 ) -> None:
     """Compute candidates with CP2K (here or on SLURM) and place them on a hull of their
     competing phases recomputed with the same settings (CHGNet's hull chooses the phases)."""
@@ -133,7 +136,9 @@ def cp2k(
         stage = stage.model_copy(update={"cp2k_run": placement})
     if problem := cp2k_problem(stage.cp2k):
         raise typer.BadParameter(problem)
-    results = pd.read_parquet(run_cp2k_stage(candidates, workdir, stage, ScreenSettings()))
+    results = pd.read_parquet(
+        run_cp2k_stage(candidates, workdir, stage, ScreenSettings(), start_new=not collect_only)
+    )
     typer.echo(stage.describe())
     for row in results.itertuples():
         e_hull = f"{row.e_hull_dft:+.3f}" if pd.notna(row.e_hull_dft) else "   n/a"

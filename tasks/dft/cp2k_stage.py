@@ -123,6 +123,7 @@ def run_cp2k_stage(
     screen: ScreenSettings,
     extra_references: Sequence[str | Path] = (),
     rule: StabilityRule | None = None,
+    start_new: bool = True,
 ) -> Path:
     """Compute the candidates with CP2K, then their competing phases, and write the results.
 
@@ -140,6 +141,9 @@ def run_cp2k_stage(
         More reference sets of that hull (earlier rounds' discoveries).
     rule
         The stable / metastable thresholds.
+    start_new
+        ``False``: start no calculation, place what is computed so far (the rest keep their
+        status; a candidate whose phases are not all computed is ``no_hull``, naming them).
 
     Returns
     -------
@@ -156,7 +160,10 @@ def run_cp2k_stage(
         raise Cp2kUnavailableError(problem)
     workdir = workdir.resolve()
     batch = with_basis_check(read_candidates(candidates), settings)
-    compute(batch, workdir, config)
+    if start_new:
+        compute(batch, workdir, config)
+    else:
+        register_calculations(batch, workdir, settings, SubmitReport())
     suffix = f"-{settings_hash(settings)}"
     done: list[tuple[str, Structure]] = []
     competing: dict[str, list[ComputedEntry] | str] = {}
@@ -171,7 +178,8 @@ def run_cp2k_stage(
     references.mkdir(parents=True, exist_ok=True)
     try:
         with FileLock(references / ".lock"):  # branches side by side share the phases
-            compute(reference_candidates(sets), references, config)
+            if start_new:
+                compute(reference_candidates(sets), references, config)
     except (RuntimeError, TimeoutError) as err:  # each candidate names its missing phases
         log.error("competing phases not all computed: %s", err)
     competing |= competing_entries(sets, references, settings)

@@ -156,6 +156,22 @@ def test_a_failed_local_calculation_is_resubmitted_here(tmp_path) -> None:
     assert state is not None and (state.status, state.attempt) == ("completed", 2)
 
 
+def test_collect_only_starts_no_calculation(tmp_path) -> None:
+    """``discovery dft cp2k --collect-only`` lists a candidate not computed yet with its
+    status and starts nothing."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    candidates = write_structures([("cand-Si", SILICON)], tmp_path / "c.parquet")
+    workdir = tmp_path / "w"
+    args = ["dft", "cp2k", str(candidates), "-w", str(workdir), "--collect-only"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "cand-Si" in result.output and "unsubmitted" in result.output
+    assert not list(workdir.glob("calcs/*/attempt-*"))
+
+
 def test_the_cp2k_command_reports_a_candidate_it_cannot_compute(tmp_path) -> None:
     """``discovery dft cp2k``: a CeO2 candidate is listed as rejected with the reason (no
     calculation starts), under the label of the energies."""
