@@ -53,12 +53,15 @@ def main() -> None:
     """Measure and write the results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--crystals", nargs="+", default=list(CRYSTALS), help="MP ids of the sample to run"
+    )
     args = parser.parse_args()
     before = machine_info()
     crystals = {
         ident: structure
         for ident, structure, _ in read_structures(SAMPLE)
-        if ident in CRYSTALS and structure is not None
+        if ident in args.crystals and structure is not None
     }
     base = Cp2kSettings()
     variants = [("cutoff_ry", v) for v in CUTOFFS] + [("kpoints_density", v) for v in DENSITIES]
@@ -100,7 +103,8 @@ def main() -> None:
     lines = [
         "# CP2K settings: energy convergence against time",
         "",
-        f"Command: `python -m benchmarks.cp2k_settings --workers {args.workers}`; machine: "
+        f"Command: `python -m benchmarks.cp2k_settings --workers {args.workers} --crystals "
+        f"{' '.join(args.crystals)}`; machine: "
         f"{before['cpu']}, {before['cores']} cores, load {before['load_average']} before, "
         f"{[round(v, 2) for v in os.getloadavg()]} after; {before['date_utc']} UTC.",
         "",
