@@ -19,7 +19,13 @@ Each candidate gets:
   (the committee stage);
 - CP2K's E_hull: a static at CHGNet's geometry on the hull of its competing phases (its
   decomposition on CHGNet's hull and its elements' ground states) recomputed with the same
-  settings (:mod:`tasks.dft.cp2k_stage`, the product's defaults).
+  settings (:mod:`tasks.dft.cp2k_stage`, the product's default settings; one attempt per
+  calculation with ``--max-errors`` custodian corrections, 1 by default against the
+  product's 3, to bound the cost of an SCF that never converges: such candidates are listed
+  as failed, so the comparison leans toward crystals whose SCF converges).
+
+Resumable: every calculation is cached (``data/cache/mlip_vs_dft/``, the shared references),
+so a second run computes only what is missing, and ``--collect-only`` scores what is there.
 
 Recorded: E_hull(MLIP) − E_hull(CP2K) (mean, median, 95th percentile of the absolute), and
 precision / recall of each MLIP's stable (< 0) and metastable (< 0.1 eV/atom) verdicts
@@ -53,7 +59,7 @@ from tasks.dft.cp2k import covered_elements
 from tasks.dft.cp2k_stage import run_cp2k_stage
 from tasks.dft.settings import Cp2kSettings, Cp2kStageConfig, DftStageConfig
 from tasks.mlip.committee import published_figures, run_committee
-from tasks.mlip.documents import HullSummary
+from tasks.mlip.documents import HULL_SUMMARY, HullSummary
 from tasks.mlip.settings import (
     CommitteeConfig,
     CommitteeMember,
@@ -65,6 +71,8 @@ from tasks.pipeline.config import PipelineConfig
 from tasks.pipeline.summary import RoundFiles
 
 WORK = REPO_ROOT / "data" / "cache" / "mlip_vs_dft"
+#: The MLIPs calibrated: the run's (CHGNet, which relaxed) and the committee member.
+MLIPS = ("chgnet", "sevennet")
 
 
 def choose(hull: pd.DataFrame, relaxed: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
@@ -150,9 +158,10 @@ def calibrate(
     table = table.merge(
         results[[Col.ID, Col.DFT_STATUS, Col.REASON, Col.E_HULL_DFT]], on=Col.ID, how="left"
     )
-    first = HullSummary.model_validate_json((files.hull_dir / "hull_summary.json").read_text())
-    versions = {m.label: m.mlip_version for m in committee.members} | {"chgnet": first.mlip_version}
-    return table.assign(model=root.name, cp2k_wall_s=wall), versions
+    first = HullSummary.read(files.hull_dir / HULL_SUMMARY)
+    versions = {m.label: m.mlip_version for m in committee.members}
+    versions[MLIPS[0]] = first.mlip_version
+    return table.assign(model=root.name, cp2k_wall_s=None if args.collect_only else wall), versions
 
 
 def scores(table: pd.DataFrame, rule: StabilityRule) -> dict[str, Any]:
@@ -160,7 +169,7 @@ def scores(table: pd.DataFrame, rule: StabilityRule) -> dict[str, Any]:
     placed (the candidates have two elements or more, so the rule's thresholds decide)."""
     placed = table[(table[Col.DFT_STATUS] == "completed") & table[Col.E_HULL_DFT].notna()]
     out: dict[str, Any] = {"n_placed": len(placed)}
-    for name in ("chgnet", "sevennet"):
+    for name in MLIPS:
         both = placed[placed[f"e_hull_{name}"].notna()]
         mlip, dft = both[f"e_hull_{name}"].astype(float), both[Col.E_HULL_DFT].astype(float)
         out[name] = {
@@ -208,7 +217,7 @@ def markdown(result: dict[str, Any], table: pd.DataFrame) -> str:
     def pct(value: float | None) -> str:
         return "–" if value is None else f"{value:.2f}"
 
-    for name in ("chgnet", "sevennet"):
+    for name in MLIPS:
         d, st, me = s[name]["difference"], s[name]["stable"], s[name]["metastable"]
         lines.append(
             f"| {name} | {d['n']} | {d.get('mean', float('nan')):+.3f} | "
@@ -282,6 +291,9 @@ def main() -> None:
     rounds = [args.run / "round-1" / m for m in args.models]
     calibrated = [calibrate(root, screen, dft, args) for root in rounds]
     table = pd.concat([rows for rows, _ in calibrated], ignore_index=True)
+    versions = calibrated[0][1]
+    if any(v != versions for _, v in calibrated) or set(versions) != set(MLIPS):
+        raise SystemExit(f"the models were screened by other MLIPs: {[v for _, v in calibrated]}")
     result = {
         "command": "python -m benchmarks.mlip_vs_dft " + " ".join(sys.argv[1:]),
         "machine": machine,
@@ -291,7 +303,7 @@ def main() -> None:
         "others": args.others,
         "max_errors": args.max_errors,
         "collect_only": args.collect_only,
-        "mlip_versions": calibrated[0][1],
+        "mlip_versions": versions,
         "scores": scores(table, config.stability),
         "published": {
             "chgnet": published_figures(config.mlip),

@@ -119,7 +119,10 @@ def cp2k(
     ),
     workers: int | None = typer.Option(None, help="Local CP2K processes (default: one a core)."),
     collect_only: bool = typer.Option(
-        False, "--collect-only", help="Start nothing: place what is computed so far."
+        False,
+        "--collect-only",
+        help="Start no calculation (new candidates are registered as unsubmitted): place "
+        "what is computed so far.",
     ),
 ) -> None:
     """Compute candidates with CP2K (here or on SLURM) and place them on a hull of their
@@ -134,7 +137,7 @@ def cp2k(
     if workers is not None:
         placement = stage.cp2k_run.model_copy(update={"workers": workers})
         stage = stage.model_copy(update={"cp2k_run": placement})
-    if problem := cp2k_problem(stage.cp2k):
+    if problem := cp2k_problem(stage.cp2k, command_needed=not collect_only):
         raise typer.BadParameter(problem)
     results = pd.read_parquet(
         run_cp2k_stage(candidates, workdir, stage, ScreenSettings(), start_new=not collect_only)
@@ -161,11 +164,16 @@ def resubmit(
 
     if not failed:
         raise typer.BadParameter("nothing selected: pass --failed")
+    if workers is not None and not here:
+        raise typer.BadParameter("--workers is for --here (SLURM places the array itself)")
     if here:
         outcome = rerun_failed_here(workdir, workers)
         for calc_id, status in outcome.items():
             typer.echo(f"{calc_id}: {status}")
-        typer.echo(f"{len(outcome)} rerun here; `discovery dft cp2k` or `collect` places them")
+        typer.echo(
+            f"{len(outcome)} failed calculations; `discovery dft cp2k CANDIDATES -w DIR "
+            "--collect-only` places them on their recomputed hull"
+        )
         return
     report = resubmit_failed(workdir, _load_stage_config(config, workdir).slurm)
     typer.echo(

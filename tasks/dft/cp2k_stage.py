@@ -40,6 +40,7 @@ from tasks.dft.workdir import (
     ACTIVE,
     COMPLETED,
     FAILED,
+    LOCK,
     Candidate,
     calc_id_for,
     list_calcs,
@@ -142,8 +143,9 @@ def run_cp2k_stage(
     rule
         The stable / metastable thresholds.
     start_new
-        ``False``: start no calculation, place what is computed so far (the rest keep their
-        status; a candidate whose phases are not all computed is ``no_hull``, naming them).
+        ``False``: start no calculation (new candidates are registered, unsubmitted) and
+        place what is computed so far (the rest keep their status; a candidate whose phases
+        are not all computed is ``no_hull``, naming them). Only CP2K's data files are needed.
 
     Returns
     -------
@@ -156,12 +158,14 @@ def run_cp2k_stage(
         CP2K or its data files are not installed.
     """
     settings = config.cp2k
-    if problem := cp2k_problem(settings):
+    if problem := cp2k_problem(settings, command_needed=start_new):
         raise Cp2kUnavailableError(problem)
     workdir = workdir.resolve()
     batch = with_basis_check(read_candidates(candidates), settings)
     if start_new:
-        compute(batch, workdir, config)
+        workdir.mkdir(parents=True, exist_ok=True)
+        with FileLock(workdir / LOCK):  # one process computes a directory at a time
+            compute(batch, workdir, config)
     else:
         register_calculations(batch, workdir, settings, SubmitReport())
     suffix = f"-{settings_hash(settings)}"
@@ -176,12 +180,12 @@ def run_cp2k_stage(
     sets = competing_sets(done, screen, extra_references)
     references = config.cp2k_run.references.resolve()
     references.mkdir(parents=True, exist_ok=True)
-    try:
-        with FileLock(references / ".lock"):  # branches side by side share the phases
-            if start_new:
+    if start_new:
+        try:
+            with FileLock(references / LOCK):  # branches side by side share the phases
                 compute(reference_candidates(sets), references, config)
-    except (RuntimeError, TimeoutError) as err:  # each candidate names its missing phases
-        log.error("competing phases not all computed: %s", err)
+        except (RuntimeError, TimeoutError) as err:  # each candidate names its missing phases
+            log.error("competing phases not all computed: %s", err)
     competing |= competing_entries(sets, references, settings)
     confirmed = earlier_entries(config.hull.earlier_results, suffix)
     for calc_id, structure in done:

@@ -16,10 +16,12 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from filelock import FileLock
+
 from tasks.core.paths import REPO_ROOT
-from tasks.dft.settings import CalcSettings, Cp2kSettings
+from tasks.dft.settings import CalcSettings, Cp2kSettings, cp2k_problem
 from tasks.dft.submit import LOCAL_BATCH, failed_by_settings, write_batch
-from tasks.dft.workdir import ACTIVE, FAILED, read_state, write_state
+from tasks.dft.workdir import ACTIVE, FAILED, LOCK, read_state, write_state
 
 log = logging.getLogger(__name__)
 
@@ -84,20 +86,27 @@ def run_batch_here(
 
 
 def rerun_failed_here(workdir: Path, workers: int | None = None) -> dict[str, str]:
-    """Run every failed calculation of ``workdir`` again here (next attempt, same settings).
-
-    The local counterpart of :func:`tasks.dft.submit.resubmit_failed`.
+    """Run every failed CP2K calculation of ``workdir`` again here (next attempt, same
+    settings), holding the directory's lock; the local counterpart of
+    :func:`tasks.dft.submit.resubmit_failed`. VASP calculations are left to SLURM.
 
     Returns
     -------
     dict
-        Calculation id -> its status after this attempt.
+        Calculation id -> its status after this attempt (or why it was not run).
     """
     workdir = workdir.resolve()
     outcome: dict[str, str] = {}
-    for settings, attempts in failed_by_settings(workdir):
-        run_batch_here(workdir, list(attempts), attempts, settings, workers)
-        for calc_id in attempts:
-            state = read_state(workdir, calc_id)
-            outcome[calc_id] = state.status if state is not None else FAILED
+    with FileLock(workdir / LOCK):
+        for settings, attempts in failed_by_settings(workdir):
+            if not isinstance(settings, Cp2kSettings):
+                outcome |= dict.fromkeys(attempts, "not rerun: VASP runs on SLURM")
+                continue
+            if problem := cp2k_problem(settings):
+                outcome |= dict.fromkeys(attempts, f"not rerun: {problem}")
+                continue
+            run_batch_here(workdir, list(attempts), attempts, settings, workers)
+            for calc_id in attempts:
+                state = read_state(workdir, calc_id)
+                outcome[calc_id] = state.status if state is not None else FAILED
     return outcome

@@ -65,6 +65,8 @@ def competing_sets(
     extra_references
         More reference sets the MLIP hull holds (earlier rounds' discoveries).
     """
+    if not candidates:  # nothing to place: no MLIP to load
+        return []
     references = hull_references(screen.hull, load_mlip(screen.mlip).version, extra_references)
     hull = MLIPHull(references, screen)
     out = []

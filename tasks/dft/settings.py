@@ -187,10 +187,11 @@ class Cp2kSettings(StrictModel):
         )
 
 
-def cp2k_problem(settings: Cp2kSettings) -> str:
-    """Why CP2K cannot run here ("" when its command and data files are present)."""
+def cp2k_problem(settings: Cp2kSettings, command_needed: bool = True) -> str:
+    """Why CP2K cannot run here ("" when its command and data files are present; only the
+    data files when ``command_needed`` is false, e.g. to place calculations made elsewhere)."""
     command = settings.cp2k_cmd.split()[0]
-    if shutil.which(command) is None:
+    if command_needed and shutil.which(command) is None:
         return (
             f"CP2K command {command!r} not found: install Debian's cp2k and cp2k-data "
             "(`make setup` does as root; otherwise `apt-get install cp2k cp2k-data`)"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -143,6 +144,11 @@ def parse_sacct(text: str) -> dict[str, str]:
             else:
                 states[job] = state.split()[0]
     return states
+
+
+def slurm_client_here() -> bool:
+    """Whether this machine can ask SLURM at all (one of its query commands is on PATH)."""
+    return any(shutil.which(command) for command in ("sacct", "scontrol", "squeue"))
 
 
 def scheduler_states(job_ids: set[str]) -> dict[str, str]:

@@ -21,7 +21,13 @@ from tasks.core.checks import structure_problem
 from tasks.core.records import structure_to_json
 from tasks.core.structure_io import read_structures
 from tasks.dft.settings import CalcSettings, SlurmSettings, calc_settings, settings_hash
-from tasks.dft.slurm import SLURM_ACTIVE, render_sbatch, sbatch, scheduler_states
+from tasks.dft.slurm import (
+    SLURM_ACTIVE,
+    render_sbatch,
+    sbatch,
+    scheduler_states,
+    slurm_client_here,
+)
 from tasks.dft.workdir import (
     ACTIVE,
     FAILED,
@@ -29,6 +35,7 @@ from tasks.dft.workdir import (
     CalcInput,
     Candidate,
     DftBatch,
+    calc_dir,
     calc_id_for,
     list_calcs,
     read_calc,
@@ -173,7 +180,8 @@ def register_calculations(
             continue
         cid = calc_id_for(cand, dft)
         state = read_state(workdir, cid)
-        owner = owners.get(cid) or (read_calc(workdir, cid).candidate_id if state else cand.id)
+        known = (calc_dir(workdir, cid) / "calc.json").exists()
+        owner = owners.get(cid) or (read_calc(workdir, cid).candidate_id if known else cand.id)
         if owner != cand.id:
             report.rejected[cand.id] = (
                 f"the same structure as candidate {owner}: its calculation {cid} is that row"
@@ -184,6 +192,9 @@ def register_calculations(
             continue
         if state is not None:
             report.skipped[cid] = f"already {state.status} (calculation {cid})"
+            continue
+        new.append(cid)
+        if known:  # registered, never started: calc.json is written once
             continue
         write_calc(
             workdir,
@@ -197,9 +208,12 @@ def register_calculations(
                 settings=dft.model_dump(mode="json"),
             ),
         )
-        new.append(cid)
-    if report.rejected:
-        write_json_atomic(workdir / "rejected.json", read_rejected(workdir) | report.rejected)
+    rejected = read_rejected(workdir) | report.rejected
+    if rejected or (workdir / "rejected.json").exists():  # an owner now has its own row
+        owning = set(owners.values())
+        write_json_atomic(
+            workdir / "rejected.json", {k: v for k, v in rejected.items() if k not in owning}
+        )
     return new
 
 
@@ -247,7 +261,8 @@ def failed_by_settings(workdir: Path) -> list[tuple[CalcSettings, dict[str, int]
 
 
 def resubmit_failed(workdir: str | Path, slurm: SlurmSettings) -> SubmitReport:
-    """Submit every failed calculation again (next attempt, same settings) as one batch."""
+    """Submit every failed calculation again (next attempt, same settings): one batch per
+    set of settings; the report names the last batch and counts them all."""
     workdir = Path(workdir).resolve()
     report = SubmitReport()
     for dft, attempts in failed_by_settings(workdir):
@@ -270,7 +285,8 @@ def calc_statuses(workdir: str | Path) -> list[CalcStatus]:
 
     A calculation the scheduler has finished (or forgotten) without the job writing a
     result is recorded as failed with the scheduler's state as the reason (walltime, node
-    failure, cancellation...), so it can be resubmitted.
+    failure, cancellation...), so it can be resubmitted. On a machine without a SLURM client
+    nothing is reconciled: its submitted and running calculations keep their status.
     """
     workdir = Path(workdir).resolve()
     calc_ids = list_calcs(workdir)
@@ -281,7 +297,8 @@ def calc_statuses(workdir: str | Path) -> list[CalcStatus]:
         if st is not None and st.status in ACTIVE
         if (jid := _job_id(workdir, st.batch))
     }
-    sched = scheduler_states(job_ids)
+    reconcile = not job_ids or slurm_client_here()
+    sched = scheduler_states(job_ids) if reconcile else {}
     out = []
     for cid in calc_ids:
         calc, state = read_calc(workdir, cid), states[cid]
@@ -298,6 +315,7 @@ def calc_statuses(workdir: str | Path) -> list[CalcStatus]:
             and sstate not in SLURM_ACTIVE
             and not just_submitted
             and not local
+            and reconcile
         ):
             fresh = read_state(workdir, cid)  # the job may have finished meanwhile
             if fresh is not None and fresh.status in ACTIVE:

@@ -3,7 +3,9 @@
 A work directory (on a filesystem shared by the login and the compute nodes) holds::
 
     config.json                      last stage configuration used to submit
-    rejected.json                    candidates whose input was bad (never submitted)
+    rejected.json                    candidates refused before any calculation (bad input,
+                                     no basis data, the same structure as another candidate)
+    .lock                            held while a process here computes the calculations
     calcs/<calc_id>/calc.json        CalcInput: candidate id, structure, settings (written once)
     calcs/<calc_id>/state.json       CalcState: submitted | running | completed | failed
     calcs/<calc_id>/attempt-<n>/     jobflow run directories of attempt n
@@ -169,7 +171,11 @@ class DftBatch(StageDocument):
     settings: CalcSettings
 
 
+#: The lock a process holds while it computes a work directory's calculations here.
+LOCK = ".lock"
+
+
 def read_rejected(workdir: Path) -> dict[str, str]:
-    """Candidates whose input was refused, with the reason (``rejected.json``)."""
+    """Candidates refused before any calculation, with the reason (``rejected.json``)."""
     path = Path(workdir) / "rejected.json"
     return json.loads(path.read_text()) if path.exists() else {}

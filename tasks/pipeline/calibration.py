@@ -53,14 +53,16 @@ def calibration_sentence(mlip_version: str, record: Path = CALIBRATION_RECORD) -
     names = [n for n, v in result.get("mlip_versions", {}).items() if v == mlip_version]
     if not names:
         return f"No CP2K calibration of {mlip_version} is recorded ({record.name})"
-    scores = result["scores"][names[0]]
-    stable, meta, diff = scores["stable"], scores["metastable"], scores["difference"]
+    scores = result.get("scores", {}).get(names[0], {})
+    stable, meta = scores.get("stable", {}), scores.get("metastable", {})
+    diff = scores.get("difference", {"n": 0})
     if not diff["n"]:
         return f"Our CP2K check of {mlip_version} placed no candidate ({record.name})"
     return (
         f"Our CP2K check of {mlip_version} ({record.with_suffix('.md').name}, "
         f"{result['machine']['date_utc']}, {diff['n']} candidates placed by both, "
-        f"{result['dft']}): stable calls precision "
+        f"{result['dft']}, at most {result['max_errors']} custodian correction(s) per "
+        "calculation): stable calls precision "
         f"{_fraction(stable['precision'], stable['tp'], stable['tp'] + stable['fp'])}, "
         f"recall {_recall(stable)}; "
         f"metastable precision "

@@ -8,6 +8,8 @@ crystal with an element CP2K's data files lack is rejected with the reason.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 from monty.io import zopen
@@ -34,6 +36,13 @@ from tasks.mlip.settings import RelaxConfig, ScreenSettings
 CHEAP = Cp2kSettings(cutoff_ry=200, rel_cutoff_ry=30, kpoints_density=16, eps_scf=1e-5)
 pytestmark = pytest.mark.skipif(bool(cp2k_problem(CHEAP)), reason=cp2k_problem(CHEAP))
 HARTREE_EV = 27.211386245988  # CODATA 2018, as pymatgen converts
+
+
+def stage_config(tmp_path: Path) -> str:
+    """A DFT stage YAML whose competing phases go to ``tmp_path/refs``, not the shared cache."""
+    path = tmp_path / "stage.yaml"
+    path.write_text(f"cp2k_run:\n  references: {tmp_path / 'refs'}\n")
+    return str(path)
 
 
 def table_phase(material_id: str) -> Structure:
@@ -165,11 +174,13 @@ def test_collect_only_starts_no_calculation(tmp_path) -> None:
 
     candidates = write_structures([("cand-Si", SILICON)], tmp_path / "c.parquet")
     workdir = tmp_path / "w"
-    args = ["dft", "cp2k", str(candidates), "-w", str(workdir), "--collect-only"]
+    config = stage_config(tmp_path)
+    args = ["dft", "cp2k", str(candidates), "-w", str(workdir), "-c", config, "--collect-only"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "cand-Si" in result.output and "unsubmitted" in result.output
     assert not list(workdir.glob("calcs/*/attempt-*"))
+    assert not list(tmp_path.glob("refs/calcs/*"))
 
 
 def test_the_cp2k_command_reports_a_candidate_it_cannot_compute(tmp_path) -> None:
@@ -181,7 +192,8 @@ def test_the_cp2k_command_reports_a_candidate_it_cannot_compute(tmp_path) -> Non
 
     ceo2 = Structure(Lattice.cubic(5.41), ["Ce", "O", "O"], [[0, 0, 0], [0.25] * 3, [0.75] * 3])
     candidates = write_structures([("cand-CeO2", ceo2)], tmp_path / "c.parquet")
-    result = CliRunner().invoke(app, ["dft", "cp2k", str(candidates), "-w", str(tmp_path / "w")])
+    args = ["dft", "cp2k", str(candidates), "-w", str(tmp_path / "w"), "-c", stage_config(tmp_path)]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "hull of recomputed competing phases" in result.output
     assert "cand-CeO2" in result.output and "rejected" in result.output
