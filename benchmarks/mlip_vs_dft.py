@@ -21,8 +21,9 @@ Each candidate gets:
   decomposition on CHGNet's hull and its elements' ground states) recomputed with the same
   settings (:mod:`tasks.dft.cp2k_stage`, the product's default settings; one attempt per
   calculation with ``--max-errors`` custodian corrections, 1 by default against the
-  product's 3, to bound the cost of an SCF that never converges: such candidates are listed
-  as failed, so the comparison leans toward crystals whose SCF converges).
+  product's 3, and ``--wall-time`` seconds, to bound the cost of an SCF that never
+  converges: such candidates are listed as failed, so the comparison leans toward crystals
+  whose SCF converges).
 
 Resumable: every calculation is cached (``data/cache/mlip_vs_dft/``, the shared references),
 so a second run computes only what is missing, and ``--collect-only`` scores what is there.
@@ -195,7 +196,8 @@ def markdown(result: dict[str, Any], table: pd.DataFrame) -> str:
         f"{result['load_average_end']} at the end; {result['wall_s']:.0f} s in all.",
         "",
         f"DFT: {result['dft']}; one attempt per calculation with at most "
-        f"{result['max_errors']} custodian correction(s). "
+        f"{result['max_errors']} custodian correction(s), stopped after "
+        f"{result['wall_time_s']:.0f} s. "
         f"Candidates: CHGNet-relaxed V.U.N. crystals of `{result['run']}` "
         f"(≤ {result['max_atoms']} atoms, CP2K-covered elements): every CHGNet-metastable one "
         f"plus {result['others']} drawn from the rest per model (recall weights the drawn "
@@ -268,6 +270,13 @@ def main() -> None:
         "oxide that never converges costs ~11 min per 100 SCF steps here)",
     )
     parser.add_argument(
+        "--wall-time",
+        type=float,
+        default=720.0,
+        help="seconds a calculation may run (a spin-polarized metal can spend ~50 min on "
+        "100 SCF steps that do not converge)",
+    )
+    parser.add_argument(
         "--collect-only",
         action="store_true",
         help="start no CP2K calculation: score what earlier runs of this command computed",
@@ -285,7 +294,7 @@ def main() -> None:
     dft = DftStageConfig(
         mode="cp2k",
         cp2k=Cp2kSettings(max_errors=args.max_errors),
-        cp2k_run=Cp2kStageConfig(workers=args.workers, max_attempts=1),
+        cp2k_run=Cp2kStageConfig(workers=args.workers, max_attempts=1, wall_time_s=args.wall_time),
     )
     start = time.perf_counter()
     rounds = [args.run / "round-1" / m for m in args.models]
@@ -302,6 +311,7 @@ def main() -> None:
         "max_atoms": args.max_atoms,
         "others": args.others,
         "max_errors": args.max_errors,
+        "wall_time_s": args.wall_time,
         "collect_only": args.collect_only,
         "mlip_versions": versions,
         "scores": scores(table, config.stability),

@@ -157,6 +157,9 @@ def resubmit(
         False, "--here", help="Run them as local processes and wait (CP2K without SLURM)."
     ),
     workers: int | None = typer.Option(None, help="With --here: processes at once."),
+    wall_time: float | None = typer.Option(
+        None, "--wall-time", help="With --here: stop a calculation after this many seconds."
+    ),
 ) -> None:
     """Resubmit failed calculations (next attempt, same DFT settings), to SLURM or here."""
     from tasks.dft.local import rerun_failed_here
@@ -164,10 +167,10 @@ def resubmit(
 
     if not failed:
         raise typer.BadParameter("nothing selected: pass --failed")
-    if workers is not None and not here:
-        raise typer.BadParameter("--workers is for --here (SLURM places the array itself)")
+    if (workers is not None or wall_time is not None) and not here:
+        raise typer.BadParameter("--workers and --wall-time are for --here (SLURM has its own)")
     if here:
-        outcome = rerun_failed_here(workdir, workers)
+        outcome = rerun_failed_here(workdir, workers, wall_time)
         for calc_id, status in outcome.items():
             typer.echo(f"{calc_id}: {status}")
         typer.echo(

@@ -153,6 +153,11 @@ def input_generator(structure: Structure, settings: Cp2kSettings) -> Cp2kInputGe
                     "SCF": {
                         "MAX_SCF": settings.max_scf,
                         "SMEAR": {"ELEC_TEMP": settings.electronic_temperature_k},
+                        "MIXING": {
+                            "ALPHA": settings.mixing_alpha,
+                            "BETA": settings.mixing_beta,
+                            "NBUFFER": settings.mixing_nbuffer,
+                        },
                     }
                 }
             }

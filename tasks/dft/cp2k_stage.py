@@ -114,7 +114,8 @@ def compute(candidates: list[Candidate], workdir: Path, config: DftStageConfig) 
     attempts |= dict.fromkeys(new, 1)
     if attempts:
         ids = list(attempts)
-        run_batch_here(workdir, ids, attempts, settings, config.cp2k_run.workers)
+        placement = config.cp2k_run
+        run_batch_here(workdir, ids, attempts, settings, placement.workers, placement.wall_time_s)
 
 
 def run_cp2k_stage(

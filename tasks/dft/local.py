@@ -9,8 +9,10 @@ SLURM job that ended without a result, and the others go on.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -32,12 +34,27 @@ def default_workers(settings: CalcSettings) -> int:
     return max(1, (os.cpu_count() or 1) // threads)
 
 
+def _wait(process: subprocess.Popen[bytes], wall_time_s: float | None) -> int | None:
+    """The process's exit code; ``None`` when it ran out of time and was stopped."""
+    try:
+        return process.wait(timeout=wall_time_s)
+    except subprocess.TimeoutExpired:
+        for sig, grace in ((signal.SIGTERM, 30.0), (signal.SIGKILL, None)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=grace)
+                break
+        return None
+
+
 def run_batch_here(
     workdir: Path,
     calc_ids: list[str],
     attempts: dict[str, int],
     settings: CalcSettings,
     workers: int | None = None,
+    wall_time_s: float | None = None,
 ) -> Path:
     """Run the calculations as local processes and wait for all of them.
 
@@ -51,6 +68,9 @@ def run_batch_here(
         Their settings (one batch has one).
     workers
         Processes at once (default :func:`default_workers`).
+    wall_time_s
+        Stop a calculation (its process group: the node process, custodian and CP2K) still
+        running after this long and record it as failed with that reason.
 
     Returns
     -------
@@ -65,14 +85,21 @@ def run_batch_here(
         log_path = workdir / "logs" / f"{batch_file.stem}_{index}.out"
         try:
             with log_path.open("w") as out:
-                code = subprocess.call(
+                process = subprocess.Popen(
                     [sys.executable, "-m", "tasks.dft.node", str(batch_file), str(index)],
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     cwd=REPO_ROOT,
                     env=env,
+                    start_new_session=True,  # its own process group, to stop it whole
                 )
-            why = f"local process exited with code {code} without a result (log: {log_path})"
+                code = _wait(process, wall_time_s)
+            why = (
+                f"stopped after the wall time of {wall_time_s:.0f} s (cp2k_run.wall_time_s; "
+                f"log: {log_path})"
+                if code is None
+                else f"local process exited with code {code} without a result (log: {log_path})"
+            )
         except OSError as err:  # the process could not start: recorded, the others go on
             code, why = -1, f"local process not started: {err}"
         state = read_state(workdir, calc_ids[index])
@@ -85,7 +112,9 @@ def run_batch_here(
     return batch_file
 
 
-def rerun_failed_here(workdir: Path, workers: int | None = None) -> dict[str, str]:
+def rerun_failed_here(
+    workdir: Path, workers: int | None = None, wall_time_s: float | None = None
+) -> dict[str, str]:
     """Run every failed CP2K calculation of ``workdir`` again here (next attempt, same
     settings), holding the directory's lock; the local counterpart of
     :func:`tasks.dft.submit.resubmit_failed`. VASP calculations are left to SLURM.
@@ -105,7 +134,7 @@ def rerun_failed_here(workdir: Path, workers: int | None = None) -> dict[str, st
             if problem := cp2k_problem(settings):
                 outcome |= dict.fromkeys(attempts, f"not rerun: {problem}")
                 continue
-            run_batch_here(workdir, list(attempts), attempts, settings, workers)
+            run_batch_here(workdir, list(attempts), attempts, settings, workers, wall_time_s)
             for calc_id in attempts:
                 state = read_state(workdir, calc_id)
                 outcome[calc_id] = state.status if state is not None else FAILED

@@ -125,7 +125,8 @@ class Cp2kSettings(StrictModel):
     cutoff_ry, rel_cutoff_ry
         Plane-wave cutoff of the finest grid and the relative cutoff (Ry).
     kpoints_density
-        k-points per reciprocal atom (as ``MPRelaxSet``'s 64). CP2K's own k-point symmetry
+        k-points per Å⁻³ of reciprocal volume (``reciprocal_density``, as ``MPRelaxSet``'s
+        64). CP2K's own k-point symmetry
         stays off (it crashes Debian's build): a Γ-centred mesh is reduced by symmetry in
         Python and given as an explicit weighted list, any other is the full mesh.
     electronic_temperature_k
@@ -133,6 +134,13 @@ class Cp2kSettings(StrictModel):
     max_scf, eps_scf
         SCF iterations (diagonalization with Broyden mixing) and their convergence
         threshold.
+    mixing_alpha, mixing_beta, mixing_nbuffer
+        Broyden density mixing: the fraction of the new density, the Kerker damping
+        wavevector (bohr⁻¹) and the history length; pymatgen's 0.05 / 0.01 / 10 by default
+        (the textbook metal setting 0.2 / 1.5 / 8 converged neither Cu3Ni nor CoNi2Sn any
+        better). They decide how fast the SCF converges, not what it converges to
+        (custodian changes them when an SCF does not converge), so they are placement,
+        outside the settings hash.
     eps_default, eps_pgf_orb
         CP2K's integral and Gaussian-overlap screening. atomate2's 1e-12 / 1e-16 keep far
         more periodic images than k-point runs need: on FeNi3 1e-10 / 1e-6 gave the same
@@ -177,6 +185,9 @@ class Cp2kSettings(StrictModel):
     threads: Annotated[int, Placement] = Field(default=1, gt=0)
     max_errors: Annotated[int, Placement] = Field(default=3, ge=0)
     poll_s: Annotated[float, Placement] = Field(default=2.0, gt=0)
+    mixing_alpha: Annotated[float, Placement] = Field(default=0.05, gt=0, le=1)
+    mixing_beta: Annotated[float, Placement] = Field(default=0.01, gt=0)
+    mixing_nbuffer: Annotated[int, Placement] = Field(default=10, gt=0)
 
     def label(self) -> str:
         """What the energies are, for every output and report that shows them."""
@@ -330,12 +341,16 @@ class Cp2kStageConfig(StrictModel):
         computed once per settings (calculation ids are structure and settings hashes).
     max_attempts
         Run here, a failed calculation is tried again by later runs up to this many times.
+    wall_time_s
+        Run here, a calculation still running after this many seconds is stopped and
+        recorded as failed with that reason, as SLURM's time limit would (none by default).
     """
 
     run_on: Literal["local", "slurm"] = "local"
     workers: Annotated[int | None, Placement] = Field(default=None, gt=0)
     max_attempts: Annotated[int, Placement] = Field(default=2, gt=0)
     references: Annotated[Path, Placement] = REPO_ROOT / "data" / "cache" / "cp2k-references"
+    wall_time_s: Annotated[float | None, Placement] = Field(default=None, gt=0)
 
 
 class DftStageConfig(StrictModel):

@@ -61,8 +61,8 @@ def calibration_sentence(mlip_version: str, record: Path = CALIBRATION_RECORD) -
     return (
         f"Our CP2K check of {mlip_version} ({record.with_suffix('.md').name}, "
         f"{result['machine']['date_utc']}, {diff['n']} candidates placed by both, "
-        f"{result['dft']}, at most {result['max_errors']} custodian correction(s) per "
-        "calculation): stable calls precision "
+        f"{result['dft']}, at most {result['max_errors']} custodian correction(s) and "
+        f"{result['wall_time_s']:.0f} s per calculation): stable calls precision "
         f"{_fraction(stable['precision'], stable['tp'], stable['tp'] + stable['fp'])}, "
         f"recall {_recall(stable)}; "
         f"metastable precision "

@@ -8,6 +8,8 @@ crystal with an element CP2K's data files lack is rejected with the reason.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +21,7 @@ from tasks.core.structure_io import parse_payload, write_structures
 from tasks.dft.collect import collect_results
 from tasks.dft.cp2k import covered_elements, missing_elements, spin_polarized
 from tasks.dft.cp2k_stage import compute, run_cp2k_stage
+from tasks.dft.local import run_batch_here
 from tasks.dft.node import run_calculation
 from tasks.dft.recomputed_hull import completed_entry
 from tasks.dft.settings import (
@@ -163,6 +166,24 @@ def test_a_failed_local_calculation_is_resubmitted_here(tmp_path) -> None:
     assert f"{calc_id}: completed" in result.output
     state = read_state(tmp_path, calc_id)
     assert state is not None and (state.status, state.attempt) == ("completed", 2)
+
+
+def test_a_calculation_past_its_wall_time_is_stopped_and_recorded(tmp_path) -> None:
+    """``cp2k_run.wall_time_s``: run here, a calculation still running is stopped (CP2K
+    with it) and recorded as failed with the reason, as SLURM's time limit would."""
+    (calc_id,) = register_calculations([Candidate("Si", SILICON)], tmp_path, CHEAP, SubmitReport())
+    run_batch_here(tmp_path, [calc_id], {calc_id: 1}, CHEAP, workers=1, wall_time_s=10)
+    state = read_state(tmp_path, calc_id)
+    assert state is not None and state.status == FAILED
+    assert "stopped after the wall time of 10 s" in state.reason
+    assert list(tmp_path.glob("calcs/*/attempt-1/job_*/cp2k.inp"))  # CP2K had started
+
+    def working_here(pid: Path) -> bool:
+        with contextlib.suppress(OSError):
+            return Path(os.readlink(pid / "cwd")).is_relative_to(tmp_path)
+        return False
+
+    assert not [p.name for p in Path("/proc").iterdir() if p.name.isdigit() and working_here(p)]
 
 
 def test_collect_only_starts_no_calculation(tmp_path) -> None:
