@@ -8,7 +8,7 @@ Four small MP-20 test crystals of different kinds (an ionic halide, an sp metal,
 magnetic 3d alloy, an oxide) each run as a CP2K static through the product's own path
 (atomate2 maker, local worker processes) at the default settings and with one setting
 changed at a time: the plane-wave cutoff (300, 400, 500 Ry) and the k-point density (32, 64,
-100 per reciprocal atom). Recorded per crystal and setting: the energy per atom, its
+100 per Å⁻³ of reciprocal volume). Recorded per crystal and setting: the energy per atom, its
 difference from the tightest setting of that axis (meV/atom) and CP2K's own wall time.
 Writes ``benchmarks/results/cp2k_settings.{json,md}``.
 """
@@ -109,7 +109,8 @@ def main() -> None:
         f"{[round(v, 2) for v in os.getloadavg()]} after; {before['date_utc']} UTC.",
         "",
         f"CP2K PBE statics through the product's path; defaults {base.cutoff_ry:.0f} Ry, "
-        f"{base.kpoints_density} k-points per reciprocal atom, one setting changed at a time. "
+        f"{base.kpoints_density} k-points per Å⁻³ of reciprocal volume, one setting changed "
+        "at a time. "
         "ΔE: energy per atom minus that of the tightest value of the same axis (meV/atom); "
         "time: CP2K's own wall time, each calculation one process with one thread.",
         "",

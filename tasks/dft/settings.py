@@ -61,7 +61,8 @@ class DftSettings(StrictModel):
     incar_updates
         INCAR settings applied on top of ``MPRelaxSet`` (``None`` removes a key).
     kpoints_density
-        k-points per reciprocal atom (``MPRelaxSet`` uses 64); ``None`` keeps the default.
+        k-points per Å⁻³ of reciprocal volume (``reciprocal_density``; ``MPRelaxSet`` uses
+        64); ``None`` keeps the default.
     double_relax, static
         Relax twice (as MP does) and/or finish with an ``MPStaticSet`` static.
     potcar_spec

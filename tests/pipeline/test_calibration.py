@@ -23,6 +23,8 @@ def _record(tmp_path: Path) -> Path:
     record = {
         "machine": {"date_utc": "2026-12-07 12:00"},
         "dft": "CP2K PBE (GTH, DZVP-MOLOPT-SR), no +U, static",
+        "max_errors": 1,
+        "wall_time_s": 720.0,
         "mlip_versions": {"chgnet": "chgnet-0.4.2:0.3.0", "sevennet": "sevenn-0.13.0:7net-0"},
         "scores": {
             "chgnet": {
@@ -58,5 +60,6 @@ def test_other_versions_are_not_calibrated(tmp_path: Path) -> None:
 
 def test_the_shipped_record_calibrates_both_committee_members() -> None:
     versions = json.loads(CALIBRATION_RECORD.read_text())["mlip_versions"]
+    assert set(versions) == {"chgnet", "sevennet"}
     for version in versions.values():
         assert calibration_sentence(version).startswith(f"Our CP2K check of {version}")
