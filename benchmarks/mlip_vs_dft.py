@@ -56,7 +56,7 @@ from tasks.core.paths import REPO_ROOT
 from tasks.core.records import structure_from_json
 from tasks.core.stability import StabilityRule
 from tasks.core.structure_io import write_structures
-from tasks.dft.cp2k import covered_elements
+from tasks.dft.cp2k import covered_elements, spin_polarized
 from tasks.dft.cp2k_stage import run_cp2k_stage
 from tasks.dft.settings import Cp2kSettings, Cp2kStageConfig, DftStageConfig
 from tasks.mlip.committee import published_figures, run_committee
@@ -78,7 +78,8 @@ MLIPS = ("chgnet", "sevennet")
 
 def choose(hull: pd.DataFrame, relaxed: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
     """The model's calibration candidates, with their draw weight (1 for the metastable)."""
-    covered = covered_elements(DftStageConfig().cp2k)
+    settings = DftStageConfig().cp2k
+    covered = covered_elements(settings)
     rows = hull.merge(relaxed[[Col.ID, Col.N_ATOMS, Col.STRUCTURE]], on=Col.ID)
     eligible = rows[
         rows[Col.E_HULL].notna()
@@ -86,6 +87,11 @@ def choose(hull: pd.DataFrame, relaxed: pd.DataFrame, args: argparse.Namespace) 
         & (rows[Col.N_ELEMENTS] >= 2)
         & rows[Col.FORMULA].map(lambda f: {e.symbol for e in Composition(f).elements} <= covered)
     ]
+    if args.closed_shell_only:
+        polarized = eligible[Col.STRUCTURE].map(
+            lambda s: spin_polarized(structure_from_json(s), settings)
+        )
+        eligible = eligible[~polarized.astype(bool)]
     called = eligible[eligible[Col.METASTABLE].astype(bool)].assign(weight=1.0)
     rest = eligible[~eligible[Col.METASTABLE].astype(bool)].sort_values(Col.ID)
     rng = np.random.default_rng(args.seed)
@@ -199,8 +205,15 @@ def markdown(result: dict[str, Any], table: pd.DataFrame) -> str:
         f"{result['max_errors']} custodian correction(s), stopped after "
         f"{result['wall_time_s']:.0f} s. "
         f"Candidates: CHGNet-relaxed V.U.N. crystals of `{result['run']}` "
-        f"(≤ {result['max_atoms']} atoms, CP2K-covered elements): every CHGNet-metastable one "
-        f"plus {result['others']} drawn from the rest per model (recall weights the drawn "
+        f"(≤ {result['max_atoms']} atoms, CP2K-covered elements"
+        + (
+            ", none CP2K would spin-polarize: its spin-polarized SCF does not converge in "
+            "these settings yet"
+            if result["closed_shell_only"]
+            else ""
+        )
+        + "): every CHGNet-metastable one "
+        f"plus up to {result['others']} drawn at random from the rest per model (recall weights the drawn "
         "ones by their draw fraction). "
         f"{s['n_placed']} of {len(table)} placed by CP2K; the rest are listed below with "
         "the reason."
@@ -277,6 +290,12 @@ def main() -> None:
         "100 SCF steps that do not converge)",
     )
     parser.add_argument(
+        "--closed-shell-only",
+        action="store_true",
+        help="leave out candidates CP2K would spin-polarize (spin: auto): on 2026-12-07 none "
+        "of six (ZnNi, Cu3Ni, CoNi2Sn, CoPPt, H2W2SeS2, CsWI6) converged in 12 min",
+    )
+    parser.add_argument(
         "--collect-only",
         action="store_true",
         help="start no CP2K calculation: score what earlier runs of this command computed",
@@ -312,6 +331,7 @@ def main() -> None:
         "others": args.others,
         "max_errors": args.max_errors,
         "wall_time_s": args.wall_time,
+        "closed_shell_only": args.closed_shell_only,
         "collect_only": args.collect_only,
         "mlip_versions": versions,
         "scores": scores(table, config.stability),
