@@ -213,8 +213,8 @@ def markdown(result: dict[str, Any], table: pd.DataFrame) -> str:
             else ""
         )
         + "): every CHGNet-metastable one "
-        f"plus up to {result['others']} drawn at random from the rest per model (recall weights the drawn "
-        "ones by their draw fraction). "
+        f"plus up to {result['others']} drawn at random from the rest per model (recall "
+        "weights the drawn ones by their draw fraction). "
         f"{s['n_placed']} of {len(table)} placed by CP2K; the rest are listed below with "
         "the reason."
         + (

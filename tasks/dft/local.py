@@ -12,12 +12,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
 from filelock import FileLock
 
 from tasks.core.paths import REPO_ROOT
@@ -35,16 +35,23 @@ def default_workers(settings: CalcSettings) -> int:
 
 
 def _wait(process: subprocess.Popen[bytes], wall_time_s: float | None) -> int | None:
-    """The process's exit code; ``None`` when it ran out of time and was stopped."""
+    """The process's exit code; ``None`` when it ran out of time and was stopped with every
+    process under it (custodian's CP2K), which stay in this process group otherwise, so
+    stopping the caller stops them too."""
     try:
         return process.wait(timeout=wall_time_s)
     except subprocess.TimeoutExpired:
-        for sig, grace in ((signal.SIGTERM, 30.0), (signal.SIGKILL, None)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=grace)
-                break
+        with contextlib.suppress(psutil.NoSuchProcess):
+            root = psutil.Process(process.pid)
+            family = [*root.children(recursive=True), root]
+            for member in family:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    member.terminate()
+            _, alive = psutil.wait_procs(family, timeout=30)
+            for member in alive:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    member.kill()
+        process.wait()
         return None
 
 
@@ -69,8 +76,8 @@ def run_batch_here(
     workers
         Processes at once (default :func:`default_workers`).
     wall_time_s
-        Stop a calculation (its process group: the node process, custodian and CP2K) still
-        running after this long and record it as failed with that reason.
+        Stop a calculation (the node process and everything under it: custodian's CP2K)
+        still running after this long and record it as failed with that reason.
 
     Returns
     -------
@@ -91,7 +98,6 @@ def run_batch_here(
                     stderr=subprocess.STDOUT,
                     cwd=REPO_ROOT,
                     env=env,
-                    start_new_session=True,  # its own process group, to stop it whole
                 )
                 code = _wait(process, wall_time_s)
             why = (

@@ -171,11 +171,12 @@ def test_a_failed_local_calculation_is_resubmitted_here(tmp_path) -> None:
 def test_a_calculation_past_its_wall_time_is_stopped_and_recorded(tmp_path) -> None:
     """``cp2k_run.wall_time_s``: run here, a calculation still running is stopped (CP2K
     with it) and recorded as failed with the reason, as SLURM's time limit would."""
-    (calc_id,) = register_calculations([Candidate("Si", SILICON)], tmp_path, CHEAP, SubmitReport())
-    run_batch_here(tmp_path, [calc_id], {calc_id: 1}, CHEAP, workers=1, wall_time_s=10)
+    slow = Cp2kSettings(spin="on")  # ~100 s on a quiet core: CP2K is surely running at 40 s
+    (calc_id,) = register_calculations([Candidate("Si", SILICON)], tmp_path, slow, SubmitReport())
+    run_batch_here(tmp_path, [calc_id], {calc_id: 1}, slow, workers=1, wall_time_s=40)
     state = read_state(tmp_path, calc_id)
     assert state is not None and state.status == FAILED
-    assert "stopped after the wall time of 10 s" in state.reason
+    assert "stopped after the wall time of 40 s" in state.reason
     assert list(tmp_path.glob("calcs/*/attempt-1/job_*/cp2k.inp"))  # CP2K had started
 
     def working_here(pid: Path) -> bool:
