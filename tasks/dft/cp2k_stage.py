@@ -43,7 +43,6 @@ from tasks.dft.workdir import (
     LOCK,
     Candidate,
     calc_id_for,
-    list_calcs,
     read_calc,
     read_state,
 )
@@ -89,26 +88,25 @@ def with_basis_check(candidates: list[Candidate], settings: Cp2kSettings) -> lis
 def compute(candidates: list[Candidate], workdir: Path, config: DftStageConfig) -> None:
     """Compute the candidates not computed yet in ``workdir`` (here or on SLURM) and wait.
 
-    Run here, a calculation still marked submitted or running was interrupted (this process
-    is the only one running the directory's calculations: a run's own directory, or the
-    references' under their lock), so it runs again as its next attempt; so does a failed
-    calculation of these candidates below ``cp2k_run.max_attempts`` attempts.
+    Run here, a calculation of these candidates still marked submitted or running was
+    interrupted (this process holds the directory's lock), so it runs again as its next
+    attempt; so does a failed one below ``cp2k_run.max_attempts`` attempts. Calculations of
+    other candidates in the directory are left as they are.
     """
     settings = config.cp2k
     if config.cp2k_run.run_on == "slurm":
         submit_and_wait(candidates, workdir, settings, config)
         return
-    attempts = {
-        calc_id: state.attempt + 1
-        for calc_id in list_calcs(workdir)
-        if (state := read_state(workdir, calc_id)) is not None and state.status in ACTIVE
-    }
+    attempts: dict[str, int] = {}
     for candidate in candidates:
         if candidate.structure is None:
             continue
         calc_id = calc_id_for(candidate, settings)
         state = read_state(workdir, calc_id)
-        if state and state.status == FAILED and state.attempt < config.cp2k_run.max_attempts:
+        if state is None:
+            continue
+        retry = state.status == FAILED and state.attempt < config.cp2k_run.max_attempts
+        if state.status in ACTIVE or retry:
             attempts[calc_id] = state.attempt + 1
     new = register_calculations(candidates, workdir, settings, SubmitReport())
     attempts |= dict.fromkeys(new, 1)
