@@ -32,7 +32,7 @@ from tasks.dft.settings import (
     cp2k_problem,
 )
 from tasks.dft.submit import SubmitReport, register_calculations
-from tasks.dft.workdir import FAILED, RUNNING, Candidate, read_state, write_state
+from tasks.dft.workdir import COMPLETED, FAILED, RUNNING, Candidate, read_state, write_state
 from tasks.mlip.reference_table import SHIPPED_TABLE, load_table
 from tasks.mlip.settings import RelaxConfig, ScreenSettings
 
@@ -150,6 +150,20 @@ def test_an_interrupted_local_calculation_runs_again(tmp_path) -> None:
     state = read_state(tmp_path, calc_id)
     assert state is not None and (state.status, state.attempt) == ("completed", 2)
     assert not isinstance(completed_entry(tmp_path, calc_id), str)
+
+
+def test_another_candidates_interrupted_calculation_is_left_alone(tmp_path) -> None:
+    """A directory shared by several runs: the stage reruns its own candidates' interrupted
+    calculations only (here: none to run), never another run's."""
+    nacl = Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    mine, other = Candidate("Si", SILICON), Candidate("NaCl", nacl)
+    ids = register_calculations([mine, other], tmp_path, CHEAP, SubmitReport())
+    write_state(tmp_path, ids[0], COMPLETED, attempt=1, batch="local-a")
+    write_state(tmp_path, ids[1], RUNNING, attempt=1, batch="local-b")
+    compute([mine], tmp_path, DftStageConfig(mode="cp2k", cp2k=CHEAP))
+    state = read_state(tmp_path, ids[1])
+    assert state is not None and (state.status, state.attempt) == (RUNNING, 1)
+    assert not list(tmp_path.glob("calcs/*/attempt-2"))
 
 
 def test_a_failed_local_calculation_is_resubmitted_here(tmp_path) -> None:
