@@ -293,7 +293,7 @@ def main() -> None:
         "--closed-shell-only",
         action="store_true",
         help="leave out candidates CP2K would spin-polarize (spin: auto): on 2026-12-07 none "
-        "of six (ZnNi, Cu3Ni, CoNi2Sn, CoPPt, H2W2SeS2, CsWI6) converged in 12 min",
+        "of six (ZnNi, Cu3Ni, CoNi2Sn, CoPPt, H2W2SeS2, CsWI6) converged its SCF",
     )
     parser.add_argument(
         "--collect-only",
