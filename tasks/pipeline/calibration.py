@@ -16,6 +16,8 @@ from typing import Any
 
 from tasks.core.paths import REPO_ROOT
 
+#: Below this many placed candidates the calibration is called indicative.
+FEW = 40
 #: The calibration record ``benchmarks/mlip_vs_dft.py`` writes.
 CALIBRATION_RECORD = REPO_ROOT / "benchmarks" / "results" / "mlip_vs_dft.json"
 
@@ -70,4 +72,5 @@ def calibration_sentence(mlip_version: str, record: Path = CALIBRATION_RECORD) -
         f"{_recall(meta)}; "
         f"E_hull(MLIP) − E_hull(CP2K) mean {diff['mean']:+.3f} eV/atom "
         f"(95th percentile of |Δ| {diff['p95_abs']:.3f})"
+        + (f"; fewer than {FEW} candidates: indicative only" if diff["n"] < FEW else "")
     )

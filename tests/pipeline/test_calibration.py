@@ -47,6 +47,7 @@ def test_sentence_gives_precision_and_recall_with_counts(tmp_path: Path) -> None
     assert "recall 0.60 (draw-weighted; 3 of 4 found)" in sentence
     assert "metastable precision 0.44 (8 of 18), recall –" in sentence
     assert "mean -0.081 eV/atom" in sentence and "|Δ| 0.310" in sentence
+    assert sentence.endswith("fewer than 40 candidates: indicative only")
 
 
 def test_other_versions_are_not_calibrated(tmp_path: Path) -> None:
