@@ -88,15 +88,23 @@ def with_basis_check(candidates: list[Candidate], settings: Cp2kSettings) -> lis
 def compute(candidates: list[Candidate], workdir: Path, config: DftStageConfig) -> None:
     """Compute the candidates not computed yet in ``workdir`` (here or on SLURM) and wait.
 
-    Run here, a calculation of these candidates still marked submitted or running was
-    interrupted (this process holds the directory's lock), so it runs again as its next
-    attempt; so does a failed one below ``cp2k_run.max_attempts`` attempts. Calculations of
-    other candidates in the directory are left as they are.
+    Run here, it holds the directory's lock (one process computes a directory at a time:
+    branches side by side share the references), so a calculation of these candidates still
+    marked submitted or running was interrupted and runs again as its next attempt; so does
+    a failed one below ``cp2k_run.max_attempts`` attempts. Calculations of other candidates
+    in the directory are left as they are.
     """
     settings = config.cp2k
     if config.cp2k_run.run_on == "slurm":
         submit_and_wait(candidates, workdir, settings, config)
         return
+    workdir.mkdir(parents=True, exist_ok=True)
+    with FileLock(workdir / LOCK):
+        _compute_here(candidates, workdir, config)
+
+
+def _compute_here(candidates: list[Candidate], workdir: Path, config: DftStageConfig) -> None:
+    settings = config.cp2k
     attempts: dict[str, int] = {}
     for candidate in candidates:
         if candidate.structure is None:
@@ -162,9 +170,7 @@ def run_cp2k_stage(
     workdir = workdir.resolve()
     batch = with_basis_check(read_candidates(candidates), settings)
     if start_new:
-        workdir.mkdir(parents=True, exist_ok=True)
-        with FileLock(workdir / LOCK):  # one process computes a directory at a time
-            compute(batch, workdir, config)
+        compute(batch, workdir, config)
     else:
         register_calculations(batch, workdir, settings, SubmitReport())
     suffix = f"-{settings_hash(settings)}"
@@ -181,8 +187,7 @@ def run_cp2k_stage(
     references.mkdir(parents=True, exist_ok=True)
     if start_new:
         try:
-            with FileLock(references / LOCK):  # branches side by side share the phases
-                compute(reference_candidates(sets), references, config)
+            compute(reference_candidates(sets), references, config)
         except (RuntimeError, TimeoutError) as err:  # each candidate names its missing phases
             log.error("competing phases not all computed: %s", err)
     competing |= competing_entries(sets, references, settings)
