@@ -178,12 +178,16 @@ def resubmit(
             "--collect-only` places them on their recomputed hull"
         )
         return
-    report = resubmit_failed(workdir, _load_stage_config(config, workdir).slurm)
-    typer.echo(
-        f"batch {report.batch_id} (SLURM job {report.job_id}): {len(report.submitted)} resubmitted"
-    )
-    if report.failed:
-        typer.echo(f"failed: {next(iter(report.failed.values()))}", err=True)
+    reports = resubmit_failed(workdir, _load_stage_config(config, workdir).slurm)
+    for report in reports:
+        typer.echo(
+            f"batch {report.batch_id} (SLURM job {report.job_id}): "
+            f"{len(report.submitted)} resubmitted"
+        )
+    if not reports:
+        typer.echo("no failed calculations")
+    if failures := [f for report in reports for f in report.failed.values()]:
+        typer.echo(f"failed: {failures[0]}", err=True)
         raise typer.Exit(1)
 
 

@@ -260,19 +260,21 @@ def failed_by_settings(workdir: Path) -> list[tuple[CalcSettings, dict[str, int]
     ]
 
 
-def resubmit_failed(workdir: str | Path, slurm: SlurmSettings) -> SubmitReport:
-    """Submit every failed calculation again (next attempt, same settings): one batch per
-    set of settings; the report names the last batch and counts them all."""
+def resubmit_failed(workdir: str | Path, slurm: SlurmSettings) -> list[SubmitReport]:
+    """Submit every failed calculation again (next attempt, same settings).
+
+    Returns
+    -------
+    list of SubmitReport
+        One per batch: one batch per set of settings among the failed calculations.
+    """
     workdir = Path(workdir).resolve()
-    report = SubmitReport()
+    reports = []
     for dft, attempts in failed_by_settings(workdir):
-        sub = SubmitReport()
-        _submit_batch(workdir, list(attempts), attempts, dft, slurm, sub)
-        report.batch_id = sub.batch_id or report.batch_id
-        report.job_id = sub.job_id or report.job_id
-        report.submitted += sub.submitted
-        report.failed |= sub.failed
-    return report
+        report = SubmitReport()
+        _submit_batch(workdir, list(attempts), attempts, dft, slurm, report)
+        reports.append(report)
+    return reports
 
 
 def _job_id(workdir: Path, batch_id: str) -> str:
