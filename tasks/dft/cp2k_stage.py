@@ -88,11 +88,11 @@ def with_basis_check(candidates: list[Candidate], settings: Cp2kSettings) -> lis
 def compute(candidates: list[Candidate], workdir: Path, config: DftStageConfig) -> None:
     """Compute the candidates not computed yet in ``workdir`` (here or on SLURM) and wait.
 
-    Run here, it holds the directory's lock (one process computes a directory at a time:
-    branches side by side share the references), so a calculation of these candidates still
-    marked submitted or running was interrupted and runs again as its next attempt; so does
-    a failed one below ``cp2k_run.max_attempts`` attempts. Calculations of other candidates
-    in the directory are left as they are.
+    Run here, smallest cells first, it holds the directory's lock (one process computes a
+    directory at a time: branches side by side share the references), so a calculation of
+    these candidates still marked submitted or running was interrupted and runs again as its
+    next attempt; so does a failed one below ``cp2k_run.max_attempts`` attempts.
+    Calculations of other candidates in the directory are left as they are.
     """
     settings = config.cp2k
     if config.cp2k_run.run_on == "slurm":
@@ -106,10 +106,12 @@ def compute(candidates: list[Candidate], workdir: Path, config: DftStageConfig) 
 def _compute_here(candidates: list[Candidate], workdir: Path, config: DftStageConfig) -> None:
     settings = config.cp2k
     attempts: dict[str, int] = {}
+    n_atoms: dict[str, int] = {}
     for candidate in candidates:
         if candidate.structure is None:
             continue
         calc_id = calc_id_for(candidate, settings)
+        n_atoms[calc_id] = len(candidate.structure)
         state = read_state(workdir, calc_id)
         if state is None:
             continue
@@ -119,7 +121,9 @@ def _compute_here(candidates: list[Candidate], workdir: Path, config: DftStageCo
     new = register_calculations(candidates, workdir, settings, SubmitReport())
     attempts |= dict.fromkeys(new, 1)
     if attempts:
-        ids = list(attempts)
+        # Smallest cells first: a run stopped early has computed the most, and the
+        # calculations likeliest to reach the wall time come last.
+        ids = sorted(attempts, key=lambda calc_id: n_atoms.get(calc_id, 0))
         placement = config.cp2k_run
         run_batch_here(workdir, ids, attempts, settings, placement.workers, placement.wall_time_s)
 

@@ -17,6 +17,7 @@ import pytest
 from monty.io import zopen
 from pymatgen.core import Lattice, Structure
 
+from tasks.core.records import structure_from_json
 from tasks.core.structure_io import parse_payload, write_structures
 from tasks.dft.collect import collect_results
 from tasks.dft.cp2k import covered_elements, missing_elements, spin_polarized
@@ -32,7 +33,16 @@ from tasks.dft.settings import (
     cp2k_problem,
 )
 from tasks.dft.submit import SubmitReport, register_calculations
-from tasks.dft.workdir import COMPLETED, FAILED, RUNNING, Candidate, read_state, write_state
+from tasks.dft.workdir import (
+    COMPLETED,
+    FAILED,
+    RUNNING,
+    Candidate,
+    DftBatch,
+    read_calc,
+    read_state,
+    write_state,
+)
 from tasks.mlip.reference_table import SHIPPED_TABLE, load_table
 from tasks.mlip.settings import RelaxConfig, ScreenSettings
 
@@ -115,6 +125,12 @@ def test_a_reference_phase_lands_on_its_own_recomputed_hull(tmp_path) -> None:
     assert "Ce" in rows.loc["cand-CeO2", "reason"]
     phases = sorted(p.name for p in (tmp_path / "references" / "calcs").iterdir())
     assert len(phases) == 3  # NaCl, Na, Cl2: each once
+    (batch,) = (tmp_path / "references" / "batches").glob("*.json")
+    sizes = [
+        len(structure_from_json(read_calc(tmp_path / "references", calc_id).structure))
+        for calc_id in DftBatch.read(batch).calc_ids
+    ]
+    assert sizes == sorted(sizes) and len(set(sizes)) > 1  # smallest cells first
     again = pd.read_parquet(run_cp2k_stage(candidates, tmp_path / "dft2", config, screen))
     assert again.set_index("id").loc["cand-NaCl", "e_hull_dft"] == pytest.approx(
         rows.loc["cand-NaCl", "e_hull_dft"], abs=1e-9
