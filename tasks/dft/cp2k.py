@@ -109,10 +109,15 @@ def spin_polarized(structure: Structure, settings: Cp2kSettings) -> bool:
     return bool(elements & MAGNETIC_ELEMENTS) or elements == {"O"}  # O2 is a triplet
 
 
-def with_initial_moments(structure: Structure, settings: Cp2kSettings) -> Structure:
-    """The structure with ferromagnetic initial moments as ``magmom`` when spin-polarized:
-    :data:`INITIAL_MOMENT` on magnetic atoms (and on O in solid oxygen), 0 elsewhere."""
-    structure = structure.copy()
+def cp2k_cell(structure: Structure, settings: Cp2kSettings) -> Structure:
+    """The crystal as CP2K computes it: its Niggli-reduced cell, with ferromagnetic initial
+    moments as ``magmom`` when spin-polarized (:data:`INITIAL_MOMENT` on magnetic atoms, and
+    on O in solid oxygen; 0 elsewhere).
+
+    A strongly sheared cell (rhombohedral graphite's primitive one, 11.9° between its axes)
+    makes CP2K's Kohn-Sham energy NaN at the first SCF step; its reduced cell computes.
+    """
+    structure = structure.get_reduced_structure()
     moments = [0.0] * len(structure)
     if spin_polarized(structure, settings):
         oxygen = structure.composition.reduced_formula == "O2"
@@ -170,7 +175,7 @@ def input_generator(structure: Structure, settings: Cp2kSettings) -> Cp2kInputGe
 
 def write_cp2k_inputs(structure: Structure, directory: str | Path, settings: Cp2kSettings) -> Path:
     """Write the calculation's ``cp2k.inp`` without running anything (a dry run)."""
-    structure = with_initial_moments(structure, settings)
+    structure = cp2k_cell(structure, settings)
     with warnings.catch_warnings():  # pymatgen warns that it cannot validate exact names
         warnings.simplefilter("ignore")
         inputs = input_generator(structure, settings).get_input_set(structure)
@@ -184,7 +189,7 @@ def make_cp2k_flow(structure: Structure, settings: Cp2kSettings, name: str = "cp
     Parameters
     ----------
     structure
-        The crystal (its geometry is used as is for ``static``).
+        The crystal (its geometry is used as is for ``static``, in its reduced cell).
     settings
         Calculation settings.
     name
@@ -196,7 +201,7 @@ def make_cp2k_flow(structure: Structure, settings: Cp2kSettings, name: str = "cp
         One CP2K job whose output is its ``TaskDocument``.
     """
     use_fixed_parsing()
-    structure = with_initial_moments(structure, settings)
+    structure = cp2k_cell(structure, settings)
     maker_cls: Any = StaticMaker if settings.calculation == "static" else CellOptMaker
     maker = maker_cls(
         input_set_generator=input_generator(structure, settings),

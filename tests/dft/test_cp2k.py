@@ -100,6 +100,19 @@ def test_single_points_run_through_atomate2(tmp_path, name) -> None:
         assert entry.energy_per_atom == pytest.approx(-107.1, abs=0.3)
 
 
+def test_a_sheared_cell_is_computed_in_its_reduced_cell(tmp_path) -> None:
+    """Rhombohedral graphite (mp-569304, a competing phase of carbides) in its primitive
+    cell, 11.9° between the axes, made CP2K's energy NaN at the first SCF step; it is
+    computed in its Niggli-reduced cell (the same crystal) and completes."""
+    graphite = table_phase("mp-569304")
+    assert min(graphite.lattice.angles) < 15
+    (calc_id,) = register_calculations([Candidate("C", graphite)], tmp_path, CHEAP, SubmitReport())
+    assert run_calculation(tmp_path, calc_id)
+    entry = completed_entry(tmp_path, calc_id)
+    assert not isinstance(entry, str), entry
+    assert -160 < entry.energy_per_atom < -140  # C GTH-PBE: about -155 eV/atom
+
+
 def test_a_reference_phase_lands_on_its_own_recomputed_hull(tmp_path) -> None:
     """Rock-salt NaCl (mp-22862) as a candidate: its competing phases (NaCl itself, Na and
     Cl2 ground states of the MLIP hull) are recomputed with its settings in the shared
