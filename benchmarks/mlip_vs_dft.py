@@ -7,7 +7,9 @@ S.U.N. benchmark run (the leaderboard's)::
 
 Candidates: the CHGNet-relaxed V.U.N. crystals of the run's generators (``--models``, the
 benchmark profile's two by default) that CHGNet placed on its hull, have at most
-``--max-atoms`` atoms and only elements CP2K's data files cover. From each model every
+``--max-atoms`` atoms, only elements CP2K's data files cover, and no competing phase (below)
+over ``--max-phase-atoms`` atoms (the large ones are the calculations that run past the wall
+time; the count left out for it is reported). From each model every
 MLIP-metastable one is taken (so precision is measured on all of CHGNet's (meta)stable calls)
 plus ``--others`` drawn at random (seed 0) from the rest; recall weights the drawn ones by
 the inverse of their draw fraction, and every count is reported beside it.
@@ -27,6 +29,10 @@ Each candidate gets:
 
 Resumable: every calculation is cached (``data/cache/mlip_vs_dft/``, the shared references),
 so a second run computes only what is missing, and ``--collect-only`` scores what is there.
+Across machines too: each run starts by adding the completed calculations carried in
+``--carry`` (``benchmarks/results/mlip_vs_dft_calcs/``: one archive of
+:mod:`tasks.dft.archive` per model and one of the references) and ends by packing them again,
+so a calibration longer than one sitting goes on where the last machine stopped.
 
 Recorded: E_hull(MLIP) − E_hull(CP2K) (mean, median, 95th percentile of the absolute), and
 precision / recall of each MLIP's stable (< 0) and metastable (< 0.1 eV/atom) verdicts
@@ -56,8 +62,10 @@ from tasks.core.paths import REPO_ROOT
 from tasks.core.records import structure_from_json
 from tasks.core.stability import StabilityRule
 from tasks.core.structure_io import write_structures
+from tasks.dft.archive import export_completed, import_completed
 from tasks.dft.cp2k import covered_elements, spin_polarized
 from tasks.dft.cp2k_stage import run_cp2k_stage
+from tasks.dft.recomputed_hull import competing_sets
 from tasks.dft.settings import Cp2kSettings, Cp2kStageConfig, DftStageConfig
 from tasks.mlip.committee import published_figures, run_committee
 from tasks.mlip.documents import HULL_SUMMARY, HullSummary
@@ -76,7 +84,18 @@ WORK = REPO_ROOT / "data" / "cache" / "mlip_vs_dft"
 MLIPS = ("chgnet", "sevennet")
 
 
-def choose(hull: pd.DataFrame, relaxed: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
+def largest_phase(rows: pd.DataFrame, screen: ScreenSettings) -> pd.Series:
+    """Atoms in the largest phase each candidate's CP2K hull would recompute (0: none found,
+    the candidate will be ``no_hull`` with the reason)."""
+    structures = [structure_from_json(s) for s in rows[Col.STRUCTURE]]
+    sets = competing_sets(list(zip(rows[Col.ID], structures, strict=True)), screen)
+    sizes = [max((len(p.structure()) for p in c.phases), default=0) for c in sets]
+    return pd.Series(sizes, index=rows.index, dtype=int)
+
+
+def choose(
+    hull: pd.DataFrame, relaxed: pd.DataFrame, screen: ScreenSettings, args: argparse.Namespace
+) -> pd.DataFrame:
     """The model's calibration candidates, with their draw weight (1 for the metastable)."""
     settings = DftStageConfig().cp2k
     covered = covered_elements(settings)
@@ -92,13 +111,17 @@ def choose(hull: pd.DataFrame, relaxed: pd.DataFrame, args: argparse.Namespace) 
             lambda s: spin_polarized(structure_from_json(s), settings)
         )
         eligible = eligible[~polarized.astype(bool)]
+    largest = largest_phase(eligible, screen)
+    eligible = eligible[largest <= args.max_phase_atoms]
     called = eligible[eligible[Col.METASTABLE].astype(bool)].assign(weight=1.0)
     rest = eligible[~eligible[Col.METASTABLE].astype(bool)].sort_values(Col.ID)
     rng = np.random.default_rng(args.seed)
     n = min(args.others, len(rest))
     drawn = rest.iloc[sorted(rng.choice(len(rest), size=n, replace=False))] if n else rest[:0]
     drawn = drawn.assign(weight=len(rest) / n if n else 0.0)
-    return pd.concat([called, drawn], ignore_index=True).assign(n_eligible=len(eligible))
+    picked = pd.concat([called, drawn], ignore_index=True)
+    n_large = int((largest > args.max_phase_atoms).sum())
+    return picked.assign(n_eligible=len(eligible), n_large_phase=n_large)
 
 
 def verdict_scores(mlip: pd.Series, dft: pd.Series, weight: pd.Series) -> dict[str, Any]:
@@ -137,7 +160,7 @@ def calibrate(
     """One model's candidates through SevenNet and CP2K; its rows and the MLIPs' versions."""
     files = RoundFiles(root)
     hull, relaxed = pd.read_parquet(files.hull), pd.read_parquet(files.relaxed)
-    picked = choose(hull, relaxed, args)
+    picked = choose(hull, relaxed, screen, args)
     chosen = set(picked[Col.ID])
     work = WORK / root.name
     candidates = write_structures(
@@ -158,7 +181,8 @@ def calibrate(
         run_cp2k_stage(candidates, work / "cp2k", dft, screen, start_new=not args.collect_only)
     )
     wall = time.perf_counter() - start
-    table = picked[[Col.ID, Col.FORMULA, Col.N_ATOMS, Col.E_HULL, "weight", "n_eligible"]]
+    counts = ["weight", "n_eligible", "n_large_phase"]
+    table = picked[[Col.ID, Col.FORMULA, Col.N_ATOMS, Col.E_HULL, *counts]]
     table = table.rename(columns={Col.E_HULL: "e_hull_chgnet"}).merge(
         members[[Col.ID, "e_hull_sevennet"]], on=Col.ID, how="left"
     )
@@ -194,6 +218,7 @@ def scores(table: pd.DataFrame, rule: StabilityRule) -> dict[str, Any]:
 def markdown(result: dict[str, Any], table: pd.DataFrame) -> str:
     """The record as a page."""
     machine, s = result["machine"], result["scores"]
+    n_large = int(table.groupby("model")["n_large_phase"].first().sum())
     lines = [
         "# MLIP vs DFT: CHGNet and SevenNet E_hull against CP2K on the same competing phases",
         "",
@@ -205,7 +230,8 @@ def markdown(result: dict[str, Any], table: pd.DataFrame) -> str:
         f"{result['max_errors']} custodian correction(s), stopped after "
         f"{result['wall_time_s']:.0f} s. "
         f"Candidates: CHGNet-relaxed V.U.N. crystals of `{result['run']}` "
-        f"(≤ {result['max_atoms']} atoms, CP2K-covered elements"
+        f"(≤ {result['max_atoms']} atoms, CP2K-covered elements, no competing phase over "
+        f"{result['max_phase_atoms']} atoms ({n_large} left out for one)"
         + (
             ", none CP2K would spin-polarize: its spin-polarized SCF does not converge in "
             "these settings yet"
@@ -273,7 +299,20 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["symadit", "mcflow"])
     parser.add_argument("--max-atoms", type=int, default=12)
     parser.add_argument("--others", type=int, default=6)
+    parser.add_argument(
+        "--max-phase-atoms",
+        type=int,
+        default=24,
+        help="leave out candidates whose CP2K hull would recompute a larger competing phase "
+        "(on 2026-12-07 three phases of 12-48 atoms ran past the 12-minute wall time)",
+    )
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--carry",
+        type=Path,
+        default=REPO_ROOT / "benchmarks" / "results" / "mlip_vs_dft_calcs",
+        help="archives of completed calculations added before and written after the run",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--max-errors",
@@ -316,8 +355,18 @@ def main() -> None:
         cp2k_run=Cp2kStageConfig(workers=args.workers, max_attempts=1, wall_time_s=args.wall_time),
     )
     start = time.perf_counter()
+    carried = {m: WORK / m / "cp2k" for m in args.models} | {"references": dft.cp2k_run.references}
+    for name, workdir in carried.items():
+        if (archive := args.carry / f"{name}.tar.xz").is_file():
+            print(f"{name}: {len(import_completed(archive, workdir))} calculations carried in")
     rounds = [args.run / "round-1" / m for m in args.models]
-    calibrated = [calibrate(root, screen, dft, args) for root in rounds]
+    try:
+        calibrated = [calibrate(root, screen, dft, args) for root in rounds]
+    finally:  # what is computed is carried, however the run ends
+        for name, workdir in carried.items():
+            if workdir.is_dir():
+                packed = export_completed(workdir, args.carry / f"{name}.tar.xz", dft.cp2k)
+                print(f"{name}: {len(packed)} completed calculations packed")
     table = pd.concat([rows for rows, _ in calibrated], ignore_index=True)
     versions = calibrated[0][1]
     if any(v != versions for _, v in calibrated) or set(versions) != set(MLIPS):
@@ -329,6 +378,7 @@ def main() -> None:
         "dft": dft.describe(),
         "max_atoms": args.max_atoms,
         "others": args.others,
+        "max_phase_atoms": args.max_phase_atoms,
         "max_errors": args.max_errors,
         "wall_time_s": args.wall_time,
         "closed_shell_only": args.closed_shell_only,

@@ -17,6 +17,8 @@ Usage (repository root)::
         --symadit runs/symadit_benchmark/symadit.pt --mcflow CKPT --n-samples 1000
     .venv/bin/python -m benchmarks.sun_mlip_benchmark --loop --rounds 3 \
         --symadit ... --mcflow ... --n-samples 300 --max-relax 60
+    .venv/bin/python -m benchmarks.sun_mlip_benchmark --no-published \
+        --samples benchmarks/results/leaderboard_samples --run-prefix leaderboard
 
 Writes ``benchmarks/results/sun_mlip_benchmark.{json,md}`` (``loop_benchmark`` with
 ``--loop``).
@@ -56,7 +58,10 @@ def benchmark_profile(args: argparse.Namespace, out: Path) -> Path:
 
     Our models sample ``n_samples`` from the given checkpoints; the profile's published sets
     (``samples`` entries) keep their first ``n_samples`` crystals, or are left out with
-    ``--no-published``.
+    ``--no-published``. With ``--samples DIR`` our models' entries read the samples an earlier
+    run kept (:func:`kept_samples`, e.g. ``benchmarks/results/leaderboard_samples``) under
+    the model's name instead of sampling a checkpoint, so that run's screen can be rebuilt
+    without its checkpoints.
     """
     profile = yaml.safe_load((REPO_ROOT / "configs" / "benchmark.yaml").read_text())
     # the graph reads only the training set (val and test would be ingested for nothing)
@@ -67,6 +72,11 @@ def benchmark_profile(args: argparse.Namespace, out: Path) -> Path:
         if m["name"] == "samples":
             if not args.no_published:
                 models.append({**m, "limit": args.n_samples})
+        elif args.samples is not None:
+            kept = str(kept_samples(args.samples, m["name"]).resolve())
+            models.append(
+                {"name": "samples", "path": kept, "label": m["name"], "limit": args.n_samples}
+            )
         elif checkpoints[m["name"]] is not None:
             ckpt = str(Path(checkpoints[m["name"]]).resolve())
             models.append({**m, "checkpoint": ckpt, "n_samples": args.n_samples})
@@ -217,7 +227,8 @@ def record_row(
         },
     }
     header = [*header, f"- wall time: {wall_s:.0f} s; run `{run_dir.relative_to(REPO_ROOT)}`"]
-    keep_samples(run_dir, args.results_name)
+    if args.samples is None:
+        keep_samples(run_dir, args.results_name)
     save_results(
         args.results_name,
         {"metrics": result["metrics"], "unflagged": result["unflagged"], "wall_s": wall_s,
@@ -228,16 +239,32 @@ def record_row(
 
 
 def keep_samples(run_dir: Path, name: str) -> None:
-    """Copy our models' samples (extxyz) next to the record, so its figures can be measured
-    again (at another tolerance, with another MLIP) without retraining."""
+    """Copy our models' samples next to the record, so its figures can be measured again (at
+    another tolerance, with another MLIP: ``--samples``) without retraining.
+
+    ``<model>.parquet`` is the sampling table, one row per sample requested, failed ones with
+    their reason, so validity measured again counts them; ``<model>.extxyz`` holds the
+    crystals alone, for other programs.
+    """
     import shutil
 
     folder = RESULTS_DIR / f"{name}_samples"
     for model in ("symadit", "mcflow"):
-        samples = run_dir / "round-1" / model / "samples" / "samples.extxyz"
-        if samples.is_file():
-            folder.mkdir(exist_ok=True)
-            shutil.copyfile(samples, folder / f"{model}.extxyz")
+        for kept in ("samples.parquet", "samples.extxyz"):
+            samples = run_dir / "round-1" / model / "samples" / kept
+            if samples.is_file():
+                folder.mkdir(exist_ok=True)
+                shutil.copyfile(samples, folder / f"{model}{samples.suffix}")
+
+
+def kept_samples(folder: Path, model: str) -> Path:
+    """A model's samples kept by :func:`keep_samples`: the sampling table when there is one
+    (failed samples count in validity), else the crystals' extxyz (a record kept before the
+    table was: its failed samples are not in it, so validity is over the crystals alone)."""
+    for path in (folder / f"{model}.parquet", folder / f"{model}.extxyz"):
+        if path.is_file():
+            return path
+    raise SystemExit(f"--samples {folder}: no {model}.parquet or {model}.extxyz there")
 
 
 def main() -> None:
@@ -245,6 +272,13 @@ def main() -> None:
     parser.add_argument("--symadit", type=Path, default=None, help="SymADiT checkpoint")
     parser.add_argument("--mcflow", type=Path, default=None, help="MCFlow checkpoint")
     parser.add_argument("--n-samples", type=int, default=1000)
+    parser.add_argument(
+        "--samples",
+        type=Path,
+        default=None,
+        help="screen our models' kept samples (DIR/<model>.parquet, else DIR/<model>.extxyz) "
+        "instead of sampling checkpoints",
+    )
     parser.add_argument("--max-relax", type=int, default=200, help="V.U.N. drawn for the MLIP")
     parser.add_argument("--loop", action="store_true", help="rounds without / with fine-tuning")
     parser.add_argument("--rounds", type=int, default=3)
@@ -264,8 +298,10 @@ def main() -> None:
         help="rewrite the record from the finished run (keeps its machine, date and wall time)",
     )
     args = parser.parse_args()
-    if args.symadit is None and args.mcflow is None:
-        parser.error("give --symadit and/or --mcflow checkpoints")
+    if args.samples is None and args.symadit is None and args.mcflow is None:
+        parser.error("give --symadit and/or --mcflow checkpoints, or --samples")
+    if args.samples is not None and (args.symadit or args.mcflow or args.loop):
+        parser.error("--samples screens kept samples: no checkpoint to sample, no loop to train")
     started = machine_info()
     if args.rewrite_record:
         previous = json.loads((RESULTS_DIR / f"{args.results_name}.json").read_text())
@@ -277,7 +313,8 @@ def main() -> None:
         f"- date (UTC): {started['date_utc']}; machine: {started['cpu']}, {started['cores']} "
         f"cores; load average at start: {started['load_average']}",
         f"- profile: `configs/benchmark.yaml` with `{profile.relative_to(REPO_ROOT)}`'s "
-        f"checkpoints; {args.n_samples} samples per model; {args.max_relax} V.U.N. relaxed; "
+        + ("checkpoints" if args.samples is None else f"samples from `{args.samples}`")
+        + f"; {args.n_samples} samples per model; {args.max_relax} V.U.N. relaxed; "
         f"{args.workers} worker process(es)",
     ]
     if not args.loop:

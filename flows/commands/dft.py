@@ -208,6 +208,44 @@ def write_inputs(
     typer.echo(f"wrote inputs to {outdir}")
 
 
+@dft_app.command("export")
+def export(
+    archive: Path = typer.Argument(..., help="The .tar.xz to write."),
+    workdir: Path = typer.Option(..., "--workdir", "-w", help="DFT work dir to pack."),
+) -> None:
+    """Pack the completed calculations of a work directory (records and job documents, no
+    run directories) to carry them to another machine."""
+    from tasks.dft.archive import export_completed
+
+    try:
+        packed = export_completed(workdir, archive)
+    except FileNotFoundError as err:
+        typer.echo(f"not exported: {err}", err=True)
+        raise typer.Exit(1) from err
+    typer.echo(f"{len(packed)} completed calculations -> {archive}")
+
+
+@dft_app.command("import")
+def import_(
+    archive: Path = typer.Argument(..., help="A .tar.xz of `discovery dft export`."),
+    workdir: Path = typer.Option(..., "--workdir", "-w", help="DFT work dir to add them to."),
+) -> None:
+    """Add an archive's completed calculations to a work directory (the references
+    directory, say) where it has no result of its own: its completed and SLURM-submitted
+    calculations are kept."""
+    import lzma
+    import tarfile
+
+    from tasks.dft.archive import ArchiveError, import_completed
+
+    try:
+        added = import_completed(archive, workdir)
+    except (ArchiveError, tarfile.TarError, lzma.LZMAError, EOFError, OSError) as err:
+        typer.echo(f"not imported: {err}", err=True)
+        raise typer.Exit(1) from err
+    typer.echo(f"{len(added)} calculations added to {workdir}")
+
+
 @dft_app.command("run-task", hidden=True)
 def run_task(batch_file: Path, index: int) -> None:
     """Run one array task of a batch on this node (the job script runs tasks.dft.node)."""

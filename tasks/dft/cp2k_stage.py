@@ -106,12 +106,10 @@ def compute(candidates: list[Candidate], workdir: Path, config: DftStageConfig) 
 def _compute_here(candidates: list[Candidate], workdir: Path, config: DftStageConfig) -> None:
     settings = config.cp2k
     attempts: dict[str, int] = {}
-    n_atoms: dict[str, int] = {}
     for candidate in candidates:
         if candidate.structure is None:
             continue
         calc_id = calc_id_for(candidate, settings)
-        n_atoms[calc_id] = len(candidate.structure)
         state = read_state(workdir, calc_id)
         if state is None:
             continue
@@ -121,11 +119,10 @@ def _compute_here(candidates: list[Candidate], workdir: Path, config: DftStageCo
     new = register_calculations(candidates, workdir, settings, SubmitReport())
     attempts |= dict.fromkeys(new, 1)
     if attempts:
-        # Smallest cells first: a run stopped early has computed the most, and the
-        # calculations likeliest to reach the wall time come last.
-        ids = sorted(attempts, key=lambda calc_id: n_atoms.get(calc_id, 0))
         placement = config.cp2k_run
-        run_batch_here(workdir, ids, attempts, settings, placement.workers, placement.wall_time_s)
+        run_batch_here(
+            workdir, list(attempts), attempts, settings, placement.workers, placement.wall_time_s
+        )
 
 
 def run_cp2k_stage(

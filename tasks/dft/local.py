@@ -2,9 +2,9 @@
 
 :func:`run_batch_here` writes the same batch file a SLURM submission writes and runs its
 tasks (``python -m tasks.dft.node BATCH INDEX``) as ``workers`` processes at a time, each
-with its own OpenMP threads (one CP2K process per core by default). A task whose process
-dies without recording an outcome is recorded as failed with its exit code and log, like a
-SLURM job that ended without a result, and the others go on.
+with its own OpenMP threads (one CP2K process per core by default), smallest cells first. A
+task whose process dies without recording an outcome is recorded as failed with its exit
+code and log, like a SLURM job that ended without a result, and the others go on.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ import psutil
 from filelock import FileLock
 
 from tasks.core.paths import REPO_ROOT
+from tasks.core.records import structure_from_json
 from tasks.dft.settings import CalcSettings, Cp2kSettings, cp2k_problem
 from tasks.dft.submit import LOCAL_BATCH, failed_by_settings, write_batch
-from tasks.dft.workdir import ACTIVE, FAILED, LOCK, read_state, write_state
+from tasks.dft.workdir import ACTIVE, FAILED, LOCK, read_calc, read_state, write_state
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,14 @@ def _wait(process: subprocess.Popen[bytes], wall_time_s: float | None) -> int | 
         return None
 
 
+def smallest_first(workdir: Path, calc_ids: list[str]) -> list[str]:
+    """The registered calculations ordered by the atoms in their cells, smallest first: a run
+    stopped early has computed the most, and those likeliest to reach the wall time come
+    last."""
+    size = {c: len(structure_from_json(read_calc(workdir, c).structure)) for c in calc_ids}
+    return sorted(calc_ids, key=size.__getitem__)
+
+
 def run_batch_here(
     workdir: Path,
     calc_ids: list[str],
@@ -63,7 +72,8 @@ def run_batch_here(
     workers: int | None = None,
     wall_time_s: float | None = None,
 ) -> Path:
-    """Run the calculations as local processes and wait for all of them.
+    """Run the calculations as local processes, smallest cells first
+    (:func:`smallest_first`), and wait for all of them.
 
     Parameters
     ----------
@@ -84,6 +94,7 @@ def run_batch_here(
     Path
         The batch file.
     """
+    calc_ids = smallest_first(workdir, calc_ids)
     batch_file = write_batch(workdir, calc_ids, attempts, settings, prefix=LOCAL_BATCH)
     threads = settings.threads if isinstance(settings, Cp2kSettings) else 1
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": "1"}

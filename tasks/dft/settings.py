@@ -124,10 +124,13 @@ class Cp2kSettings(StrictModel):
         ``static``: one SCF at the given (MLIP-relaxed) geometry; ``relax``: cell and
         positions relaxed (CP2K ``CELL_OPT``).
     cutoff_ry, rel_cutoff_ry
-        Plane-wave cutoff of the finest grid and the relative cutoff (Ry).
+        Plane-wave cutoff of the finest grid and the relative cutoff (Ry). 400 Ry is within
+        0.1 meV/atom of 500 for CaI2 and PdAuO2, 16 for Ca(AlGa)2
+        (``benchmarks/results/cp2k_settings.md``).
     kpoints_density
         k-points per Å⁻³ of reciprocal volume (``reciprocal_density``, as ``MPRelaxSet``'s
-        64). CP2K's own k-point symmetry
+        64: within 0.3 meV/atom of 100 for CaI2 and PdAuO2, 10 for the metal Ca(AlGa)2; 32
+        is 2–5 meV/atom off). CP2K's own k-point symmetry
         stays off (it crashes Debian's build): a Γ-centred mesh is reduced by symmetry in
         Python and given as an explicit weighted list, any other is the full mesh.
     electronic_temperature_k

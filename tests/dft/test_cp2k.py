@@ -19,6 +19,7 @@ from pymatgen.core import Lattice, Structure
 
 from tasks.core.records import structure_from_json
 from tasks.core.structure_io import parse_payload, write_structures
+from tasks.dft.archive import export_completed, import_completed
 from tasks.dft.collect import collect_results
 from tasks.dft.cp2k import covered_elements, missing_elements, spin_polarized
 from tasks.dft.cp2k_stage import compute, run_cp2k_stage
@@ -149,6 +150,20 @@ def test_a_reference_phase_lands_on_its_own_recomputed_hull(tmp_path) -> None:
         rows.loc["cand-NaCl", "e_hull_dft"], abs=1e-9
     )
     assert sorted(p.name for p in (tmp_path / "references" / "calcs").iterdir()) == phases
+    # the phases carried to another machine's references place the candidate, no CP2K run
+    archive = tmp_path / "references.tar.xz"
+    assert sorted(export_completed(tmp_path / "references", archive)) == phases
+    assert sorted(import_completed(archive, tmp_path / "carried")) == phases
+    assert import_completed(archive, tmp_path / "carried") == []  # kept, not replaced
+    carried = config.model_copy(
+        update={"cp2k_run": Cp2kStageConfig(references=tmp_path / "carried")}
+    )
+    placed = pd.read_parquet(
+        run_cp2k_stage(candidates, tmp_path / "dft", carried, screen, start_new=False)
+    )
+    assert placed.set_index("id").loc["cand-NaCl", "e_hull_dft"] == pytest.approx(
+        rows.loc["cand-NaCl", "e_hull_dft"], abs=1e-9
+    )
 
 
 def test_cp2k_runs_as_the_same_slurm_array_as_vasp(tmp_path, slurm) -> None:
