@@ -43,8 +43,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,7 @@ import pandas as pd
 from pymatgen.core import Composition
 
 from benchmarks.machine import machine_info, save_results
+from tasks.core.atomic import atomic_write
 from tasks.core.columns import Col
 from tasks.core.config import load_config
 from tasks.core.paths import REPO_ROOT
@@ -113,8 +116,10 @@ def choose(
         eligible = eligible[~polarized.astype(bool)]
     largest = largest_phase(eligible, screen)
     eligible = eligible[largest <= args.max_phase_atoms]
-    called = eligible[eligible[Col.METASTABLE].astype(bool)].assign(weight=1.0)
-    rest = eligible[~eligible[Col.METASTABLE].astype(bool)].sort_values(Col.ID)
+    # CHGNet's own verdict: in a committee run the hull's ``metastable`` is the committee's
+    chgnet_metastable = eligible[Col.E_HULL] < screen.stability.metastable_below
+    called = eligible[chgnet_metastable].assign(weight=1.0)
+    rest = eligible[~chgnet_metastable].sort_values(Col.ID)
     rng = np.random.default_rng(args.seed)
     n = min(args.others, len(rest))
     drawn = rest.iloc[sorted(rng.choice(len(rest), size=n, replace=False))] if n else rest[:0]
@@ -152,6 +157,29 @@ def difference(mlip: pd.Series, dft: pd.Series) -> dict[str, float]:
         "median": float(np.median(d)),
         "p95_abs": float(np.percentile(np.abs(d), 95)),
     }
+
+
+def carry_run(run: Path, models: list[str], max_atoms: int, dest: Path) -> None:
+    """Write the part of the run the calibration reads (its config, and per model the hull
+    rows, relaxed crystals and hull summary of the crystals up to ``max_atoms`` atoms) to
+    ``dest``, laid out as a run, so ``--run dest`` chooses the same candidates without the
+    run itself."""
+    if dest.resolve() == run.resolve():
+        return
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run / "config.yaml", dest / "config.yaml")
+    for model in models:
+        files, kept = RoundFiles(run / "round-1" / model), RoundFiles(dest / "round-1" / model)
+        relaxed = pd.read_parquet(files.relaxed)
+        relaxed = relaxed[relaxed[Col.N_ATOMS] <= max_atoms]
+        hull = pd.read_parquet(files.hull)
+        for frame, path in (
+            (relaxed, kept.relaxed),
+            (hull[hull[Col.ID].isin(relaxed[Col.ID])], kept.hull),
+        ):
+            write = partial(pd.DataFrame.to_parquet, frame, index=False)
+            atomic_write(path, write, keep_identical=True)
+        shutil.copyfile(files.hull_dir / HULL_SUMMARY, kept.hull_dir / HULL_SUMMARY)
 
 
 def calibrate(
@@ -363,6 +391,7 @@ def main() -> None:
     try:
         calibrated = [calibrate(root, screen, dft, args) for root in rounds]
     finally:  # what is computed is carried, however the run ends
+        carry_run(args.run, args.models, args.max_atoms, args.carry / "run")
         for name, workdir in carried.items():
             if workdir.is_dir():
                 packed = export_completed(workdir, args.carry / f"{name}.tar.xz", dft.cp2k)
