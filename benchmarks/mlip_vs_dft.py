@@ -36,7 +36,8 @@ so a calibration longer than one sitting goes on where the last machine stopped.
 
 Recorded: E_hull(MLIP) − E_hull(CP2K) (mean, median, 95th percentile of the absolute), and
 precision / recall of each MLIP's stable (< 0) and metastable (< 0.1 eV/atom) verdicts
-against CP2K's, with counts. Writes ``benchmarks/results/mlip_vs_dft.{json,md}``.
+against CP2K's, with counts. Writes ``benchmarks/results/mlip_vs_dft.{json,md}`` (the record
+every report cites; ``--results-name`` writes another, e.g. a calibration still under way).
 """
 
 from __future__ import annotations
@@ -336,6 +337,11 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
+        "--results-name",
+        default="mlip_vs_dft",
+        help="record name in benchmarks/results (the report cites mlip_vs_dft)",
+    )
+    parser.add_argument(
         "--carry",
         type=Path,
         default=REPO_ROOT / "benchmarks" / "results" / "mlip_vs_dft_calcs",
@@ -422,7 +428,7 @@ def main() -> None:
         "wall_s": time.perf_counter() - start,
         "load_average_end": [round(v, 2) for v in os.getloadavg()],
     }
-    print(save_results("mlip_vs_dft", result, markdown(result, table)))
+    print(save_results(args.results_name, result, markdown(result, table)))
 
 
 if __name__ == "__main__":
