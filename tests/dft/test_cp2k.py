@@ -229,8 +229,13 @@ def test_a_failed_local_calculation_is_resubmitted_here(tmp_path) -> None:
 def test_a_calculation_past_its_wall_time_is_stopped_and_recorded(tmp_path) -> None:
     """``cp2k_run.wall_time_s``: run here, a calculation still running is stopped (CP2K
     with it) and recorded as failed with the reason, as SLURM's time limit would."""
-    slow = Cp2kSettings(spin="on")  # ~100 s on a quiet core: CP2K is surely running at 40 s
-    (calc_id,) = register_calculations([Candidate("Si", SILICON)], tmp_path, slow, SubmitReport())
+    # 54 atoms, spin-polarized, a dense k-mesh: many minutes on any machine (a 2-atom cell
+    # once finished inside the 40 s on CI), and CP2K has surely started at 40 s.
+    slow = Cp2kSettings(spin="on", kpoints_density=1000)
+    supercell = SILICON * (3, 3, 3)
+    (calc_id,) = register_calculations(
+        [Candidate("Si54", supercell)], tmp_path, slow, SubmitReport()
+    )
     run_batch_here(tmp_path, [calc_id], {calc_id: 1}, slow, workers=1, wall_time_s=40)
     state = read_state(tmp_path, calc_id)
     assert state is not None and state.status == FAILED
