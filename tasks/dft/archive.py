@@ -24,7 +24,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from tasks.core.atomic import atomic_write
-from tasks.dft.settings import CalcSettings, settings_hash
+from tasks.dft.settings import CalcSettings
 from tasks.dft.workdir import (
     ACTIVE,
     COMPLETED,
@@ -33,6 +33,7 @@ from tasks.dft.workdir import (
     CalcState,
     calc_dir,
     list_calcs,
+    made_with,
     read_state,
     store_paths,
 )
@@ -85,12 +86,13 @@ def export_completed(
     workdir = Path(workdir)
     if not workdir.is_dir():
         raise FileNotFoundError(f"no DFT work directory {workdir}")
-    suffix = f"-{settings_hash(settings)}" if settings is not None else ""
     packed: list[str] = []
     files: list[Path] = []
     for calc_id in list_calcs(workdir):
         state = read_state(workdir, calc_id)
-        if not calc_id.endswith(suffix) or state is None or state.status != COMPLETED:
+        if settings is not None and not made_with(calc_id, settings):
+            continue
+        if state is None or state.status != COMPLETED:
             continue
         docs, data = store_paths(workdir, calc_id, state.attempt)
         if not docs.is_file():

@@ -28,7 +28,7 @@ from tasks.dft.collect import collect_results, decode_entry, dft_counts, write_r
 from tasks.dft.cp2k import Cp2kUnavailableError, missing_elements
 from tasks.dft.local import run_batch_here
 from tasks.dft.recomputed_hull import competing_entries, competing_sets, reference_candidates
-from tasks.dft.settings import Cp2kSettings, DftStageConfig, cp2k_problem, settings_hash
+from tasks.dft.settings import Cp2kSettings, DftStageConfig, cp2k_problem
 from tasks.dft.stage import submit_and_wait
 from tasks.dft.submit import (
     SubmitReport,
@@ -43,6 +43,7 @@ from tasks.dft.workdir import (
     LOCK,
     Candidate,
     calc_id_for,
+    made_with,
     read_calc,
     read_state,
 )
@@ -58,13 +59,14 @@ OTHER_SETTINGS = (
 )
 
 
-def earlier_entries(paths: Sequence[Path], suffix: str) -> list[ComputedEntry]:
-    """Crystals earlier rounds computed with the same CP2K settings (calculation ids ending in
-    ``suffix``), as references: confirmed crystals join the next round's hull."""
+def earlier_entries(paths: Sequence[Path], settings: Cp2kSettings) -> list[ComputedEntry]:
+    """Crystals earlier rounds computed with the same CP2K settings, as references: confirmed
+    crystals join the next round's hull."""
     out = []
     for path in paths:
         for result in read_dft_results(path.expanduser()):
-            if result.dft_status == COMPLETED and result.entry and result.calc_id.endswith(suffix):
+            ours = made_with(result.calc_id, settings)
+            if result.dft_status == COMPLETED and result.entry and ours:
                 out.append(decode_entry(result.entry, str(path)))
     return out
 
@@ -136,6 +138,9 @@ def run_cp2k_stage(
 ) -> Path:
     """Compute the candidates with CP2K, then their competing phases, and write the results.
 
+    The results are the work directory's: every completed calculation in it is placed (its
+    competing phases computed if they are not yet), this batch's and any earlier one's.
+
     Parameters
     ----------
     candidates
@@ -174,11 +179,10 @@ def run_cp2k_stage(
         compute(batch, workdir, config)
     else:
         register_calculations(batch, workdir, settings, SubmitReport())
-    suffix = f"-{settings_hash(settings)}"
     done: list[tuple[str, Structure]] = []
     competing: dict[str, list[ComputedEntry] | str] = {}
     for status in calc_statuses(workdir):
-        if not status.calc_id.endswith(suffix):
+        if not made_with(status.calc_id, settings):
             competing[status.calc_id] = OTHER_SETTINGS
         elif status.status == COMPLETED:
             structure = structure_from_json(read_calc(workdir, status.calc_id).structure)
@@ -192,7 +196,7 @@ def run_cp2k_stage(
         except (RuntimeError, TimeoutError) as err:  # each candidate names its missing phases
             log.error("competing phases not all computed: %s", err)
     competing |= competing_entries(sets, references, settings)
-    confirmed = earlier_entries(config.hull.earlier_results, suffix)
+    confirmed = earlier_entries(config.hull.earlier_results, settings)
     for calc_id, structure in done:
         if isinstance(found := competing[calc_id], list):
             elements = set(structure.composition.elements)

@@ -148,6 +148,11 @@ def calc_id_for(candidate: Candidate, settings: CalcSettings) -> str:
     return f"{structure_hash(candidate.structure)}-{settings_hash(settings)}"
 
 
+def made_with(calc_id: str, settings: CalcSettings) -> bool:
+    """Whether the calculation ``calc_id`` was (or will be) made with ``settings``."""
+    return calc_id.endswith(f"-{settings_hash(settings)}")
+
+
 def load_outputs(workdir: str | Path, calc_id: str, attempt: int) -> list[dict[str, Any]]:
     """Job documents of one attempt, newest first (each ``output`` is a TaskDoc dict)."""
     docs, _ = store_paths(Path(workdir), calc_id, attempt)
