@@ -4,7 +4,9 @@
 tasks (``python -m tasks.dft.node BATCH INDEX``) as ``workers`` processes at a time, each
 with its own OpenMP threads (one CP2K process per core by default), smallest cells first. A
 task whose process dies without recording an outcome is recorded as failed with its exit
-code and log, like a SLURM job that ended without a result, and the others go on.
+code and log, like a SLURM job that ended without a result, and the others go on. One
+stopped from outside (Ctrl-C, ``kill``: SIGINT, SIGTERM or SIGHUP) is interrupted, not
+failed: it keeps its status, so the next run of its stage computes it again.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +30,9 @@ from tasks.dft.submit import LOCAL_BATCH, failed_by_settings, write_batch
 from tasks.dft.workdir import ACTIVE, FAILED, LOCK, read_calc, read_state, write_state
 
 log = logging.getLogger(__name__)
+
+STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+"""Signals a person or a scheduler stops a run with: the calculation was interrupted."""
 
 
 def default_workers(settings: CalcSettings) -> int:
@@ -111,17 +117,20 @@ def run_batch_here(
                     env=env,
                 )
                 code = _wait(process, wall_time_s)
-            why = (
-                f"stopped after the wall time of {wall_time_s:.0f} s (cp2k_run.wall_time_s; "
-                f"log: {log_path})"
-                if code is None
-                else f"local process exited with code {code} without a result (log: {log_path})"
-            )
+            interrupted = code is not None and -code in STOP_SIGNALS
+            if code is None:
+                why = f"stopped after the wall time of {wall_time_s:.0f} s (cp2k_run.wall_time_s; "
+            elif interrupted:
+                why = f"interrupted by {signal.Signals(-code).name}, not failed ("
+            else:
+                why = f"local process exited with code {code} without a result ("
+            why += f"log: {log_path})"
         except OSError as err:  # the process could not start: recorded, the others go on
-            code, why = -1, f"local process not started: {err}"
+            code, interrupted, why = -1, False, f"local process not started: {err}"
         state = read_state(workdir, calc_ids[index])
         if code != 0 and (state is None or state.status in ACTIVE):
-            write_state(workdir, calc_ids[index], FAILED, reason=why)
+            status = state.status if interrupted and state is not None else FAILED
+            write_state(workdir, calc_ids[index], status, reason=why)
 
     with ThreadPoolExecutor(max_workers=workers or default_workers(settings)) as pool:
         list(pool.map(run, range(len(calc_ids))))

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 from monty.io import zopen
 from pymatgen.core import Lattice, Structure
@@ -248,6 +252,41 @@ def test_a_calculation_past_its_wall_time_is_stopped_and_recorded(tmp_path) -> N
         return False
 
     assert not [p.name for p in Path("/proc").iterdir() if p.name.isdigit() and working_here(p)]
+
+
+def test_a_calculation_stopped_from_outside_is_interrupted_not_failed(tmp_path) -> None:
+    """Ctrl-C or ``kill`` on a local run (SIGTERM to its node process and CP2K) leaves the
+    calculation active with the reason, so the next stage run computes it again instead of
+    spending a failed attempt on it."""
+    settings = Cp2kSettings()
+    (calc_id,) = register_calculations(
+        [Candidate("Si", SILICON)], tmp_path, settings, SubmitReport()
+    )
+
+    def stop_once_running() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            state = read_state(tmp_path, calc_id)
+            if state is not None and state.status == RUNNING:
+                break
+            time.sleep(0.2)
+        nodes = [
+            child
+            for child in psutil.Process().children()
+            if "tasks.dft.node" in " ".join(child.cmdline())
+        ]
+        for node in nodes:
+            for member in [*node.children(recursive=True), node]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    member.send_signal(signal.SIGTERM)
+
+    stopper = threading.Thread(target=stop_once_running)
+    stopper.start()
+    run_batch_here(tmp_path, [calc_id], {calc_id: 1}, settings, workers=1)
+    stopper.join()
+    state = read_state(tmp_path, calc_id)
+    assert state is not None and (state.status, state.attempt) == (RUNNING, 1)
+    assert state.reason.startswith("interrupted by SIGTERM, not failed (log: ")
 
 
 def test_collect_only_starts_no_calculation(tmp_path) -> None:
