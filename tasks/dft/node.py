@@ -21,7 +21,7 @@ from jobflow import Flow, run_locally
 from monty.io import zopen
 
 from tasks.core.records import structure_from_json
-from tasks.dft.cp2k import make_cp2k_flow
+from tasks.dft.cp2k import density_problem, make_cp2k_flow
 from tasks.dft.makers import make_relax_flow
 from tasks.dft.settings import CalcSettings, Cp2kSettings, calc_settings
 from tasks.dft.workdir import (
@@ -84,6 +84,10 @@ def run_calculation(workdir: str | Path, calc_id: str) -> bool:
         return False
     finally:
         os.chdir(cwd)
+    if isinstance(settings, Cp2kSettings) and (problem := _cp2k_problem(run_root)):
+        logger.error("calculation %s failed: %s", calc_id, problem)
+        write_state(workdir, calc_id, FAILED, reason=problem)
+        return False
     write_state(workdir, calc_id, COMPLETED, reason="")
     logger.info("calculation %s completed", calc_id)
     return True
@@ -101,6 +105,14 @@ def make_flow(structure: str, settings: CalcSettings, name: str) -> Flow:
         os.environ.setdefault("CP2K_DATA_DIR", str(settings.data_dir))
         return make_cp2k_flow(crystal, settings, name)
     return make_relax_flow(crystal, settings, name)
+
+
+def _cp2k_problem(run_root: Path) -> str:
+    """Why the attempt's finished CP2K runs cannot be trusted (:func:`density_problem`)."""
+    for output in sorted(run_root.glob("job_*/cp2k.out*")):
+        if problem := density_problem(output):
+            return problem
+    return ""
 
 
 def _output_tail(run_root: Path, n_lines: int = 3) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -25,7 +26,13 @@ from tasks.core.records import structure_from_json
 from tasks.core.structure_io import parse_payload, write_structures
 from tasks.dft.archive import export_completed, import_completed
 from tasks.dft.collect import collect_results
-from tasks.dft.cp2k import covered_elements, missing_elements, spin_polarized
+from tasks.dft.cp2k import (
+    covered_elements,
+    density_problem,
+    missing_elements,
+    spin_polarized,
+    write_cp2k_inputs,
+)
 from tasks.dft.cp2k_stage import compute, run_cp2k_stage
 from tasks.dft.local import run_batch_here
 from tasks.dft.node import run_calculation
@@ -116,6 +123,35 @@ def test_a_sheared_cell_is_computed_in_its_reduced_cell(tmp_path) -> None:
     entry = completed_entry(tmp_path, calc_id)
     assert not isinstance(entry, str), entry
     assert -160 < entry.energy_per_atom < -140  # C GTH-PBE: about -155 eV/atom
+
+
+def test_an_orthogonal_cell_keeps_its_electrons(tmp_path) -> None:
+    """The Niggli reduction returns every orthogonal cell as (-a, -b, c); given that cell,
+    CP2K "converged" in two SCF steps with no electrons on its grid (Bi, P, SnI3 and six
+    more phases of the calibration, energies off by 40-1,400 eV/atom). Simple-cubic Si is
+    computed with a positive diagonal and all its electrons; its input with the reduction's
+    cell, run by CP2K by hand, loses them and :func:`density_problem` says so."""
+    cubic = Structure(Lattice.cubic(2.53), ["Si"], [[0, 0, 0]])
+    assert cubic.get_reduced_structure().lattice.matrix[0, 0] < 0  # what CP2K was given
+    workdir = tmp_path / "w"
+    (calc_id,) = register_calculations([Candidate("sc-Si", cubic)], workdir, CHEAP, SubmitReport())
+    assert run_calculation(workdir, calc_id)
+    entry = completed_entry(workdir, calc_id)
+    assert not isinstance(entry, str), entry
+    assert -108 < entry.energy_per_atom < -105  # diamond Si -107.1; simple cubic lies above
+    (output,) = (workdir / "calcs" / calc_id).glob("attempt-1/job_*/cp2k.out*")
+    assert density_problem(output) == ""
+
+    by_hand = write_cp2k_inputs(cubic, tmp_path / "by-hand", CHEAP)
+    text = (by_hand / "cp2k.inp").read_text()
+    for axis, row in (("A", "2.53 0.0 0.0"), ("B", "0.0 2.53 0.0")):
+        assert f"{axis} {row}\n" in text
+        text = text.replace(f"{axis} {row}\n", f"{axis} {row.replace('2.53', '-2.53')}\n")
+    (by_hand / "cp2k.inp").write_text(text)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CP2K_DATA_DIR": str(CHEAP.data_dir)}
+    run = [CHEAP.cp2k_cmd, "-i", "cp2k.inp", "-o", "cp2k.out"]
+    subprocess.run(run, cwd=by_hand, env=env, check=True, capture_output=True)
+    assert "holds 0 of the 4 electrons" in density_problem(by_hand / "cp2k.out")
 
 
 def test_a_reference_phase_lands_on_its_own_recomputed_hull(tmp_path) -> None:
