@@ -145,12 +145,17 @@ def calc_id_for(candidate: Candidate, settings: CalcSettings) -> str:
     """``<structure hash>-<settings hash>``: the idempotency key of a calculation."""
     if candidate.structure is None:
         raise ValueError(f"candidate {candidate.id} has no structure: {candidate.reason}")
-    return f"{structure_hash(candidate.structure)}-{settings_hash(settings)}"
+    return structure_hash(candidate.structure) + _settings_suffix(settings)
 
 
 def made_with(calc_id: str, settings: CalcSettings) -> bool:
     """Whether the calculation ``calc_id`` was (or will be) made with ``settings``."""
-    return calc_id.endswith(f"-{settings_hash(settings)}")
+    return calc_id.endswith(_settings_suffix(settings))
+
+
+def _settings_suffix(settings: CalcSettings) -> str:
+    """The part of every calculation id that names its settings."""
+    return f"-{settings_hash(settings)}"
 
 
 def load_outputs(workdir: str | Path, calc_id: str, attempt: int) -> list[dict[str, Any]]:
