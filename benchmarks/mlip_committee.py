@@ -33,13 +33,13 @@ from typing import Any
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np
 import pandas as pd
 
 from benchmarks.machine import machine_info, save_results
 from tasks.core.columns import Col
 from tasks.core.config import load_config
 from tasks.core.paths import REPO_ROOT
+from tasks.core.stability import WILD_DIFFERENCE, e_hull_difference
 from tasks.mlip.committee import run_committee
 from tasks.mlip.settings import (
     CommitteeConfig,
@@ -94,8 +94,7 @@ def judge(root: Path, screen: ScreenSettings, seed: int) -> dict[str, Any]:
     rows, summary = run_committee(relaxed, first, screen, CACHE / root.name)
     wall = time.perf_counter() - start
     both = rows[rows["e_hull_chgnet"].notna() & rows["e_hull_sevennet"].notna()]
-    diff = (both["e_hull_sevennet"] - both["e_hull_chgnet"]).to_numpy(dtype=float)
-    wild = both[np.abs(diff) > 1.0]
+    wild = both[(both["e_hull_sevennet"] - both["e_hull_chgnet"]).abs() > WILD_DIFFERENCE]
     verdicts = pd.read_parquet(files.verdicts)
     member = pd.read_parquet(CACHE / root.name / "members" / "sevennet" / "hull.parquet")
     member_flagged = rows[Col.ID].map(member.set_index(Col.ID)[Col.FLAGGED]).fillna(True)
@@ -114,11 +113,10 @@ def judge(root: Path, screen: ScreenSettings, seed: int) -> dict[str, Any]:
         "stable": confusion(both["stable_chgnet"], both["stable_sevennet"]),
         "metastable": confusion(both["metastable_chgnet"], both["metastable_sevennet"]),
         "e_hull_difference": {
-            "median": float(np.median(diff)) if diff.size else float("nan"),
-            "median_abs": float(np.median(np.abs(diff))) if diff.size else float("nan"),
-            "p95_abs": float(np.percentile(np.abs(diff), 95)) if diff.size else float("nan"),
-            "n_above_1_eV": len(wild),
-            "above_1_eV": [
+            **e_hull_difference(
+                both["e_hull_sevennet"].to_numpy(), both["e_hull_chgnet"].to_numpy()
+            ),
+            "wild": [
                 {"id": i, "formula": f, "chgnet": float(a), "sevennet": float(b), "flags": t}
                 for i, f, a, b, t in zip(
                     wild[Col.ID],
@@ -171,7 +169,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"{s['both']} / {s['first_only']} / {s['second_only']} / {s['neither']} | "
             f"{m['both']} / {m['first_only']} / {m['second_only']} / {m['neither']} | "
             f"{d['median']:+.3f} / {d['median_abs']:.3f} / {d['p95_abs']:.3f} | "
-            f"{d['n_above_1_eV']} | {r['sevennet_s_per_candidate']:.2f} |"
+            f"{d['n_wild']} | {r['sevennet_s_per_candidate']:.2f} |"
         )
     lines += [
         "",
@@ -184,7 +182,7 @@ def markdown(result: dict[str, Any]) -> str:
                 f"| {r['model']} | {e['name']} | {e['percent']:.2f} | {e['count']} / "
                 f"{e['checked']} | {e['low']:.2f}–{e['high']:.2f} |"
             )
-    wild = [w for r in result["models"] for w in r["e_hull_difference"]["above_1_eV"]]
+    wild = [w for r in result["models"] for w in r["e_hull_difference"]["wild"]]
     if wild:
         lines += [
             "",

@@ -11,13 +11,18 @@ phase-diagram solver cannot decide a verdict.
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import numpy as np
 from pydantic import Field, model_validator
 
 from tasks.core.config import StrictModel
 
 #: E_hull differences below this (eV/atom) are numerical noise of the hull construction.
 HULL_TOLERANCE = 1e-6
+#: Two E_hull of one crystal further apart than this (eV/atom) disagree about what the crystal
+#: is, not about where it sits: such pairs are counted apart in :func:`e_hull_difference`.
+WILD_DIFFERENCE = 1.0
 
 
 class StabilityRule(StrictModel):
@@ -41,3 +46,34 @@ class StabilityRule(StrictModel):
             e_hull < self.stable_below - HULL_TOLERANCE,
             e_hull < self.metastable_below - HULL_TOLERANCE,
         )
+
+
+def e_hull_difference(estimate: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
+    """How far one E_hull estimate sits from another, crystal by crystal (eV/atom).
+
+    Parameters
+    ----------
+    estimate, reference
+        E_hull of the same crystals, in the same order; pairs with a missing value are left
+        out.
+
+    Returns
+    -------
+    dict
+        ``n`` pairs; of ``estimate − reference`` the ``median``, ``median_abs``, ``p95_abs``
+        (95th percentile of the absolute) and ``mean``; ``n_wild`` of them further apart
+        than :data:`WILD_DIFFERENCE` (one absurd crystal moves the mean by eV/atom, the
+        median and percentile hardly). ``{"n": 0}`` when no pair is complete.
+    """
+    d = np.asarray(estimate, dtype=float) - np.asarray(reference, dtype=float)
+    d = d[np.isfinite(d)]
+    if not d.size:
+        return {"n": 0}
+    return {
+        "n": int(d.size),
+        "median": float(np.median(d)),
+        "median_abs": float(np.median(np.abs(d))),
+        "p95_abs": float(np.percentile(np.abs(d), 95)),
+        "mean": float(d.mean()),
+        "n_wild": int((np.abs(d) > WILD_DIFFERENCE).sum()),
+    }

@@ -6,7 +6,8 @@
    (:mod:`tasks.dft.workdir`, :mod:`tasks.dft.node`).
 2. For each completed candidate, its competing phases on the MLIP hull are computed with the
    same settings in the shared references directory, once per settings
-   (:mod:`tasks.dft.recomputed_hull`).
+   (:mod:`tasks.dft.recomputed_hull`); on a resumed stage, the phases of the candidates
+   earlier runs completed are computed before the candidates still to do.
 3. E_hull against those phases (raw CP2K energies on both sides, no MP2020 correction);
    ``dft_summary.json`` names the energies with :meth:`Cp2kSettings.label`.
 """
@@ -27,7 +28,12 @@ from tasks.core.stability import StabilityRule
 from tasks.dft.collect import collect_results, decode_entry, dft_counts, write_results
 from tasks.dft.cp2k import Cp2kUnavailableError, missing_elements
 from tasks.dft.local import run_batch_here
-from tasks.dft.recomputed_hull import competing_entries, competing_sets, reference_candidates
+from tasks.dft.recomputed_hull import (
+    CompetingSet,
+    competing_entries,
+    competing_sets,
+    reference_candidates,
+)
 from tasks.dft.settings import Cp2kSettings, DftStageConfig, cp2k_problem
 from tasks.dft.stage import submit_and_wait
 from tasks.dft.submit import (
@@ -127,6 +133,25 @@ def _compute_here(candidates: list[Candidate], workdir: Path, config: DftStageCo
         )
 
 
+def completed(workdir: Path, settings: Cp2kSettings) -> list[tuple[str, Structure]]:
+    """``(calculation id, structure)`` of the completed calculations made with ``settings``."""
+    return [
+        (status.calc_id, structure_from_json(read_calc(workdir, status.calc_id).structure))
+        for status in calc_statuses(workdir)
+        if status.status == COMPLETED and made_with(status.calc_id, settings)
+    ]
+
+
+def compute_phases(sets: list[CompetingSet], references: Path, config: DftStageConfig) -> None:
+    """Compute the competing phases of ``sets`` not computed yet; one that fails is named by
+    the candidates needing it, so the stage goes on."""
+    references.mkdir(parents=True, exist_ok=True)
+    try:
+        compute(reference_candidates(sets), references, config)
+    except (RuntimeError, TimeoutError) as err:
+        log.error("competing phases not all computed: %s", err)
+
+
 def run_cp2k_stage(
     candidates: Path,
     workdir: Path,
@@ -139,7 +164,9 @@ def run_cp2k_stage(
     """Compute the candidates with CP2K, then their competing phases, and write the results.
 
     The results are the work directory's: every completed calculation in it is placed (its
-    competing phases computed if they are not yet), this batch's and any earlier one's.
+    competing phases computed if they are not yet), this batch's and any earlier one's. The
+    phases of candidates computed by earlier runs come first, so a long stage resumed and
+    stopped again places what it had computed before it computes more.
 
     Parameters
     ----------
@@ -175,26 +202,22 @@ def run_cp2k_stage(
         raise Cp2kUnavailableError(problem)
     workdir = workdir.resolve()
     batch = with_basis_check(read_candidates(candidates), settings)
-    if start_new:
+    references = config.cp2k_run.references.resolve()
+    if start_new:  # earlier runs' candidates first: a run stopped again has placed them
+        earlier = competing_sets(completed(workdir, settings), screen, extra_references)
+        compute_phases(earlier, references, config)
         compute(batch, workdir, config)
     else:
         register_calculations(batch, workdir, settings, SubmitReport())
-    done: list[tuple[str, Structure]] = []
-    competing: dict[str, list[ComputedEntry] | str] = {}
-    for status in calc_statuses(workdir):
-        if not made_with(status.calc_id, settings):
-            competing[status.calc_id] = OTHER_SETTINGS
-        elif status.status == COMPLETED:
-            structure = structure_from_json(read_calc(workdir, status.calc_id).structure)
-            done.append((status.calc_id, structure))
+    done = completed(workdir, settings)
+    competing: dict[str, list[ComputedEntry] | str] = {
+        status.calc_id: OTHER_SETTINGS
+        for status in calc_statuses(workdir)
+        if not made_with(status.calc_id, settings)
+    }
     sets = competing_sets(done, screen, extra_references)
-    references = config.cp2k_run.references.resolve()
-    references.mkdir(parents=True, exist_ok=True)
     if start_new:
-        try:
-            compute(reference_candidates(sets), references, config)
-        except (RuntimeError, TimeoutError) as err:  # each candidate names its missing phases
-            log.error("competing phases not all computed: %s", err)
+        compute_phases(sets, references, config)
     competing |= competing_entries(sets, references, settings)
     confirmed = earlier_entries(config.hull.earlier_results, settings)
     for calc_id, structure in done:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.core.paths import REPO_ROOT
+from tasks.core.stability import WILD_DIFFERENCE
 
 #: Below this many placed candidates the calibration is called indicative.
 FEW = 40
@@ -48,7 +49,7 @@ def calibration_sentence(mlip_version: str, record: Path = CALIBRATION_RECORD) -
     -------
     str
         Precision and recall of the version's stable and metastable calls against CP2K with
-        their counts and the mean E_hull difference, naming the record; or that no
+        their counts and the median E_hull difference, naming the record; or that no
         calibration of this version is recorded.
     """
     result: dict[str, Any] = json.loads(record.read_text()) if record.is_file() else {}
@@ -70,7 +71,13 @@ def calibration_sentence(mlip_version: str, record: Path = CALIBRATION_RECORD) -
         f"metastable precision "
         f"{_fraction(meta['precision'], meta['tp'], meta['tp'] + meta['fp'])}, recall "
         f"{_recall(meta)}; "
-        f"E_hull(MLIP) − E_hull(CP2K) mean {diff['mean']:+.3f} eV/atom "
-        f"(95th percentile of |Δ| {diff['p95_abs']:.3f})"
+        f"E_hull(MLIP) − E_hull(CP2K) median {diff['median']:+.3f} eV/atom "
+        f"(95th percentile of |Δ| {diff['p95_abs']:.3f}"
+        + (
+            f"; {diff['n_wild']} further apart than {WILD_DIFFERENCE:g} eV/atom"
+            if "n_wild" in diff
+            else ""
+        )
+        + ")"
         + (f"; fewer than {FEW} candidates: indicative only" if diff["n"] < FEW else "")
     )

@@ -206,6 +206,31 @@ def test_a_reference_phase_lands_on_its_own_recomputed_hull(tmp_path) -> None:
     )
 
 
+def test_a_resumed_stage_places_earlier_candidates_before_computing_new_ones(tmp_path) -> None:
+    """A run stopped after its candidates and before their phases: the next run computes
+    those phases before its own new candidates, so it places them even if stopped again."""
+    config = DftStageConfig(
+        mode="cp2k",
+        cp2k=CHEAP,
+        cp2k_run=Cp2kStageConfig(references=tmp_path / "references", workers=1),
+    )
+    workdir = tmp_path / "dft"
+    compute([Candidate("cand-Si", SILICON)], workdir, config)  # the first run, stopped here
+    strained = SILICON.copy()
+    strained.scale_lattice(SILICON.volume * 1.06)
+    candidates = write_structures([("cand-Si-strained", strained)], tmp_path / "c.parquet")
+    screen = ScreenSettings(relax=RelaxConfig(steps=0, scheduler="serial"))
+    rows = pd.read_parquet(run_cp2k_stage(candidates, workdir, config, screen)).set_index("id")
+    assert set(rows["dft_status"]) == {"completed"}, rows["reason"].to_dict()
+    assert rows.loc["cand-Si-strained", "e_hull_dft"] > rows.loc["cand-Si", "e_hull_dft"]
+    (phase,) = (tmp_path / "references" / "calcs").iterdir()  # Si's ground state, once
+    (new,) = [c.name for c in (workdir / "calcs").iterdir()
+              if read_calc(workdir, c.name).candidate_id == "cand-Si-strained"]  # fmt: skip
+    phase_done, new_done = read_state(phase.parent.parent, phase.name), read_state(workdir, new)
+    assert phase_done is not None and new_done is not None
+    assert phase_done.updated < new_done.updated  # the old order computed the phase last
+
+
 def test_cp2k_runs_as_the_same_slurm_array_as_vasp(tmp_path, slurm) -> None:
     """``cp2k_run.run_on: slurm``: the candidate and its competing phase run as array tasks
     of the local SLURM cluster; elemental Si (mp-149) lands on its recomputed hull."""
