@@ -1,9 +1,11 @@
-"""Real CP2K (Debian's ``cp2k`` + ``cp2k-data``) through atomate2, and its recomputed hull.
+"""Real CP2K (Debian's ``cp2k`` + ``cp2k-data``) through atomate2: one calculation at a time.
 
-Cheap settings (200 Ry, a coarse k-mesh, a loose SCF) keep each calculation to seconds;
-the physics checked does not depend on convergence: energies are finite and per-atom
-sensible, a phase recomputed with the same settings sits on its own recomputed hull, and a
-crystal with an element CP2K's data files lack is rejected with the reason.
+Cheap settings (200 Ry, a coarse k-mesh, a loose SCF; ``support.cp2k``) keep each
+calculation to seconds; the physics checked does not depend on convergence: energies are
+finite and per-atom sensible, cells CP2K mishandles are computed right, and a calculation
+interrupted, failed or past its wall time is recorded and run again as the rules say. The
+stage (the hull of recomputed phases, resuming, SLURM, the command) is
+``test_cp2k_stage.py``.
 """
 
 from __future__ import annotations
@@ -16,30 +18,25 @@ import threading
 import time
 from pathlib import Path
 
-import pandas as pd
 import psutil
 import pytest
 from monty.io import zopen
 from pymatgen.core import Lattice, Structure
+from support.cp2k import CHEAP, SILICON, table_phase
 
-from tasks.core.records import structure_from_json
-from tasks.core.structure_io import parse_payload, write_structures
-from tasks.dft.archive import export_completed, import_completed
 from tasks.dft.collect import collect_results
 from tasks.dft.cp2k import (
     covered_elements,
     density_problem,
-    missing_elements,
     spin_polarized,
     write_cp2k_inputs,
 )
-from tasks.dft.cp2k_stage import compute, run_cp2k_stage
+from tasks.dft.cp2k_stage import compute
 from tasks.dft.local import run_batch_here
 from tasks.dft.node import run_calculation
 from tasks.dft.recomputed_hull import completed_entry
 from tasks.dft.settings import (
     Cp2kSettings,
-    Cp2kStageConfig,
     DftHullConfig,
     DftStageConfig,
     cp2k_problem,
@@ -50,42 +47,18 @@ from tasks.dft.workdir import (
     FAILED,
     RUNNING,
     Candidate,
-    DftBatch,
-    read_calc,
     read_state,
     write_state,
 )
-from tasks.mlip.reference_table import SHIPPED_TABLE, load_table
-from tasks.mlip.settings import RelaxConfig, ScreenSettings
 
-CHEAP = Cp2kSettings(cutoff_ry=200, rel_cutoff_ry=30, kpoints_density=16, eps_scf=1e-5)
 pytestmark = pytest.mark.skipif(bool(cp2k_problem(CHEAP)), reason=cp2k_problem(CHEAP))
 HARTREE_EV = 27.211386245988  # CODATA 2018, as pymatgen converts
-
-
-def stage_config(tmp_path: Path) -> str:
-    """A DFT stage YAML whose competing phases go to ``tmp_path/refs``, not the shared cache."""
-    path = tmp_path / "stage.yaml"
-    path.write_text(f"cp2k_run:\n  references: {tmp_path / 'refs'}\n")
-    return str(path)
-
-
-def table_phase(material_id: str) -> Structure:
-    frame = load_table(SHIPPED_TABLE).frame
-    return parse_payload(frame.loc[frame["id"] == material_id, "crystal"].iloc[0], "compact")
 
 
 def test_the_data_files_cover_71_elements_and_no_lanthanide() -> None:
     covered = covered_elements(Cp2kSettings())
     assert len(covered) == 71 and {"Si", "Na", "Cl", "O", "Fe", "Pt"} <= covered
     assert not covered & {"La", "Ce", "Nd", "Gd", "U"}
-
-
-SILICON = Structure(
-    Lattice([[0, 2.715, 2.715], [2.715, 0, 2.715], [2.715, 2.715, 0]]),
-    ["Si", "Si"],
-    [[0, 0, 0], [0.25, 0.25, 0.25]],
-)
 
 
 @pytest.mark.parametrize("name", ["Si", "NaCl"])
@@ -152,103 +125,6 @@ def test_an_orthogonal_cell_keeps_its_electrons(tmp_path) -> None:
     run = [CHEAP.cp2k_cmd, "-i", "cp2k.inp", "-o", "cp2k.out"]
     subprocess.run(run, cwd=by_hand, env=env, check=True, capture_output=True)
     assert "holds 0 of the 4 electrons" in density_problem(by_hand / "cp2k.out")
-
-
-def test_a_reference_phase_lands_on_its_own_recomputed_hull(tmp_path) -> None:
-    """Rock-salt NaCl (mp-22862) as a candidate: its competing phases (NaCl itself, Na and
-    Cl2 ground states of the MLIP hull) are recomputed with its settings in the shared
-    references directory, and it sits on that hull; a crystal with Ce is rejected."""
-    nacl = table_phase("mp-22862")
-    ceo2 = Structure(Lattice.cubic(5.41), ["Ce", "O", "O"], [[0, 0, 0], [0.25] * 3, [0.75] * 3])
-    assert missing_elements(ceo2, CHEAP) == ["Ce"]
-    candidates = write_structures(
-        [("cand-NaCl", nacl), ("cand-CeO2", ceo2)], tmp_path / "candidates.parquet"
-    )
-    config = DftStageConfig(
-        mode="cp2k",
-        cp2k=CHEAP,
-        cp2k_run=Cp2kStageConfig(references=tmp_path / "references", workers=2),
-    )
-    screen = ScreenSettings(relax=RelaxConfig(steps=0, scheduler="serial"))
-    results = pd.read_parquet(run_cp2k_stage(candidates, tmp_path / "dft", config, screen))
-    rows = results.set_index("id")
-    assert rows.loc["cand-NaCl", "dft_status"] == "completed", rows.loc["cand-NaCl", "reason"]
-    assert rows.loc["cand-NaCl", "e_hull_dft"] == pytest.approx(0.0, abs=1e-4)
-    assert rows.loc["cand-CeO2", "dft_status"] == "rejected"
-    assert "no DZVP-MOLOPT-SR-GTH basis" in rows.loc["cand-CeO2", "reason"]
-    assert "Ce" in rows.loc["cand-CeO2", "reason"]
-    phases = sorted(p.name for p in (tmp_path / "references" / "calcs").iterdir())
-    assert len(phases) == 3  # NaCl, Na, Cl2: each once
-    (batch,) = (tmp_path / "references" / "batches").glob("*.json")
-    sizes = [
-        len(structure_from_json(read_calc(tmp_path / "references", calc_id).structure))
-        for calc_id in DftBatch.read(batch).calc_ids
-    ]
-    assert sizes == sorted(sizes) and len(set(sizes)) > 1  # smallest cells first
-    again = pd.read_parquet(run_cp2k_stage(candidates, tmp_path / "dft2", config, screen))
-    assert again.set_index("id").loc["cand-NaCl", "e_hull_dft"] == pytest.approx(
-        rows.loc["cand-NaCl", "e_hull_dft"], abs=1e-9
-    )
-    assert sorted(p.name for p in (tmp_path / "references" / "calcs").iterdir()) == phases
-    # the phases carried to another machine's references place the candidate, no CP2K run
-    archive = tmp_path / "references.tar.xz"
-    assert sorted(export_completed(tmp_path / "references", archive)) == phases
-    assert sorted(import_completed(archive, tmp_path / "carried")) == phases
-    assert import_completed(archive, tmp_path / "carried") == []  # kept, not replaced
-    carried = config.model_copy(
-        update={"cp2k_run": Cp2kStageConfig(references=tmp_path / "carried")}
-    )
-    placed = pd.read_parquet(
-        run_cp2k_stage(candidates, tmp_path / "dft", carried, screen, start_new=False)
-    )
-    assert placed.set_index("id").loc["cand-NaCl", "e_hull_dft"] == pytest.approx(
-        rows.loc["cand-NaCl", "e_hull_dft"], abs=1e-9
-    )
-
-
-def test_a_resumed_stage_places_earlier_candidates_before_computing_new_ones(tmp_path) -> None:
-    """A run stopped after its candidates and before their phases: the next run computes
-    those phases before its own new candidates, so it places them even if stopped again."""
-    config = DftStageConfig(
-        mode="cp2k",
-        cp2k=CHEAP,
-        cp2k_run=Cp2kStageConfig(references=tmp_path / "references", workers=1),
-    )
-    workdir = tmp_path / "dft"
-    compute([Candidate("cand-Si", SILICON)], workdir, config)  # the first run, stopped here
-    strained = SILICON.copy()
-    strained.scale_lattice(SILICON.volume * 1.06)
-    candidates = write_structures([("cand-Si-strained", strained)], tmp_path / "c.parquet")
-    screen = ScreenSettings(relax=RelaxConfig(steps=0, scheduler="serial"))
-    rows = pd.read_parquet(run_cp2k_stage(candidates, workdir, config, screen)).set_index("id")
-    assert set(rows["dft_status"]) == {"completed"}, rows["reason"].to_dict()
-    assert rows.loc["cand-Si-strained", "e_hull_dft"] > rows.loc["cand-Si", "e_hull_dft"]
-    (phase,) = (tmp_path / "references" / "calcs").iterdir()  # Si's ground state, once
-    (new,) = [c.name for c in (workdir / "calcs").iterdir()
-              if read_calc(workdir, c.name).candidate_id == "cand-Si-strained"]  # fmt: skip
-    phase_done, new_done = read_state(phase.parent.parent, phase.name), read_state(workdir, new)
-    assert phase_done is not None and new_done is not None
-    assert phase_done.updated < new_done.updated  # the old order computed the phase last
-
-
-def test_cp2k_runs_as_the_same_slurm_array_as_vasp(tmp_path, slurm) -> None:
-    """``cp2k_run.run_on: slurm``: the candidate and its competing phase run as array tasks
-    of the local SLURM cluster; elemental Si (mp-149) lands on its recomputed hull."""
-    candidates = write_structures([("cand-Si", table_phase("mp-149"))], tmp_path / "c.parquet")
-    config = DftStageConfig(
-        mode="cp2k",
-        cp2k=CHEAP,
-        cp2k_run=Cp2kStageConfig(run_on="slurm", references=tmp_path / "references"),
-        poll_s=1.0,
-        timeout_s=600,
-    )
-    screen = ScreenSettings(relax=RelaxConfig(steps=0, scheduler="serial"))
-    results = pd.read_parquet(run_cp2k_stage(candidates, tmp_path / "dft", config, screen))
-    row = results.iloc[0]
-    assert row["dft_status"] == "completed", row["reason"]
-    assert row["e_hull_dft"] == pytest.approx(0.0, abs=1e-6)
-    assert list((tmp_path / "dft" / "batches").glob("*.jobid"))
-    assert list((tmp_path / "references" / "batches").glob("*.jobid"))
 
 
 def test_an_interrupted_local_calculation_runs_again(tmp_path) -> None:
@@ -348,39 +224,3 @@ def test_a_calculation_stopped_from_outside_is_interrupted_not_failed(tmp_path) 
     state = read_state(tmp_path, calc_id)
     assert state is not None and (state.status, state.attempt) == (RUNNING, 1)
     assert state.reason.startswith("interrupted by SIGTERM, not failed (log: ")
-
-
-def test_collect_only_starts_no_calculation(tmp_path) -> None:
-    """``discovery dft cp2k --collect-only`` lists a candidate not computed yet with its
-    status and starts nothing."""
-    from typer.testing import CliRunner
-
-    from flows.cli import app
-
-    candidates = write_structures([("cand-Si", SILICON)], tmp_path / "c.parquet")
-    workdir = tmp_path / "w"
-    config = stage_config(tmp_path)
-    args = ["dft", "cp2k", str(candidates), "-w", str(workdir), "-c", config, "--collect-only"]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
-    assert "cand-Si" in result.output and "unsubmitted" in result.output
-    assert not list(workdir.glob("calcs/*/attempt-*"))
-    assert not list(tmp_path.glob("refs/calcs/*"))
-
-
-def test_the_cp2k_command_reports_a_candidate_it_cannot_compute(tmp_path) -> None:
-    """``discovery dft cp2k``: a CeO2 candidate is listed as rejected with the reason (no
-    calculation starts), under the label of the energies."""
-    from typer.testing import CliRunner
-
-    from flows.cli import app
-
-    ceo2 = Structure(Lattice.cubic(5.41), ["Ce", "O", "O"], [[0, 0, 0], [0.25] * 3, [0.75] * 3])
-    candidates = write_structures([("cand-CeO2", ceo2)], tmp_path / "c.parquet")
-    args = ["dft", "cp2k", str(candidates), "-w", str(tmp_path / "w"), "-c", stage_config(tmp_path)]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
-    assert "hull of recomputed competing phases" in result.output
-    assert "cand-CeO2" in result.output and "rejected" in result.output
-    assert "no DZVP-MOLOPT-SR-GTH basis" in result.output
-    assert not (tmp_path / "w" / "calcs").exists()
