@@ -39,7 +39,7 @@ from benchmarks.machine import machine_info, save_results
 from tasks.core.columns import Col
 from tasks.core.config import load_config
 from tasks.core.paths import REPO_ROOT
-from tasks.core.stability import WILD_DIFFERENCE, e_hull_difference
+from tasks.core.stability import e_hull_difference, far_apart
 from tasks.mlip.committee import run_committee
 from tasks.mlip.settings import (
     CommitteeConfig,
@@ -94,7 +94,7 @@ def judge(root: Path, screen: ScreenSettings, seed: int) -> dict[str, Any]:
     rows, summary = run_committee(relaxed, first, screen, CACHE / root.name)
     wall = time.perf_counter() - start
     both = rows[rows["e_hull_chgnet"].notna() & rows["e_hull_sevennet"].notna()]
-    wild = both[(both["e_hull_sevennet"] - both["e_hull_chgnet"]).abs() > WILD_DIFFERENCE]
+    wild = both[far_apart(both["e_hull_sevennet"].to_numpy(), both["e_hull_chgnet"].to_numpy())]
     verdicts = pd.read_parquet(files.verdicts)
     member = pd.read_parquet(CACHE / root.name / "members" / "sevennet" / "hull.parquet")
     member_flagged = rows[Col.ID].map(member.set_index(Col.ID)[Col.FLAGGED]).fillna(True)

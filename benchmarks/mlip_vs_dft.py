@@ -66,7 +66,12 @@ from tasks.core.columns import Col
 from tasks.core.config import load_config
 from tasks.core.paths import REPO_ROOT
 from tasks.core.records import structure_from_json
-from tasks.core.stability import WILD_DIFFERENCE, StabilityRule, e_hull_difference
+from tasks.core.stability import (
+    WILD_DIFFERENCE,
+    StabilityRule,
+    e_hull_difference,
+    far_apart,
+)
 from tasks.core.structure_io import write_structures
 from tasks.dft.archive import export_completed, import_completed
 from tasks.dft.cp2k import covered_elements, spin_polarized
@@ -289,7 +294,9 @@ def markdown(result: dict[str, Any], table: pd.DataFrame) -> str:
         )
     placed = table[table[Col.E_HULL_DFT].notna()]
     wild = {
-        name: placed[(placed[f"e_hull_{name}"] - placed[Col.E_HULL_DFT]).abs() > WILD_DIFFERENCE]
+        name: placed[
+            far_apart(placed[f"e_hull_{name}"].to_numpy(), placed[Col.E_HULL_DFT].to_numpy())
+        ]
         for name in MLIPS
     }
     lines += [

@@ -48,6 +48,13 @@ class StabilityRule(StrictModel):
         )
 
 
+def far_apart(estimate: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Which pairs of E_hull lie further apart than :data:`WILD_DIFFERENCE` (a boolean mask;
+    a pair with a missing value is not)."""
+    d = np.asarray(estimate, dtype=float) - np.asarray(reference, dtype=float)
+    return np.abs(np.nan_to_num(d, nan=0.0)) > WILD_DIFFERENCE
+
+
 def e_hull_difference(estimate: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
     """How far one E_hull estimate sits from another, crystal by crystal (eV/atom).
 
@@ -66,6 +73,7 @@ def e_hull_difference(estimate: np.ndarray, reference: np.ndarray) -> dict[str, 
         median and percentile hardly). ``{"n": 0}`` when no pair is complete.
     """
     d = np.asarray(estimate, dtype=float) - np.asarray(reference, dtype=float)
+    wild = far_apart(estimate, reference)
     d = d[np.isfinite(d)]
     if not d.size:
         return {"n": 0}
@@ -75,5 +83,5 @@ def e_hull_difference(estimate: np.ndarray, reference: np.ndarray) -> dict[str, 
         "median_abs": float(np.median(np.abs(d))),
         "p95_abs": float(np.percentile(np.abs(d), 95)),
         "mean": float(d.mean()),
-        "n_wild": int((np.abs(d) > WILD_DIFFERENCE).sum()),
+        "n_wild": int(wild.sum()),
     }
